@@ -1,0 +1,14 @@
+-- sky: the job-facing module. Compute tasks, pools, providers, images and plugins grow here;
+-- native services come from sky.core.
+
+local core = require "sky.core"
+
+local M = {}
+
+M.version = core.version().skyrun
+M.inspect = require "sky.inspect"
+
+--- Validates an option table against a schema ({name = "type", ...}); errors blame the caller's caller.
+M.check_options = core.check_options
+
+return M
