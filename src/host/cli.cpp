@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "host/runtime.hpp"
-#include "host/subcommands.hpp"
+#include "host/modules.hpp"
 #include "host/torch_loader.hpp"
 #include "sky_config.h"
 

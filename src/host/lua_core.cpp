@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "host/bind.hpp"
+#include "host/modules.hpp"
 #include "host/torch_loader.hpp"
 #include "sky_config.h"
 
@@ -167,3 +168,5 @@ extern "C" int luaopen_sky_core(lua_State* L) {
   luaL_register(L, nullptr, fns);
   return 1;
 }
+
+SKY_NATIVE_MODULE("sky.core", luaopen_sky_core);

@@ -1,16 +1,24 @@
-// One list of every native module linked into the binary. Each subsystem adds its line.
+// The registries behind SKY_NATIVE_MODULE and SKY_SUBCOMMAND.
 #include "host/modules.hpp"
 
-extern "C" int luaopen_sky_core(lua_State* L);
+#include <cstring>
 
 namespace sky {
 
-const NativeModule* native_modules() {
-  static const NativeModule modules[] = {
-      {"sky.core", luaopen_sky_core},
-      {nullptr, nullptr},
-  };
+std::vector<NativeModule>& native_modules() {
+  static std::vector<NativeModule> modules;
   return modules;
+}
+
+std::vector<Subcommand>& subcommands() {
+  static std::vector<Subcommand> list;
+  return list;
+}
+
+const Subcommand* find_subcommand(const char* name) {
+  for (const Subcommand& s : subcommands())
+    if (strcmp(s.name, name) == 0) return &s;
+  return nullptr;
 }
 
 }  // namespace sky

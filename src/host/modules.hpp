@@ -1,9 +1,36 @@
-// The native modules linked into the binary, offered to `require` through package.preload.
+// Native modules and subcommands register themselves from their own files:
+//   SKY_NATIVE_MODULE("tokenizers.core", luaopen_tokenizers_core);
+//   SKY_SUBCOMMAND("worker", worker_main);
+// The core library is linked whole, so every registration in it runs before main().
 #pragma once
+
+#include <vector>
 
 #include "host/runtime.hpp"
 
 namespace sky {
-// Terminated by an entry with name == nullptr.
-const NativeModule* native_modules();
+
+struct Subcommand {
+  const char* name;
+  int (*main)(int argc, char** argv);  // argv[0] is the subcommand's name
+};
+
+std::vector<NativeModule>& native_modules();
+std::vector<Subcommand>& subcommands();
+const Subcommand* find_subcommand(const char* name);
+
+struct NativeModuleRegistration {
+  NativeModuleRegistration(const char* name, lua_CFunction open) { native_modules().push_back({name, open}); }
+};
+struct SubcommandRegistration {
+  SubcommandRegistration(const char* name, int (*main)(int, char**)) { subcommands().push_back({name, main}); }
+};
+
 }  // namespace sky
+
+#define SKY_CONCAT_INNER(a, b) a##b
+#define SKY_CONCAT(a, b) SKY_CONCAT_INNER(a, b)
+#define SKY_NATIVE_MODULE(name, open) \
+  static ::sky::NativeModuleRegistration SKY_CONCAT(sky_native_module_, __LINE__)(name, open)
+#define SKY_SUBCOMMAND(name, main) \
+  static ::sky::SubcommandRegistration SKY_CONCAT(sky_subcommand_, __LINE__)(name, main)

@@ -69,9 +69,9 @@ static void install_searchers(lua_State* L) {
   lua_rawseti(L, -2, 3);
   lua_pop(L, 1);                      // [package]
   lua_getfield(L, -1, "preload");     // [package, preload]
-  for (const NativeModule* m = native_modules(); m->name; ++m) {
-    lua_pushcfunction(L, m->open);
-    lua_setfield(L, -2, m->name);
+  for (const NativeModule& m : native_modules()) {
+    lua_pushcfunction(L, m.open);
+    lua_setfield(L, -2, m.name);
   }
   lua_pop(L, 2);
 }
