@@ -138,4 +138,6 @@ void runtime_interrupt(lua_State* L) {
   lua_sethook(L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
+bool runtime_interrupt_pending(lua_State* L) { return lua_gethook(L) == interrupt_hook; }
+
 }  // namespace sky
