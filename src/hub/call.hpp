@@ -63,6 +63,7 @@ http::Response request_with_backoff(const Call& c, http::Session& s, const char*
 struct FileRequest {
   std::string filename;
   std::string revision;
+  std::string asked_revision;  // shown in messages when revision is a commit pinned for the caller
   bool force_download = false;
   bool optional = false;
   ProgressBar* shared_bar = nullptr;  // parallel downloads report into one bar

@@ -52,7 +52,7 @@ bool is_relative_location(const std::string& loc) {
 // The metadata HEAD. Raises HubError for the Hub's error answers (EntryNotFound recorded in
 // .no_exist first) and TransportError when no answer came.
 FileMetadata head_file(const Call& c, http::Session& s, const cache::RepoCache& rc, std::string_view filename,
-                       std::string_view revision, bool with_backoff) {
+                       std::string_view revision, std::string_view shown_revision, bool with_backoff) {
   std::string url = c.resolve_url(revision, filename);
   http::Headers headers = c.headers(true);
   headers.emplace_back("accept-encoding", "identity");  // the real size, not a compressed one
@@ -76,7 +76,7 @@ FileMetadata head_file(const Call& c, http::Session& s, const cache::RepoCache& 
         } catch (const HubError&) {
         }
       }
-      raise_for_response(c, r, filename, revision);
+      raise_for_response(c, r, filename, shown_revision);
     }
     std::optional<std::string> loc = r.header("location");
     if (r.status >= 300 && r.status < 400 && loc && is_relative_location(*loc) && hops < 10) {
@@ -256,6 +256,7 @@ FileResult download_file(const Call& c, http::Session& s, const FileRequest& req
   cache::validate_filename(req.filename);
   const std::string& filename = req.filename;
   const std::string& revision = req.revision;
+  const std::string& shown = req.asked_revision.empty() ? req.revision : req.asked_revision;
   cache::RepoCache rc = c.repo_cache();
 
   // A commit hash already cached needs no network at all.
@@ -273,7 +274,7 @@ FileResult download_file(const Call& c, http::Session& s, const FileRequest& req
     why_not_asked = c.offline_reason();
   } else {
     try {
-      meta = head_file(c, s, rc, filename, revision, false);
+      meta = head_file(c, s, rc, filename, revision, shown, false);
     } catch (const HubError& e) {
       if (e.kind() == ErrorKind::entry_not_found && req.optional) {
         return {std::nullopt, rc.commit_of(revision).value_or("")};
@@ -298,7 +299,7 @@ FileResult download_file(const Call& c, http::Session& s, const FileRequest& req
       if (rc.is_no_exist(*commit, filename)) {
         if (req.optional) return {std::nullopt, *commit};
         throw HubError(ErrorKind::entry_not_found, "file '" + filename + "' not found in '" + c.repo_id +
-                                                       "' at revision '" + revision + "' (recorded in the cache)");
+                                                       "' at revision '" + shown + "' (recorded in the cache)");
       }
       // As transformers: an optional file missing from a cached snapshot is taken as absent.
       if (req.optional && cache::is_dir(rc.snapshot_dir(*commit))) return {std::nullopt, *commit};
@@ -306,7 +307,7 @@ FileResult download_file(const Call& c, http::Session& s, const FileRequest& req
     if (head_error && head_error_is_final(*head_error)) throw *head_error;
     if (retryable) {  // nothing cached: worth the wait of huggingface_hub's backoff
       try {
-        meta = head_file(c, s, rc, filename, revision, true);
+        meta = head_file(c, s, rc, filename, revision, shown, true);
       } catch (const HubError& e) {
         if (e.kind() == ErrorKind::entry_not_found && req.optional) return {std::nullopt, rc.commit_of(revision).value_or("")};
         if (!head_error_falls_back(e) || head_error_is_final(e)) throw;
@@ -317,7 +318,7 @@ FileResult download_file(const Call& c, http::Session& s, const FileRequest& req
     }
     if (!meta)
       throw HubError(ErrorKind::not_cached, why_not_asked + ", and '" + filename + "' of '" + c.repo_id +
-                                                "' (revision '" + revision + "') is not in the cache at " +
+                                                "' (revision '" + shown + "') is not in the cache at " +
                                                 c.cache_dir + ": missing " + describe_missing(rc, revision, filename));
   }
 

@@ -289,6 +289,7 @@ ResolvedFolder resolve_model_folder(std::string_view path_or_id, const std::vect
     detail::FileRequest req;
     req.filename = name;
     req.revision = revision;
+    req.asked_revision = c.revision;
     req.force_download = opts.force_download;
     req.optional = optional;
     req.shared_bar = bar;
@@ -313,7 +314,7 @@ ResolvedFolder resolve_model_folder(std::string_view path_or_id, const std::vect
     }
     if (!f.optional)
       throw HubError(ErrorKind::entry_not_found, "file '" + f.name + "' not found in '" + c.repo_id +
-                                                     "' at revision '" + revision + "' (nor '" + index + "')");
+                                                     "' at revision '" + c.revision + "' (nor '" + index + "')");
     return ri;
   };
 
