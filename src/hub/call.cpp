@@ -27,11 +27,11 @@ bool sleep_cancellable(const Call& c, double seconds) {
   return false;
 }
 
+}  // namespace
+
 bool retryable_status(long status) {
   return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
 }
-
-}  // namespace
 
 std::string Call::offline_reason() const {
   if (local_files_only && !settings.offline) return "local_files_only=true forbids network access";
@@ -104,28 +104,28 @@ Call call_new(std::string_view repo_id, const RepoOptions& opts) {
 
   if (code == "RevisionNotFound")
     throw HubError(ErrorKind::revision_not_found,
-                   "revision " + quoted(revision) + " not found in " + repo + type_note + " at " + c.endpoint);
+                   "revision " + quoted(revision) + " not found in " + repo + type_note + " at " + c.endpoint, r.status);
   if (code == "EntryNotFound" || (r.status == 404 && code.empty() && !filename.empty()))
     throw HubError(ErrorKind::entry_not_found, "file " + quoted(filename) + " not found in " + repo + type_note +
-                                                   " at revision " + quoted(revision));
+                                                   " at revision " + quoted(revision), r.status);
   if (r.status == 401 && server_msg == "Invalid credentials in Authorization header")
     throw HubError(ErrorKind::gated, "the token sent to " + c.endpoint + " was refused as invalid (" + status +
-                                         ") while fetching " + repo + ": check HF_TOKEN or log in again");
+                                         ") while fetching " + repo + ": check HF_TOKEN or log in again", r.status);
   if (code == "GatedRepo" || (r.status == 403 && code != "RepoNotFound")) {
     std::string token_note = c.token.empty() ? "no token was sent" : "the token sent does not grant access";
     throw HubError(ErrorKind::gated, "repository " + repo + type_note + " is gated or private: " + license_hint +
-                                         " (" + status + ", " + token_note + ")");
+                                         " (" + status + ", " + token_note + ")", r.status);
   }
   if (code == "RepoNotFound" || r.status == 401 || (r.status == 404 && filename.empty())) {
     std::string msg = "repository " + repo + " not found at " + c.endpoint + type_note;
     if (r.status == 401 || c.token.empty()) msg += "; if it is private or gated, " + license_hint;
-    throw HubError(ErrorKind::repo_not_found, msg);
+    throw HubError(ErrorKind::repo_not_found, msg, r.status);
   }
   std::string what = filename.empty() ? repo : quoted(filename) + " of " + repo;
   std::string msg = "the Hub at " + c.endpoint + " answered " + status + " for " + what + " (revision " +
                     quoted(revision) + ")";
   if (!server_msg.empty()) msg += ": " + server_msg;
-  throw HubError(ErrorKind::http, msg);
+  throw HubError(ErrorKind::http, msg, r.status);
 }
 
 std::string unreachable_reason(const Call& c, const http::TransportError& e) {

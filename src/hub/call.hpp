@@ -52,6 +52,9 @@ std::string unreachable_reason(const Call& c, const http::TransportError& e);
 // What the cache lacks for filename at revision (filename empty: the snapshot), as a path.
 std::string describe_missing(const cache::RepoCache& rc, std::string_view revision, std::string_view filename);
 
+// 408, 429 and 5xx: answers worth asking again after a pause.
+bool retryable_status(long status);
+
 // A request retried, as huggingface_hub's http_backoff, on 408/429/5xx answers and timeouts
 // (1, 2, 4, 8, 8 s apart). TransportError escapes after the last try.
 http::Response request_with_backoff(const Call& c, http::Session& s, const char* method, const std::string& url,

@@ -282,7 +282,7 @@ FileResult download_file(const Call& c, http::Session& s, const FileRequest& req
       if (!head_error_falls_back(e)) throw;
       head_error = e;
       why_not_asked = e.what();
-      retryable = e.kind() == ErrorKind::http;
+      retryable = retryable_status(e.http_status());
     } catch (const http::TransportError& e) {
       why_not_asked = unreachable_reason(c, e);
       retryable = e.kind() == http::TransportError::Kind::timeout;

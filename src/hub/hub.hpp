@@ -76,11 +76,14 @@ enum class ErrorKind {
 
 class HubError : public std::runtime_error {
  public:
-  HubError(ErrorKind kind, const std::string& msg) : std::runtime_error(msg), kind_(kind) {}
+  HubError(ErrorKind kind, const std::string& msg, long http_status = 0)
+      : std::runtime_error(msg), kind_(kind), http_status_(http_status) {}
   ErrorKind kind() const { return kind_; }
+  long http_status() const { return http_status_; }  // the Hub's answer, 0 when none came
 
  private:
   ErrorKind kind_;
+  long http_status_;
 };
 
 // huggingface_hub.hf_hub_download: the local path of `filename` inside the snapshot folder

@@ -87,46 +87,49 @@ cache::Tree fetch_tree(const Call& c, http::Session& s, const std::string& commi
   throw HubError(ErrorKind::http, "the file list of '" + c.repo_id + "' never ends (pagination loop)");
 }
 
-bool falls_back_to_cache(const HubError& e) {
-  return e.kind() == ErrorKind::http;  // the Hub is down or answers strangely; not-found and gated are final
-}
-
 std::string describe_snapshot(const Call& c) {
   return "the snapshot of '" + c.repo_id + "' (revision '" + c.revision + "')";
 }
 
-// The tree of the commit the call's revision names, from the cache or the Hub. Sets `commit`.
-// `network_error` receives why the Hub was not asked (offline, unreachable); then the tree comes
-// from the cache only and may be nullopt.
-std::optional<cache::Tree> tree_of_revision(const Call& c, http::Session& s, std::string& commit,
-                                            std::string& network_error) {
+// A revision's file listing, from the cache or the Hub.
+struct RevisionTree {
+  std::optional<cache::Tree> tree;    // nullopt: neither the Hub nor the cache could say
+  std::string commit;                 // empty when unknown
+  std::string network_error;          // why the Hub was not asked (offline, unreachable); empty: it was
+  std::optional<HubError> hub_error;  // gated or not found: raised when the cache cannot answer either
+};
+
+RevisionTree tree_of_revision(const Call& c, http::Session& s) {
+  RevisionTree out;
   cache::RepoCache rc = c.repo_cache();
   if (cache::is_commit_hash(c.revision)) {
-    commit = c.revision;
-    if (std::optional<cache::Tree> t = rc.read_tree(commit)) return t;  // a commit never changes
+    out.commit = c.revision;
+    if ((out.tree = rc.read_tree(out.commit))) return out;  // a commit never changes
   }
   if (c.offline()) {
-    network_error = c.offline_reason();
+    out.network_error = c.offline_reason();
   } else {
     try {
-      if (commit.empty()) commit = repo_info_sha(c, s, c.revision);
-      std::optional<cache::Tree> tree = rc.read_tree(commit);
-      if (!tree) {
-        tree = fetch_tree(c, s, commit);
-        rc.write_tree(commit, *tree);
+      if (out.commit.empty()) out.commit = repo_info_sha(c, s, c.revision);
+      out.tree = rc.read_tree(out.commit);
+      if (!out.tree) {
+        out.tree = fetch_tree(c, s, out.commit);
+        rc.write_tree(out.commit, *out.tree);
       }
-      return tree;
+      return out;
     } catch (const HubError& e) {
-      if (!falls_back_to_cache(e)) throw;
-      network_error = e.what();
+      // As huggingface_hub: a Hub that says no (down, gated, unknown) still lets the cache answer.
+      if (e.kind() != ErrorKind::http && e.kind() != ErrorKind::gated && e.kind() != ErrorKind::repo_not_found) throw;
+      out.network_error = e.what();
+      if (e.kind() != ErrorKind::http) out.hub_error = e;
     } catch (const http::TransportError& e) {
       if (e.kind() == http::TransportError::Kind::cancelled) rethrow_transport(c, e);
-      network_error = unreachable_reason(c, e);
+      out.network_error = unreachable_reason(c, e);
     }
   }
-  if (commit.empty()) commit = rc.commit_of(c.revision).value_or("");
-  if (commit.empty()) return std::nullopt;
-  return rc.read_tree(commit);
+  if (out.commit.empty()) out.commit = rc.commit_of(c.revision).value_or("");
+  if (!out.commit.empty()) out.tree = rc.read_tree(out.commit);
+  return out;
 }
 
 std::string dir_of(const std::string& path) {
@@ -167,24 +170,25 @@ std::vector<std::string> list_repo_files(std::string_view repo_id, const RepoOpt
   detail::Call c = detail::call_new(repo_id, opts);
   http::Session s;
   s.cancelled = opts.cancelled;
-  std::string commit, network_error;
-  std::optional<cache::Tree> tree = detail::tree_of_revision(c, s, commit, network_error);
+  detail::RevisionTree rt = detail::tree_of_revision(c, s);
   cache::RepoCache rc = c.repo_cache();
-  if (!tree) {
-    std::string missing = commit.empty() ? detail::describe_missing(rc, c.revision, "") : rc.tree_path(commit);
-    throw HubError(ErrorKind::not_cached, network_error + ", and the file list of '" + c.repo_id + "' (revision '" +
-                                              c.revision + "') is not in the cache at " + c.cache_dir +
-                                              ": missing " + missing);
+  if (!rt.tree) {
+    if (rt.hub_error) throw *rt.hub_error;
+    std::string missing = rt.commit.empty() ? detail::describe_missing(rc, c.revision, "") : rc.tree_path(rt.commit);
+    throw HubError(ErrorKind::not_cached, rt.network_error + ", and the file list of '" + c.repo_id +
+                                              "' (revision '" + c.revision + "') is not in the cache at " +
+                                              c.cache_dir + ": missing " + missing);
   }
-  if (network_error.empty()) {
+  if (rt.network_error.empty()) {
     try {
-      rc.write_ref(c.revision, commit);
+      rc.write_ref(c.revision, rt.commit);
     } catch (const HubError&) {
+      // A read-only cache still answers; the ref only helps later offline calls.
     }
   }
   std::vector<std::string> files;
-  files.reserve(tree->size());
-  for (const auto& [path, entry] : *tree) files.push_back(path);
+  files.reserve(rt.tree->size());
+  for (const auto& [path, entry] : *rt.tree) files.push_back(path);
   return files;
 }
 
@@ -193,8 +197,8 @@ std::string snapshot_download(std::string_view repo_id, const SnapshotOptions& o
   http::Session s;
   s.cancelled = opts.cancelled;
   cache::RepoCache rc = c.repo_cache();
-  std::string commit, network_error;
-  std::optional<cache::Tree> tree = detail::tree_of_revision(c, s, commit, network_error);
+  detail::RevisionTree rt = detail::tree_of_revision(c, s);
+  const std::string& commit = rt.commit;
 
   auto wanted = [&](const std::string& path) {
     bool allowed = opts.allow_patterns.empty();
@@ -203,20 +207,22 @@ std::string snapshot_download(std::string_view repo_id, const SnapshotOptions& o
     return allowed;
   };
 
-  if (!network_error.empty()) {  // the cache alone answers, as huggingface_hub does offline
-    if (commit.empty() || !cache::is_dir(rc.snapshot_dir(commit)))
-      throw HubError(ErrorKind::not_cached, network_error + ", and " + detail::describe_snapshot(c) +
+  if (!rt.network_error.empty()) {  // the cache alone answers, as huggingface_hub does offline
+    if (commit.empty() || !cache::is_dir(rc.snapshot_dir(commit))) {
+      if (rt.hub_error) throw *rt.hub_error;
+      throw HubError(ErrorKind::not_cached, rt.network_error + ", and " + detail::describe_snapshot(c) +
                                                 " is not in the cache at " + c.cache_dir + ": missing " +
                                                 detail::describe_missing(rc, c.revision, ""));
-    if (tree) {
+    }
+    if (rt.tree) {
       std::vector<std::string> missing;
-      for (const auto& [path, entry] : *tree)
+      for (const auto& [path, entry] : *rt.tree)
         if (wanted(path) && !cache::exists(rc.pointer_path(commit, path))) missing.push_back(path);
       if (!missing.empty()) {
         std::string sample;
         for (size_t i = 0; i < missing.size() && i < 3; ++i) sample += (i ? ", " : "") + missing[i];
         if (missing.size() > 3) sample += ", ... (" + std::to_string(missing.size() - 3) + " more)";
-        throw HubError(ErrorKind::not_cached, network_error + ", and " + detail::describe_snapshot(c) +
+        throw HubError(ErrorKind::not_cached, rt.network_error + ", and " + detail::describe_snapshot(c) +
                                                   " in the cache is incomplete: " + std::to_string(missing.size()) +
                                                   " file(s) missing (" + sample + ") in " + rc.snapshot_dir(commit));
       }
@@ -225,7 +231,7 @@ std::string snapshot_download(std::string_view repo_id, const SnapshotOptions& o
   }
 
   std::vector<std::string> files;
-  for (const auto& [path, entry] : *tree)
+  for (const auto& [path, entry] : *rt.tree)
     if (wanted(path)) files.push_back(path);
   rc.write_ref(c.revision, commit);
   cache::make_dirs(rc.snapshot_dir(commit));

@@ -58,6 +58,27 @@ T.test("a gated repo downloads with HF_TOKEN, and with the token file under HF_H
   T.contains(err, "no token was sent")
 end)
 
+T.test("a gated repo fetched earlier with a token is served from the cache when the token is gone", function()
+  local home = T.tmpdir()
+  local _, err, code = H.run_child(download_code("org/gated", "config.json"),
+    { HF_ENDPOINT = hub.endpoint, HF_HOME = home, HF_TOKEN = TOKEN })
+  T.eq(code, 0, err)
+  local out
+  out, err, code = H.run_child(download_code("org/gated", "config.json"), { HF_ENDPOINT = hub.endpoint, HF_HOME = home })
+  T.eq(code, 0, err)
+  T.eq(out, home .. "/hub/models--org--gated/snapshots/" .. GATED_SHA .. "/config.json\n")
+end)
+
+T.test("a Hub answering 503 is asked again after a pause when the cache cannot answer", function()
+  local cache = T.tmpdir()
+  hub:set_faults { { id = "503", match = "/org/open/resolve/main/config.json", method = "HEAD", status = 503, times = 1 } }
+  hub:clear_log()
+  local p = hf.hf_hub_download("org/open", "config.json", H.opts(hub, cache))
+  hub:set_faults {}
+  T.eq(T.read_file(p), '{"open": true}')
+  T.eq(hub:count("HEAD", "config.json"), 2)
+end)
+
 T.test("the token appears in no output or error of any call", function()
   local home = T.tmpdir()
   local code = [[
