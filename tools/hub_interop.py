@@ -16,6 +16,7 @@ Prints one line per check and "N passed, N failed"; exits 1 on any failure.
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -190,6 +191,7 @@ def main():
                                                  "\n".join(sorted(set(lb) - set(la)))))
     finally:
         server.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

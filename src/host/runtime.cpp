@@ -140,4 +140,10 @@ void runtime_interrupt(lua_State* L) {
 
 bool runtime_interrupt_pending(lua_State* L) { return lua_gethook(L) == interrupt_hook; }
 
+bool runtime_interrupt_take(lua_State* L) {
+  if (!runtime_interrupt_pending(L)) return false;
+  lua_sethook(L, nullptr, 0, 0);
+  return true;
+}
+
 }  // namespace sky

@@ -67,6 +67,18 @@ std::vector<std::string> pop_string_list(lua_State* L, const char* key, const ch
   return out;
 }
 
+// Runs F; a download stopped by Ctrl-C disarms the pending interrupt so that exactly one error,
+// "interrupted!", reaches the script (the hook would otherwise fire again in the error handler).
+template <int (*F)(lua_State*)>
+int cancellable(lua_State* L) {
+  try {
+    return F(L);
+  } catch (const hub::HubError& e) {
+    if (e.kind() == hub::ErrorKind::cancelled && runtime_interrupt_take(L)) throw Error("interrupted!");
+    throw;
+  }
+}
+
 void push_optional_path(lua_State* L, const std::optional<std::string>& p) {
   if (p) lua_pushlstring(L, p->data(), p->size());
   else lua_pushnil(L);
@@ -209,10 +221,10 @@ int hub_settings(lua_State* L) {
 
 extern "C" int luaopen_huggingface_hub_core(lua_State* L) {
   static const luaL_Reg fns[] = {
-      {"hf_hub_download", sky::safe<sky::hub_hf_hub_download>},
-      {"snapshot_download", sky::safe<sky::hub_snapshot_download>},
-      {"list_repo_files", sky::safe<sky::hub_list_repo_files>},
-      {"resolve_model_folder", sky::safe<sky::hub_resolve_model_folder>},
+      {"hf_hub_download", sky::safe<sky::cancellable<sky::hub_hf_hub_download>>},
+      {"snapshot_download", sky::safe<sky::cancellable<sky::hub_snapshot_download>>},
+      {"list_repo_files", sky::safe<sky::cancellable<sky::hub_list_repo_files>>},
+      {"resolve_model_folder", sky::safe<sky::cancellable<sky::hub_resolve_model_folder>>},
       {"try_to_load_from_cache", sky::safe<sky::hub_try_to_load_from_cache>},
       {"repo_folder_name", sky::safe<sky::hub_repo_folder_name>},
       {"settings", sky::safe<sky::hub_settings>},

@@ -173,6 +173,41 @@ T.test("a download killed mid-way leaves blobs/<etag>.incomplete that the next p
   T.eq(H.exists(incomplete), false)
 end)
 
+T.test("Ctrl-C stops a stalled download at once and keeps the partial file for later", function()
+  local cache = T.tmpdir()
+  local big = H.bytes(600 * 1024, 9)
+  hub:commit("org/stalled", { ["model.safetensors"] = big })
+  local incomplete = cache .. "/models--org--stalled/blobs/" .. H.sha256(big) .. ".incomplete"
+  hub:set_faults { { id = "stall", match = "/cdn/", method = "GET", drop_after = 100000, hang = true,
+    hang_seconds = 30, times = 1 } }
+  local dir = T.tmpdir()
+  T.write_file(dir .. "/child.lua", string.format(
+    "require('huggingface_hub').hf_hub_download('org/stalled', 'model.safetensors', " ..
+    "{ endpoint = %q, cache_dir = %q, token = false })", hub.endpoint, cache))
+  T.exec(string.format("(%s %s > %s 2>&1; echo $? > %s) & echo $! > %s", T.shell_quote(T.skyrun_bin),
+    T.shell_quote(dir .. "/child.lua"), T.shell_quote(dir .. "/out"), T.shell_quote(dir .. "/code"),
+    T.shell_quote(dir .. "/pid")))
+  for _ = 1, 200 do
+    if (H.file_size(incomplete) or 0) >= 100000 then break end
+    os.execute("sleep 0.05")
+  end
+  -- the subshell's child is skyrun: signal it by its own pid
+  local pid = tonumber((T.sh("pgrep -P " .. tonumber(T.read_file(dir .. "/pid")))):match("%d+"))
+  os.execute("kill -INT " .. pid)
+  local code
+  for _ = 1, 60 do  -- 3 s at most, far below the 30 s stall
+    local f = io.open(dir .. "/code")
+    code = f and tonumber(f:read("*a"))
+    if f then f:close() end
+    if code then break end
+    os.execute("sleep 0.05")
+  end
+  hub:set_faults {}
+  T.eq(code, 1, "skyrun ended after Ctrl-C")
+  T.contains(T.read_file(dir .. "/out"), "interrupted")
+  T.eq(H.file_size(incomplete), 100000)
+end)
+
 T.test("force_download fetches the bytes again", function()
   local cache = T.tmpdir()
   hf.hf_hub_download("org/tiny", "config.json", H.opts(hub, cache))
