@@ -140,25 +140,34 @@ T.test("a dropped connection mid-body resumes with a Range request from where it
   T.eq(H.ls(cache .. "/models--org--resume/blobs"), { H.sha256(big) }, "no .incomplete left behind")
 end)
 
+-- Starts a child skyrun downloading `repo`'s model.safetensors while the server stalls after
+-- `stall_at` bytes; returns once the .incomplete file holds them. Returns the child's pid (skyrun
+-- itself), its output file, the file its exit code lands in, and the .incomplete path.
+local function start_stalled_download(repo, cache, data, stall_at)
+  local incomplete = cache .. "/" .. hf.repo_folder_name(repo) .. "/blobs/" .. H.sha256(data) .. ".incomplete"
+  hub:set_faults { { id = repo, match = "/cdn/", method = "GET", drop_after = stall_at, hang = true,
+    hang_seconds = 30, times = 1 } }
+  local dir = T.tmpdir()
+  T.write_file(dir .. "/child.lua", string.format(
+    "require('huggingface_hub').hf_hub_download(%q, 'model.safetensors', { endpoint = %q, cache_dir = %q, token = false })",
+    repo, hub.endpoint, cache))
+  local q = T.shell_quote
+  T.exec(string.format("(%s %s > %s 2>&1; echo $? > %s) & echo $! > %s", q(T.skyrun_bin), q(dir .. "/child.lua"),
+    q(dir .. "/out"), q(dir .. "/code"), q(dir .. "/pid")))
+  for _ = 1, 200 do
+    if (H.file_size(incomplete) or 0) >= stall_at then break end
+    os.execute("sleep 0.05")
+  end
+  -- the background subshell waits for skyrun: its only child
+  local pid = tonumber((T.sh("pgrep -P " .. tonumber(T.read_file(dir .. "/pid")))):match("%d+"))
+  return pid, dir .. "/out", dir .. "/code", incomplete
+end
+
 T.test("a download killed mid-way leaves blobs/<etag>.incomplete that the next process resumes", function()
   local cache = T.tmpdir()
   local big = H.bytes(1024 * 1024, 5)
   hub:commit("org/killed", { ["model.safetensors"] = big })
-  local sha = H.sha256(big)
-  local incomplete = cache .. "/models--org--killed/blobs/" .. sha .. ".incomplete"
-  hub:set_faults { { id = "hang", match = "/cdn/", method = "GET", drop_after = 300000, hang = true,
-    hang_seconds = 30, times = 1 } }
-  local dir = T.tmpdir()
-  T.write_file(dir .. "/child.lua", string.format(
-    "require('huggingface_hub').hf_hub_download('org/killed', 'model.safetensors', " ..
-    "{ endpoint = %q, cache_dir = %q, token = false })", hub.endpoint, cache))
-  T.exec(string.format("%s %s > %s 2>&1 & echo $! > %s", T.shell_quote(T.skyrun_bin), T.shell_quote(dir .. "/child.lua"),
-    T.shell_quote(dir .. "/out"), T.shell_quote(dir .. "/pid")))
-  local pid = tonumber(T.read_file(dir .. "/pid"))
-  for _ = 1, 200 do
-    if (H.file_size(incomplete) or 0) >= 300000 then break end
-    os.execute("sleep 0.05")
-  end
+  local pid, _, _, incomplete = start_stalled_download("org/killed", cache, big, 300000)
   os.execute("kill -9 " .. pid)
   T.eq(H.file_size(incomplete), 300000, "the partial download stays on disk")
   hub:set_faults {}
@@ -177,26 +186,11 @@ T.test("Ctrl-C stops a stalled download at once and keeps the partial file for l
   local cache = T.tmpdir()
   local big = H.bytes(600 * 1024, 9)
   hub:commit("org/stalled", { ["model.safetensors"] = big })
-  local incomplete = cache .. "/models--org--stalled/blobs/" .. H.sha256(big) .. ".incomplete"
-  hub:set_faults { { id = "stall", match = "/cdn/", method = "GET", drop_after = 100000, hang = true,
-    hang_seconds = 30, times = 1 } }
-  local dir = T.tmpdir()
-  T.write_file(dir .. "/child.lua", string.format(
-    "require('huggingface_hub').hf_hub_download('org/stalled', 'model.safetensors', " ..
-    "{ endpoint = %q, cache_dir = %q, token = false })", hub.endpoint, cache))
-  T.exec(string.format("(%s %s > %s 2>&1; echo $? > %s) & echo $! > %s", T.shell_quote(T.skyrun_bin),
-    T.shell_quote(dir .. "/child.lua"), T.shell_quote(dir .. "/out"), T.shell_quote(dir .. "/code"),
-    T.shell_quote(dir .. "/pid")))
-  for _ = 1, 200 do
-    if (H.file_size(incomplete) or 0) >= 100000 then break end
-    os.execute("sleep 0.05")
-  end
-  -- the subshell's child is skyrun: signal it by its own pid
-  local pid = tonumber((T.sh("pgrep -P " .. tonumber(T.read_file(dir .. "/pid")))):match("%d+"))
+  local pid, out, code_file, incomplete = start_stalled_download("org/stalled", cache, big, 100000)
   os.execute("kill -INT " .. pid)
   local code
   for _ = 1, 60 do  -- 3 s at most, far below the 30 s stall
-    local f = io.open(dir .. "/code")
+    local f = io.open(code_file)
     code = f and tonumber(f:read("*a"))
     if f then f:close() end
     if code then break end
@@ -204,7 +198,7 @@ T.test("Ctrl-C stops a stalled download at once and keeps the partial file for l
   end
   hub:set_faults {}
   T.eq(code, 1, "skyrun ended after Ctrl-C")
-  T.contains(T.read_file(dir .. "/out"), "interrupted")
+  T.contains(T.read_file(out), "interrupted")
   T.eq(H.file_size(incomplete), 100000)
 end)
 
