@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -152,7 +153,13 @@ http::Response request_with_backoff(const Call& c, http::Session& s, const char*
   for (int attempt = 0;; ++attempt) {
     bool last = attempt >= 5;
     try {
-      http::Response r = s.request(method, url, headers, c.metadata_timeouts(), follow_redirects);
+      // A HEAD must answer within the ETag timeout; a GET (API listings can be large) must only keep moving.
+      http::Timeouts t = c.metadata_timeouts();
+      if (strcmp(method, "HEAD") != 0) {
+        t.total_s = 0;
+        t.stall_s = c.settings.etag_timeout_s;
+      }
+      http::Response r = s.request(method, url, headers, t, follow_redirects);
       if (last || !retryable_status(r.status)) return r;
     } catch (const http::TransportError& e) {
       if (last || e.kind() != http::TransportError::Kind::timeout) rethrow_transport(c, e);

@@ -118,7 +118,7 @@ void ProgressBar::finish() {
   std::lock_guard<std::mutex> lock(mu_);
   if (finished_) return;
   finished_ = true;
-  if (!enabled_) return;
+  if (!enabled_ || (!drawn_ && done_ == initial_)) return;  // nothing moved: no line at all
   draw_locked(true);
   if (drawn_) fputc('\n', stderr);
   fflush(stderr);
