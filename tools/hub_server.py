@@ -25,9 +25,10 @@ Every request is appended to --log, before it is answered, as one tab-separated 
 query, Range header, "auth" when an Authorization header came (never its value); "-" for none.
 
 A fault in faults.json, [{"id": "x", "match": "<substring of the path>", "method": "GET",
-"drop_after": N, "times": 1, "hang": false, "status": 503}], fires `times` times per id: it drops the
-connection after N bytes of body (or, with hang, stops sending and keeps the connection open), or
-answers `status`.
+"drop_after": N, "times": 1, "hang": false, "status": 503, "ignore_range": false}], fires `times`
+times per id, the first unspent one in list order: it drops the connection after N bytes of body
+(or, with hang, stops sending and keeps the connection open), answers `status`, or answers a Range
+request with the whole file (200) as some CDNs do.
 
     tools/hub_server.py --root DIR --port-file F --log F [--token T] [--page-size N] [--watch-pid PID]
 """
@@ -230,7 +231,7 @@ class Handler(BaseHTTPRequestHandler):
         size = len(data)
         headers = dict(headers)
         headers["Accept-Ranges"] = "bytes"
-        rng = self.parse_range(size)
+        rng = None if fault and fault.get("ignore_range") else self.parse_range(size)
         if rng is not None:
             start, end = rng
             if start >= size:

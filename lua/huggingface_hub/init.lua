@@ -104,6 +104,23 @@ function M.try_to_load_from_cache(repo_id, filename, opts)
   return core.try_to_load_from_cache(repo_id, filename, opts)
 end
 
+--- The option names resolve_model_folder takes, with their types: a from_pretrained schema can
+--- include them, and download_options picks them out of its option table.
+M.DOWNLOAD_OPTIONS = {}
+for k, v in pairs(RESOLVE) do M.DOWNLOAD_OPTIONS[k] = v end
+
+--- The hub options (revision, token, cache_dir, ...) of a larger option table, such as
+--- from_pretrained's, as a new table for resolve_model_folder.
+---@param opts? table
+---@return table
+function M.download_options(opts)
+  local out = {}
+  for k in pairs(RESOLVE) do
+    if opts and opts[k] ~= nil then out[k] = opts[k] end
+  end
+  return out
+end
+
 --- "models--org--name": a repository's folder name in the cache.
 M.repo_folder_name = core.repo_folder_name
 

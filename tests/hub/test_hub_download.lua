@@ -140,6 +140,19 @@ T.test("a dropped connection mid-body resumes with a Range request from where it
   T.eq(H.ls(cache .. "/models--org--resume/blobs"), { H.sha256(big) }, "no .incomplete left behind")
 end)
 
+T.test("a server answering a resume with the whole file (200) has it written from the start", function()
+  local cache = T.tmpdir()
+  local big = H.bytes(700 * 1024, 13)
+  hub:commit("org/norange", { ["model.safetensors"] = big })
+  hub:set_faults { { id = "drop", match = "/cdn/", method = "GET", drop_after = 250000, times = 1 },
+    { id = "no-range", match = "/cdn/", method = "GET", ignore_range = true, times = 1 } }
+  hub:clear_log()
+  local p = hf.hf_hub_download("org/norange", "model.safetensors", H.opts(hub, cache))
+  hub:set_faults {}
+  T.ok(T.read_file(p) == big, "the file is byte-identical")
+  T.eq(hub:count("GET", "/cdn/"), 2)
+end)
+
 -- Starts a child skyrun downloading `repo`'s model.safetensors while the server stalls after
 -- `stall_at` bytes; returns once the .incomplete file holds them. Returns the child's pid (skyrun
 -- itself), its output file, the file its exit code lands in, and the .incomplete path.

@@ -177,6 +177,14 @@ T.test("resolve_model_folder returns a local folder as it is and checks its file
   T.eq(#hub:requests(), 0)
 end)
 
+T.test("download_options picks the hub options out of a from_pretrained option table", function()
+  T.eq(hf.download_options { revision = "v2", token = false, num_labels = 2, cache_dir = "/c", torch_dtype = "bf16" },
+    { revision = "v2", token = false, cache_dir = "/c" })
+  T.eq(hf.download_options(nil), {})
+  T.eq(hf.DOWNLOAD_OPTIONS.revision, "string")
+  T.eq(hf.DOWNLOAD_OPTIONS.force_download, "boolean")
+end)
+
 T.test("a shard name escaping the snapshot folder is refused", function()
   local cache = T.tmpdir()
   hub:commit("org/evil", { ["model.safetensors.index.json"] = '{"weight_map": {"w": "../../../../etc/passwd"}}' })
