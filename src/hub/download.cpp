@@ -210,7 +210,12 @@ void fetch_blob(const Call& c, http::Session& s, const FileMetadata& m, const st
         size = 0;
         continue;
       }
-      if (r.status >= 400) raise_for_response(c, r, filename, m.commit);
+      if (r.status >= 400 && http::url_origin(r.url) == http::url_origin(c.endpoint))
+        raise_for_response(c, r, filename, m.commit);
+      if (r.status >= 400)  // the CDN: its signed URL may have expired; a new call asks the Hub for another
+        throw HubError(ErrorKind::http, "the file server " + http::url_origin(r.url) + " answered HTTP " +
+                                            std::to_string(r.status) + " for '" + filename + "' of '" + c.repo_id +
+                                            "'; run again to get a fresh download link", r.status);
       if (r.status < 200 || r.status >= 300)
         throw HubError(ErrorKind::http, "unexpected HTTP " + std::to_string(r.status) + " while downloading '" +
                                             filename + "' of '" + c.repo_id + "'");

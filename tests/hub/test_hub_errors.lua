@@ -79,6 +79,16 @@ T.test("a Hub answering 503 is asked again after a pause when the cache cannot a
   T.eq(hub:count("HEAD", "config.json"), 2)
 end)
 
+T.test("a CDN refusing the download is named as the file server, and the next call gets a new link", function()
+  local cache = T.tmpdir()
+  hub:set_faults { { id = "cdn403", match = "/cdn/", method = "GET", status = 403, times = 1 } }
+  T.raises(function() hf.hf_hub_download("org/open", "model.safetensors", H.opts(hub, cache)) end,
+    "the file server http://localhost:" .. hub.port .. " answered HTTP 403 for 'model.safetensors' of 'org/open'")
+  local p = hf.hf_hub_download("org/open", "model.safetensors", H.opts(hub, cache))
+  hub:set_faults {}
+  T.eq(H.file_size(p), 50000)
+end)
+
 T.test("the token appears in no output or error of any call", function()
   local home = T.tmpdir()
   local code = [[
