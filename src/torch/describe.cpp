@@ -25,6 +25,9 @@ std::string nccl_check() {
     std::vector<at::Tensor> t{torch::full({4}, 3.0f, torch::kCUDA)};
     pg->allreduce(t)->wait();
     float v = t[0].sum().item<float>();
+#if SKY_TORCH_AT_LEAST(2, 3)
+    pg->shutdown();
+#endif
     if (v != 12.0f) return "NCCL: not usable (all_reduce gave " + std::to_string(v) + ")";
     return "NCCL: usable (one-rank ProcessGroupNCCL all_reduce ok)";
   } catch (const std::exception& e) {
