@@ -138,4 +138,12 @@ void runtime_interrupt(lua_State* L) {
   lua_sethook(L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
+bool runtime_interrupt_pending(lua_State* L) { return lua_gethook(L) == interrupt_hook; }
+
+bool runtime_interrupt_take(lua_State* L) {
+  if (!runtime_interrupt_pending(L)) return false;
+  lua_sethook(L, nullptr, 0, 0);
+  return true;
+}
+
 }  // namespace sky

@@ -43,5 +43,11 @@ const EmbeddedModule* runtime_find_embedded(const char* name);
 
 // Called from a signal handler: makes the running Lua code raise "interrupted!" at its next hook.
 void runtime_interrupt(lua_State* L);
+// True between a runtime_interrupt and the error it raises: native code running a long operation
+// (a download) polls it to stop early on Ctrl-C.
+bool runtime_interrupt_pending(lua_State* L);
+// Disarms a pending interrupt (true when one was pending): native code that already stopped
+// because of it raises its own error, which must not be followed by another from the hook.
+bool runtime_interrupt_take(lua_State* L);
 
 }  // namespace sky
