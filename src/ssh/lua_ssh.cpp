@@ -1,0 +1,210 @@
+// The native module "sky.ssh.core": libssh sessions for Lua (connect, run, upload), used by
+// lua/sky/providers/ssh.lua. Option tables are read here, unknown keys refused.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "host/bind.hpp"
+#include "host/modules.hpp"
+#include "ssh/session.hpp"
+
+namespace sky {
+namespace {
+
+const ClassSpec& session_spec();
+
+ssh::Session& check_session(lua_State* L, int idx) { return class_check<ssh::Session>(L, idx, session_spec()); }
+
+std::string read_whole_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error("cannot open " + path);
+  std::string data;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      ::close(fd);
+      throw Error("cannot read " + path);
+    }
+    if (n == 0) break;
+    data.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return data;
+}
+
+// connect{target=, key=, known_hosts=, config=, host_key_policy=, connect_timeout=} -> session
+int ssh_connect_lua(lua_State* L) {
+  Options o(L, 1, "ssh.connect",
+            {{"target", OptType::String}, {"key", OptType::String}, {"known_hosts", OptType::String},
+             {"config", OptType::String}, {"host_key_policy", OptType::String}, {"connect_timeout", OptType::Number}});
+  ssh::ConnectOptions c;
+  c.target = o.string("target", "");
+  if (c.target.empty()) throw Error("ssh.connect: option 'target' is required");
+  c.key = o.string("key", "");
+  c.known_hosts = o.string("known_hosts", "");
+  c.config = o.string("config", "");
+  std::string policy = o.string("host_key_policy", "strict");
+  if (policy == "strict") c.policy = ssh::HostKeyPolicy::strict;
+  else if (policy == "accept-new") c.policy = ssh::HostKeyPolicy::accept_new;
+  else throw Error("option 'host_key_policy' must be \"strict\" or \"accept-new\" (got \"" + policy + "\")");
+  c.connect_timeout = o.number("connect_timeout", 10);
+  if (c.connect_timeout <= 0) throw Error("option 'connect_timeout' must be positive");
+  std::shared_ptr<ssh::Session> s = ssh::Session::connect(c);
+  class_push(L, session_spec(), s);
+  return 1;
+}
+
+// session:run(command [, {stdin=, timeout=, prefix=}]) -> exit_status, stdout, stderr
+// With prefix, output lines are written to this process's stdout (stderr lines to stderr) as they
+// arrive, each preceded by prefix, and the returned stdout/stderr are empty.
+int session_run(lua_State* L) {
+  ssh::Session& s = check_session(L, 1);
+  std::string cmd(check_string_view(L, 2));
+  Options o(L, 3, "session:run", {{"stdin", OptType::String}, {"timeout", OptType::Number}, {"prefix", OptType::String}});
+  std::string input = o.string("stdin", "");
+  double timeout = o.number("timeout", 0);
+  ssh::RunResult r;
+  if (o.has("prefix")) {
+    std::string prefix = o.string("prefix", "");
+    r = s.run(cmd, input, [&](std::string_view line, bool is_stderr) {
+      FILE* f = is_stderr ? stderr : stdout;
+      fwrite(prefix.data(), 1, prefix.size(), f);
+      fwrite(line.data(), 1, line.size(), f);
+      fputc('\n', f);
+      fflush(f);
+    }, timeout);
+  } else {
+    r = s.run(cmd, input, nullptr, timeout);
+  }
+  lua_pushinteger(L, r.exit_status);
+  lua_pushlstring(L, r.out.data(), r.out.size());
+  lua_pushlstring(L, r.err.data(), r.err.size());
+  return 3;
+}
+
+// session:upload(local_path, remote_path [, mode]) -> bytes
+int session_upload(lua_State* L) {
+  ssh::Session& s = check_session(L, 1);
+  std::string local(check_string_view(L, 2));
+  std::string remote(check_string_view(L, 3));
+  int mode = lua_isnoneornil(L, 4) ? 0644 : static_cast<int>(check_int64(L, 4));
+  std::string data = read_whole_file(local);
+  s.upload(data, remote, mode);
+  lua_pushnumber(L, static_cast<double>(data.size()));
+  return 1;
+}
+
+int session_close(lua_State* L) {
+  check_session(L, 1).disconnect();
+  class_close(L, 1, session_spec());
+  return 0;
+}
+
+int session_describe(lua_State* L) {
+  const std::string& d = check_session(L, 1).describe();
+  lua_pushlstring(L, d.data(), d.size());
+  return 1;
+}
+
+int session_get_host(lua_State* L) {
+  lua_pushstring(L, check_session(L, 1).host().c_str());
+  return 1;
+}
+int session_get_user(lua_State* L) {
+  lua_pushstring(L, check_session(L, 1).user().c_str());
+  return 1;
+}
+int session_get_port(lua_State* L) {
+  lua_pushinteger(L, check_session(L, 1).port());
+  return 1;
+}
+int session_get_fingerprint(lua_State* L) {
+  lua_pushstring(L, check_session(L, 1).host_key_fingerprint().c_str());
+  return 1;
+}
+int session_get_host_key_added(lua_State* L) {
+  lua_pushboolean(L, check_session(L, 1).host_key_added());
+  return 1;
+}
+
+int session_tostring(lua_State* L) {
+  Handle* h = class_test_handle(L, 1, session_spec());
+  if (!h || !h->ptr) {
+    lua_pushliteral(L, "SshSession (closed)");
+    return 1;
+  }
+  std::string s = "SshSession " + static_cast<ssh::Session*>(h->ptr.get())->describe();
+  lua_pushlstring(L, s.data(), s.size());
+  return 1;
+}
+
+const ClassSpec& session_spec() {
+  static const ClassSpec spec = {
+      "skyrun.SshSession",
+      "SshSession",
+      {{"run", safe<session_run>},
+       {"upload", safe<session_upload>},
+       {"describe", safe<session_describe>},
+       {"close", safe<session_close>}},
+      {{"host", safe<session_get_host>, nullptr},
+       {"user", safe<session_get_user>, nullptr},
+       {"port", safe<session_get_port>, nullptr},
+       {"fingerprint", safe<session_get_fingerprint>, nullptr},
+       {"host_key_added", safe<session_get_host_key_added>, nullptr}},
+      safe<session_tostring>,
+  };
+  return spec;
+}
+
+// sha256_file(path) -> hex digest. The running binary's digest is computed once per process.
+int ssh_sha256_file(lua_State* L) {
+  std::string path(check_string_view(L, 1));
+  static std::string self_digest;
+  if (path == "/proc/self/exe") {
+    if (self_digest.empty()) self_digest = ssh::sha256_hex(read_whole_file(path));
+    lua_pushlstring(L, self_digest.data(), self_digest.size());
+    return 1;
+  }
+  std::string d = ssh::sha256_hex(read_whole_file(path));
+  lua_pushlstring(L, d.data(), d.size());
+  return 1;
+}
+
+// parse_target("user@host:port") -> {user=, host=, port=} (absent parts nil)
+int ssh_parse_target(lua_State* L) {
+  ssh::Target t = ssh::parse_target(check_string_view(L, 1));
+  lua_createtable(L, 0, 3);  // [t]
+  if (!t.user.empty()) {
+    lua_pushlstring(L, t.user.data(), t.user.size());
+    lua_setfield(L, -2, "user");
+  }
+  lua_pushlstring(L, t.host.data(), t.host.size());
+  lua_setfield(L, -2, "host");
+  if (t.port) {
+    lua_pushinteger(L, t.port);
+    lua_setfield(L, -2, "port");
+  }
+  return 1;
+}
+
+}  // namespace
+}  // namespace sky
+
+extern "C" int luaopen_sky_ssh_core(lua_State* L) {
+  sky::class_register(L, sky::session_spec());
+  static const luaL_Reg fns[] = {
+      {"connect", sky::safe<sky::ssh_connect_lua>},
+      {"sha256_file", sky::safe<sky::ssh_sha256_file>},
+      {"parse_target", sky::safe<sky::ssh_parse_target>},
+      {nullptr, nullptr},
+  };
+  lua_createtable(L, 0, 3);
+  luaL_register(L, nullptr, fns);
+  return 1;
+}
+
+SKY_NATIVE_MODULE("sky.ssh.core", luaopen_sky_ssh_core);
