@@ -9,6 +9,7 @@ PACKAGES=(
   g++ meson ninja-build pkg-config python3 git
   libluajit-5.1-dev libtorch-dev libssh-dev libcurl4-openssl-dev rapidjson-dev doctest-dev
   libpcre2-dev libutf8proc-dev libsnappy-dev libzstd-dev zlib1g-dev libedit-dev
+  libgloo-dev  # Gloo's headers, for c10d's ProcessGroupGloo (Debian's libtorch-dev lacks them)
   # used by the test suite: real sshd, network namespaces, the npm reference tokenizers
   openssh-server openssh-client iproute2 procps nodejs npm ca-certificates
 )

@@ -7,6 +7,7 @@ local M = {}
 
 M.version = core.version().skyrun
 M.inspect = require "sky.inspect"
+M.dist = require "sky.dist"  -- the process group of a worker (torch plugin); LibTorch loads on first use
 
 --- Validates an option table against a schema ({name = "type", ...}); errors blame the caller's caller.
 M.check_options = core.check_options

@@ -1,0 +1,454 @@
+// Rendezvous and the default process group: rank 0 hosts a TCPStore at MASTER_ADDR:MASTER_PORT,
+// every rank announces itself there (so a timeout can name the ranks that never came), then a
+// Gloo or NCCL backend is built over that store. No Lua here (see lua_dist.cpp).
+#include "dist/dist.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+// Gloo's own headers come from libgloo-dev on Debian (the pip wheels ship them in include/).
+#if __has_include(<gloo/context.h>)
+#define SKY_HAVE_GLOO 1
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#else
+#define SKY_HAVE_GLOO 0
+#endif
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#if SKY_HAVE_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+namespace sky::dist {
+
+namespace {
+
+std::mutex g_mutex;
+std::shared_ptr<Group> g_default;
+
+// Our own errors carry finished messages; anything else thrown inside gets wrapped with context.
+struct DistError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void fail(const std::string& msg) { throw DistError("dist: " + msg); }
+
+// c10::Error's what() carries a C++ backtrace; users get the message alone.
+std::string message_of(const std::exception& e) {
+  if (auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
+  return e.what();
+}
+
+std::string seconds_text(std::chrono::milliseconds ms) {
+  char buf[32];
+  double s = static_cast<double>(ms.count()) / 1000.0;
+  snprintf(buf, sizeof(buf), s == static_cast<double>(static_cast<int64_t>(s)) ? "%.0f s" : "%.3g s", s);
+  return buf;
+}
+
+int env_int(const char* name, int def, bool required, const char* what) {
+  const char* v = getenv(name);
+  if (!v || !*v) {
+    if (required) fail(std::string("no ") + what + ": pass it or set " + name);
+    return def;
+  }
+  char* end = nullptr;
+  errno = 0;
+  long n = strtol(v, &end, 10);
+  if (errno || *end || n < 0 || n > 1 << 24) fail(std::string(name) + "='" + v + "' is not a non-negative integer");
+  return static_cast<int>(n);
+}
+
+std::vector<uint8_t> bytes_of(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+
+std::string joined_key(int r) { return "skyrun/joined/" + std::to_string(r); }
+std::string ready_key(int r) { return "skyrun/ready/" + std::to_string(r); }
+
+// Waits until every rank has set key_of(rank); on timeout names the ranks whose key is missing.
+// Polls with check() rather than a blocking wait: TCPStore's client drops its connection when a
+// wait times out, and we still need it to ask which ranks are missing.
+void wait_all_ranks(c10d::Store& store, int world_size, std::string (*key_of)(int), std::chrono::milliseconds timeout,
+                    const std::string& what) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<bool> seen(static_cast<size_t>(world_size), false);
+  int n_seen = 0;
+  auto pause = std::chrono::milliseconds(1);
+  std::string store_error;
+  while (true) {
+    try {
+      for (int r = 0; r < world_size; ++r) {
+        if (!seen[r] && store.check({key_of(r)})) {
+          seen[r] = true;
+          ++n_seen;
+        }
+      }
+    } catch (const std::exception& e) {
+      store_error = message_of(e);  // rank 0 gave up (or died) and its store closed
+      break;
+    }
+    if (n_seen == world_size) return;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+  std::string missing;
+  int n_missing = 0;
+  for (int r = 0; r < world_size; ++r)
+    if (!seen[r]) missing += (n_missing++ ? ", " : "") + std::to_string(r);
+  std::string ranks = "rank" + std::string(n_missing > 1 ? "s " : " ") + missing + " of world size " +
+                      std::to_string(world_size) + " did not join";
+  if (!store_error.empty())
+    fail(what + " failed: " + ranks + " before rank 0's store closed (" + store_error + ")");
+  fail(what + " timed out after " + seconds_text(timeout) + ": " + ranks);
+}
+
+c10::intrusive_ptr<Backend> make_gloo(const c10::intrusive_ptr<c10d::Store>& store, const InitOptions& o) {
+#if !SKY_HAVE_GLOO
+  fail("backend 'gloo' is not supported yet in this build: Gloo's headers were missing when skyrun was built "
+       "(on Debian: apt-get install libgloo-dev, then rebuild)");
+#else
+  auto options = c10d::ProcessGroupGloo::Options::create(o.timeout);
+  const char* ifname = getenv("GLOO_SOCKET_IFNAME");
+  std::string where;
+  try {
+    if (ifname && *ifname) {
+      where = std::string("interface ") + ifname + " (GLOO_SOCKET_IFNAME)";
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+    } else {
+      std::string addr = local_address_towards(o.master_addr);
+      where = "address " + addr + " (the route towards MASTER_ADDR " + o.master_addr + ")";
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(addr));
+    }
+  } catch (const std::exception& e) {
+    fail("cannot open a Gloo device on " + where + ": " + message_of(e));
+  }
+  options->threads = 2;
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world_size, options);
+#endif
+}
+
+#if SKY_HAVE_CUDA
+c10::intrusive_ptr<Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>& store, const InitOptions& o,
+                                      at::Device& device) {
+  int count = static_cast<int>(torch::cuda::device_count());
+  if (count == 0) fail("backend 'nccl' needs a CUDA device and none is visible on rank " + std::to_string(o.rank));
+  int index = o.local_rank % count;
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+  device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = o.timeout;
+  return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, o.rank, o.world_size, options);
+}
+#endif
+
+}  // namespace
+
+ReduceOp reduce_op_from_name(const std::string& name) {
+  static const std::map<std::string, ReduceOp> ops = {{"sum", ReduceOp::Sum}, {"max", ReduceOp::Max},
+                                                       {"min", ReduceOp::Min}, {"avg", ReduceOp::Avg},
+                                                       {"product", ReduceOp::Product}};
+  auto it = ops.find(name);
+  if (it == ops.end()) fail("unknown reduce op '" + name + "' (expected sum, max, min, avg or product)");
+  return it->second;
+}
+
+InitOptions init_options_resolve(InitOptions o) {
+  if (o.rank < 0) o.rank = env_int("RANK", -1, true, "rank");
+  if (o.world_size < 0) o.world_size = env_int("WORLD_SIZE", -1, true, "world size");
+  if (o.local_rank < 0) o.local_rank = env_int("LOCAL_RANK", 0, false, "local rank");
+  if (o.master_addr.empty()) {
+    const char* v = getenv("MASTER_ADDR");
+    if (!v || !*v) fail("no master address: pass master_addr or set MASTER_ADDR (the host of rank 0)");
+    o.master_addr = v;
+  }
+  if (o.master_port < 0) o.master_port = env_int("MASTER_PORT", -1, true, "master port");
+  if (o.world_size < 1) fail("world size must be at least 1 (got " + std::to_string(o.world_size) + ")");
+  if (o.rank >= o.world_size)
+    fail("rank " + std::to_string(o.rank) + " is not below world size " + std::to_string(o.world_size));
+  if (o.master_port < 1 || o.master_port > 65535)
+    fail("master port " + std::to_string(o.master_port) + " is not a TCP port (1-65535)");
+  if (o.timeout.count() <= 0) fail("timeout must be positive");
+  if (o.backend.empty()) o.backend = SKY_HAVE_CUDA && torch::cuda::is_available() ? "nccl" : "gloo";
+  if (o.backend != "gloo" && o.backend != "nccl")
+    fail("unknown backend '" + o.backend + "' (expected 'gloo' or 'nccl')");
+  return o;
+}
+
+std::shared_ptr<Group> init_process_group(const InitOptions& in) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (g_default)
+    fail("a process group exists already (rank " + std::to_string(g_default->rank()) + " of " +
+         std::to_string(g_default->world_size()) + "); destroy it first");
+  InitOptions o = init_options_resolve(in);
+#if !SKY_HAVE_CUDA
+  if (o.backend == "nccl") fail("backend 'nccl' is not available: this skyrun's LibTorch was built without CUDA; use 'gloo'");
+#endif
+  std::string master = o.master_addr + ":" + std::to_string(o.master_port);
+  std::string who = "rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size);
+
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(o.master_port);
+  so.isServer = o.rank == 0;
+  so.numWorkers = c10::nullopt;
+  so.waitWorkers = false;
+  so.timeout = o.timeout;
+  c10::intrusive_ptr<c10d::Store> store;
+  try {
+    store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+  } catch (const std::exception& e) {
+    if (o.rank == 0)
+      fail("rank 0 cannot host the rendezvous store at " + master + " (MASTER_ADDR:MASTER_PORT): " + message_of(e));
+    fail(who + " cannot reach the rendezvous store at " + master + " (MASTER_ADDR:MASTER_PORT) within " +
+         seconds_text(o.timeout) + ": is rank 0 running there and the port reachable? (" + message_of(e) + ")");
+  }
+
+  try {
+    if (o.rank == 0) store->set("skyrun/world_size", bytes_of(std::to_string(o.world_size)));
+    if (store->add(joined_key(o.rank), 1) > 1)
+      fail("rank " + std::to_string(o.rank) + " joined the rendezvous at " + master +
+           " twice: two processes were given the same RANK");
+    wait_all_ranks(*store, 1, [](int) { return std::string("skyrun/world_size"); }, o.timeout,
+                   "rendezvous at " + master + " (waiting for rank 0's world size)");
+    auto ws = store->get("skyrun/world_size");
+    std::string ws0(ws.begin(), ws.end());
+    if (ws0 != std::to_string(o.world_size))
+      fail(who + " was started with WORLD_SIZE " + std::to_string(o.world_size) + " but rank 0 with " + ws0);
+  } catch (const DistError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail("rendezvous at " + master + " failed on " + who + ": " + message_of(e));
+  }
+  wait_all_ranks(*store, o.world_size, joined_key, o.timeout, "rendezvous at " + master);
+
+  at::Device device(at::kCPU);
+  c10::intrusive_ptr<Backend> backend;
+  try {
+    if (o.backend == "gloo") {
+      backend = make_gloo(store, o);
+    } else {
+#if SKY_HAVE_CUDA
+      backend = make_nccl(store, o, device);
+#endif
+    }
+  } catch (const DistError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail("creating the " + o.backend + " group on " + who + " (store " + master + ") failed: " + message_of(e));
+  }
+  // Every rank has built its backend (Gloo: connected its pairs) before any rank moves on, so
+  // rank 0 never drops the store while a peer still reads it.
+  store->set(ready_key(o.rank), bytes_of("1"));
+  wait_all_ranks(*store, o.world_size, ready_key, o.timeout, o.backend + " group setup at " + master);
+
+  g_default = std::make_shared<Group>(store, backend, o.backend, o.rank, o.world_size, device, master, o.timeout);
+  return g_default;
+}
+
+std::shared_ptr<Group> default_group() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_default;
+}
+
+void destroy_process_group() {
+  std::shared_ptr<Group> g;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g.swap(g_default);
+  }
+  // g's destructor runs here, outside the lock.
+}
+
+// ---- Group ------------------------------------------------------------------------------------
+
+Group::Group(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<Backend> backend, std::string backend_name,
+             int rank, int world_size, at::Device device, std::string master, std::chrono::milliseconds timeout)
+    : store_(std::move(store)),
+      backend_(std::move(backend)),
+      backend_name_(std::move(backend_name)),
+      rank_(rank),
+      world_size_(world_size),
+      device_(device),
+      master_(std::move(master)),
+      timeout_(timeout) {}
+
+Group::~Group() {
+#if SKY_HAVE_CUDA && SKY_TORCH_AT_LEAST(2, 3)
+  if (auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(backend_.get())) {
+    try {
+      nccl->shutdown();
+    } catch (const std::exception&) {
+    }
+  }
+#endif
+  backend_.reset();
+  store_.reset();
+}
+
+void Group::run(const char* what, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const DistError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(std::string(what) + " failed on rank " + std::to_string(rank_) + " of " + std::to_string(world_size_) +
+         " (" + backend_name_ + ", store " + master_ + "): " + message_of(e));
+  }
+}
+
+static c10d::ReduceOp c10d_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Max: return c10d::ReduceOp::MAX;
+    case ReduceOp::Min: return c10d::ReduceOp::MIN;
+    case ReduceOp::Product: return c10d::ReduceOp::PRODUCT;
+    case ReduceOp::Sum:
+    case ReduceOp::Avg: return c10d::ReduceOp::SUM;
+  }
+  return c10d::ReduceOp::SUM;
+}
+
+void Group::all_reduce(at::Tensor& t, ReduceOp op) {
+  if (op == ReduceOp::Avg && !t.is_floating_point())
+    fail("all_reduce with op 'avg' needs a floating-point tensor (got " + std::string(c10::toString(t.scalar_type())) + ")");
+  bool direct = t.device() == device_ && t.is_contiguous();
+  std::vector<at::Tensor> ts{direct ? t : t.to(device_).contiguous()};
+  run("all_reduce", [&] {
+    c10d::AllreduceOptions ao;
+    ao.reduceOp = c10d_op(op);
+    ao.timeout = timeout_;
+    backend_->allreduce(ts, ao)->wait();
+  });
+  if (op == ReduceOp::Avg) ts[0].div_(world_size_);
+  if (!direct) t.copy_(ts[0]);
+}
+
+void Group::broadcast(at::Tensor& t, int src) {
+  if (src < 0 || src >= world_size_)
+    fail("broadcast source rank " + std::to_string(src) + " is not in 0.." + std::to_string(world_size_ - 1));
+  bool direct = t.device() == device_ && t.is_contiguous();
+  std::vector<at::Tensor> ts{direct ? t : t.to(device_).contiguous()};
+  run("broadcast", [&] {
+    c10d::BroadcastOptions bo;
+    bo.rootRank = src;
+    bo.timeout = timeout_;
+    backend_->broadcast(ts, bo)->wait();
+  });
+  if (!direct) t.copy_(ts[0]);
+}
+
+void Group::barrier() {
+  // An all_reduce of one element: the same on every backend (NCCL's barrier guesses a device).
+  at::Tensor one = torch::ones({1}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
+  std::vector<at::Tensor> ts{one};
+  run("barrier", [&] {
+    c10d::AllreduceOptions ao;
+    ao.timeout = timeout_;
+    backend_->allreduce(ts, ao)->wait();
+  });
+}
+
+void Group::all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_bytes) {
+  // Buckets: runs of tensors sharing dtype and device, each at most bucket_bytes (a larger
+  // tensor gets a bucket of its own).
+  size_t i = 0;
+  while (i < tensors.size()) {
+    if (!tensors[i].defined()) {
+      ++i;
+      continue;
+    }
+    if (!tensors[i].is_floating_point())
+      fail("gradient sync needs floating-point tensors (tensor " + std::to_string(i + 1) + " is " +
+           std::string(c10::toString(tensors[i].scalar_type())) + ")");
+    std::vector<size_t> members{i};
+    size_t bytes = static_cast<size_t>(tensors[i].numel()) * tensors[i].element_size();
+    size_t j = i + 1;
+    for (; j < tensors.size(); ++j) {
+      const at::Tensor& t = tensors[j];
+      if (!t.defined()) continue;
+      size_t b = static_cast<size_t>(t.numel()) * t.element_size();
+      if (t.scalar_type() != tensors[i].scalar_type() || t.device() != tensors[i].device() || bytes + b > bucket_bytes)
+        break;
+      members.push_back(j);
+      bytes += b;
+    }
+    std::vector<at::Tensor> flat_parts;
+    for (size_t m : members) flat_parts.push_back(tensors[m].reshape({-1}));
+    at::Tensor flat = torch::cat(flat_parts).to(device_);  // [sum of numel]
+    all_reduce(flat, ReduceOp::Avg);
+    int64_t off = 0;
+    for (size_t m : members) {
+      int64_t n = tensors[m].numel();
+      tensors[m].copy_(flat.narrow(0, off, n).view_as(tensors[m]));
+      off += n;
+    }
+    i = j;
+  }
+}
+
+// ---- addresses ---------------------------------------------------------------------------------
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail(std::string("free_port: socket: ") + strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    int err = errno;
+    close(fd);
+    fail(std::string("free_port: ") + strerror(err));
+  }
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string local_address_towards(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), "9", &hints, &res);
+  if (rc != 0) fail("cannot resolve MASTER_ADDR '" + host + "': " + gai_strerror(rc));
+  std::string out;
+  std::string last_error = "no address";
+  for (addrinfo* ai = res; ai && out.empty(); ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_storage local{};
+    socklen_t len = sizeof(local);
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+      char buf[INET6_ADDRSTRLEN] = {0};
+      const void* src = local.ss_family == AF_INET
+                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr)
+                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
+      if (inet_ntop(local.ss_family, src, buf, sizeof(buf))) out = buf;
+    } else {
+      last_error = strerror(errno);
+    }
+    close(fd);
+  }
+  freeaddrinfo(res);
+  if (out.empty()) fail("no route from this host towards MASTER_ADDR '" + host + "': " + last_error);
+  return out;
+}
+
+}  // namespace sky::dist
