@@ -112,6 +112,8 @@ end
 ---   authorized: list of user keys (from M.user_key) allowed to log in as root
 ---   address ("127.0.0.1"), port (a free high port; 22 inside a namespace), netns (run inside it)
 ---   name (for messages and the HOME folder), host_key_type ("ed25519")
+---   hide_libraries: sonames the host lacks (the server runs in a mount namespace where they are
+---   absent from /usr/lib/<multiarch>), for tests of missing shared libraries
 function M.start(opts)
   opts = opts or {}
   local self = setmetatable({}, S)
@@ -162,8 +164,22 @@ function M.start(opts)
     local prefix = self.netns and ("ip netns exec " .. q(self.netns) .. " ") or ""
     local log = self.dir .. "/sshd.log"
     os.remove(log)
-    T.exec(string.format("%ssetsid /usr/sbin/sshd -D -e -f %s </dev/null >%s 2>&1 & echo $! > %s",
-      prefix, q(self.dir .. "/sshd_config"), q(log), q(self.dir .. "/listener.pid")))
+    local sshd_cmd = "/usr/sbin/sshd -D -e -f " .. q(self.dir .. "/sshd_config")
+    if opts.hide_libraries then
+      -- a private mount namespace whose library folder is a folder of links to the real one,
+      -- minus the hidden sonames
+      local libdir = T.sh("dirname \"$(readlink -f /lib/x86_64-linux-gnu/libc.so.6 2>/dev/null || " ..
+        "ldd /bin/sh | awk '/libc.so/ {print $3}')\""):match("[^\n]+")
+      local orig, stage = self.dir .. "/libdir", self.dir .. "/libstage"
+      T.exec("mkdir -p " .. q(orig) .. " " .. q(stage))
+      local rm = {}
+      for _, so in ipairs(opts.hide_libraries) do rm[#rm + 1] = q(stage .. "/" .. so) end
+      sshd_cmd = "unshare -m --propagation private sh -c " .. q(string.format(
+        "mount --bind %s %s && ln -s %s/* %s/ && rm -f %s && mount --bind %s %s && exec %s",
+        q(libdir), q(orig), q(orig), q(stage), table.concat(rm, " "), q(stage), q(libdir), sshd_cmd))
+    end
+    T.exec(string.format("%ssetsid %s </dev/null >%s 2>&1 & echo $! > %s",
+      prefix, sshd_cmd, q(log), q(self.dir .. "/listener.pid")))
     self.pid = tonumber(T.read_file(self.dir .. "/listener.pid"))
     M.on_exit("kill -9 " .. self.pid)
     M.on_exit(string.format("for p in $(grep -lsa %s /proc/[0-9]*/environ | cut -d/ -f3); do kill -9 $p; done",
