@@ -21,13 +21,17 @@ local names = {
   "barrier",
   "all_reduce",         -- (number | {numbers}, op = "sum"|"max"|"min"|"avg"|"product") -> same shape
   "broadcast",          -- (value, src = 0): nil, boolean, string, number or {numbers} from rank src
+  "all_reduce_mean",    -- ({arrays}, {bucket_bytes=}) -> the arrays averaged over ranks (gradient sync)
   "destroy_process_group",
-  "free_port",
-  "local_address_towards",
 }
 for _, name in ipairs(names) do
   M[name] = function(...) return lib()[name](...) end
 end
+
+-- Address helpers that need no LibTorch (the driver picks a port with them).
+local core = require "sky.dist.core"
+M.free_port = core.free_port                         -- () -> a TCP port free on this host just now
+M.local_address_towards = core.local_address_towards -- (host) -> this host's address on the route to host
 
 -- The group is gone once the process has none; is_initialized answers without loading LibTorch.
 function M.is_initialized()

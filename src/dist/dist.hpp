@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/Types.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,6 +76,10 @@ class Group {
   // must be undefined on every rank alike).
   void all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_bytes = 25u << 20);
 
+  // DDP-style start: every tensor (parameters, buffers) takes rank src's value, bucketed alike.
+  // Writes under NoGradGuard, so leaf parameters that require grad can be passed.
+  void broadcast_tensors(std::vector<at::Tensor>& tensors, int src = 0, size_t bucket_bytes = 25u << 20);
+
  private:
   void run(const char* what, const std::function<void()>& fn);
 
@@ -101,12 +106,5 @@ std::shared_ptr<Group> default_group();
 
 // Drops the default group (no-op when none). Holders of the shared_ptr keep theirs alive.
 void destroy_process_group();
-
-// A TCP port that was free on this host a moment ago (bind to port 0 and close).
-int free_port();
-
-// The local address this host uses to reach `host` (the source address of a UDP "connection"),
-// i.e. the address other ranks can reach us on when they can reach `host`.
-std::string local_address_towards(const std::string& host);
 
 }  // namespace sky::dist

@@ -75,17 +75,6 @@ int dist_destroy_process_group(lua_State* L) {
   return 0;
 }
 
-int dist_free_port(lua_State* L) {
-  lua_pushinteger(L, free_port());
-  return 1;
-}
-
-int dist_local_address_towards(lua_State* L) {
-  std::string addr = local_address_towards(std::string(check_string_view(L, 1)));
-  lua_pushlstring(L, addr.data(), addr.size());
-  return 1;
-}
-
 // A number or an array of numbers at idx, as doubles. Returns false for a number.
 bool read_numbers(lua_State* L, int idx, const char* fname, std::vector<double>& out) {
   int t = lua_type(L, idx);
@@ -155,6 +144,42 @@ int dist_all_reduce(lua_State* L) {
   at::Tensor data = torch::tensor(values, torch::kFloat64);  // [n]
   g->all_reduce(data, op);
   push_numbers(L, data, array);
+  return 1;
+}
+
+// all_reduce_mean(arrays, {bucket_bytes=}): the gradient-sync path of the Trainer (bucketed
+// float64 all_reduce, divided by world size) over a list of number arrays; returns new arrays.
+int dist_all_reduce_mean(lua_State* L) {
+  auto g = check_group("all_reduce_mean");
+  check_table(L, 1);
+  Options opts(L, 2, "all_reduce_mean", {{"bucket_bytes", OptType::Integer}});
+  int64_t bucket_bytes = opts.integer("bucket_bytes", 25 << 20);
+  if (bucket_bytes < 8) throw Error("all_reduce_mean: bucket_bytes must be at least 8");
+  int k = static_cast<int>(lua_objlen(L, 1));
+  std::vector<at::Tensor> tensors;
+  int64_t total = 0;
+  for (int i = 1; i <= k; ++i) {
+    lua_rawgeti(L, 1, i);  // [arr]
+    std::vector<double> values;
+    if (lua_type(L, -1) != LUA_TTABLE || !read_numbers(L, lua_gettop(L), "all_reduce_mean", values)) {
+      const char* msg = lua_pushfstring(L, "list of number arrays expected, element %d is %s", i, type_name_at(L, -1));
+      luaL_argerror(L, 1, msg);
+    }
+    lua_pop(L, 1);
+    total += static_cast<int64_t>(values.size());
+    tensors.push_back(torch::tensor(values, torch::kFloat64));  // [n_i]
+  }
+  at::Tensor shape = torch::tensor({static_cast<int64_t>(k), total, -static_cast<int64_t>(k), -total}, torch::kInt64);
+  g->all_reduce(shape, ReduceOp::Max);
+  if (shape[0].item<int64_t>() != -shape[2].item<int64_t>() || shape[1].item<int64_t>() != -shape[3].item<int64_t>())
+    throw Error("dist.all_reduce_mean: ranks passed different shapes (this rank: " + std::to_string(k) +
+                " arrays, " + std::to_string(total) + " numbers)");
+  g->all_reduce_mean(tensors, static_cast<size_t>(bucket_bytes));
+  lua_createtable(L, k /* narr */, 0);  // [out]
+  for (int i = 0; i < k; ++i) {
+    push_numbers(L, tensors[i], true);  // [out, arr]
+    lua_rawseti(L, -2, i + 1);          // [out]
+  }
   return 1;
 }
 
@@ -233,12 +258,11 @@ extern "C" __attribute__((visibility("default"))) int luaopen_skyrun_dist(lua_St
       {"barrier", sky::safe<dist_barrier>},
       {"all_reduce", sky::safe<dist_all_reduce>},
       {"broadcast", sky::safe<dist_broadcast>},
+      {"all_reduce_mean", sky::safe<dist_all_reduce_mean>},
       {"destroy_process_group", sky::safe<dist_destroy_process_group>},
-      {"free_port", sky::safe<dist_free_port>},
-      {"local_address_towards", sky::safe<dist_local_address_towards>},
       {nullptr, nullptr},
   };
-  lua_createtable(L, 0 /* narr */, 11);  // [M]
+  lua_createtable(L, 0 /* narr */, 10);  // [M]
   luaL_register(L, nullptr, fns);
   return 1;
 }

@@ -3,11 +3,7 @@
 // Gloo or NCCL backend is built over that store. No Lua here (see lua_dist.cpp).
 #include "dist/dist.hpp"
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include "dist/net.hpp"
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -131,10 +127,17 @@ c10::intrusive_ptr<Backend> make_gloo(const c10::intrusive_ptr<c10d::Store>& sto
       where = std::string("interface ") + ifname + " (GLOO_SOCKET_IFNAME)";
       options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
     } else {
-      std::string addr = local_address_towards(o.master_addr);
+      std::string addr;
+      try {
+        addr = local_address_towards(o.master_addr);
+      } catch (const std::exception& e) {
+        throw DistError(e.what());
+      }
       where = "address " + addr + " (the route towards MASTER_ADDR " + o.master_addr + ")";
       options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(addr));
     }
+  } catch (const DistError&) {
+    throw;
   } catch (const std::exception& e) {
     fail("cannot open a Gloo device on " + where + ": " + message_of(e));
   }
@@ -362,18 +365,17 @@ void Group::barrier() {
   });
 }
 
-void Group::all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_bytes) {
-  // Buckets: runs of tensors sharing dtype and device, each at most bucket_bytes (a larger
-  // tensor gets a bucket of its own).
+// Runs `collective` on flat buckets of `tensors`: runs of defined tensors sharing dtype and
+// device, each at most bucket_bytes (a larger tensor gets a bucket of its own), then copies the
+// results back into the tensors.
+static void for_each_bucket(std::vector<at::Tensor>& tensors, size_t bucket_bytes, at::Device device,
+                            const std::function<void(at::Tensor&)>& collective) {
   size_t i = 0;
   while (i < tensors.size()) {
     if (!tensors[i].defined()) {
       ++i;
       continue;
     }
-    if (!tensors[i].is_floating_point())
-      fail("gradient sync needs floating-point tensors (tensor " + std::to_string(i + 1) + " is " +
-           std::string(c10::toString(tensors[i].scalar_type())) + ")");
     std::vector<size_t> members{i};
     size_t bytes = static_cast<size_t>(tensors[i].numel()) * tensors[i].element_size();
     size_t j = i + 1;
@@ -386,13 +388,14 @@ void Group::all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_byte
       members.push_back(j);
       bytes += b;
     }
-    std::vector<at::Tensor> flat_parts;
-    for (size_t m : members) flat_parts.push_back(tensors[m].reshape({-1}));
-    at::Tensor flat = torch::cat(flat_parts).to(device_);  // [sum of numel]
-    all_reduce(flat, ReduceOp::Avg);
+    std::vector<at::Tensor> parts;
+    for (size_t m : members) parts.push_back(tensors[m].detach().reshape({-1}));
+    at::Tensor flat = torch::cat(parts).to(device);  // [sum of numel]
+    collective(flat);
     int64_t off = 0;
     for (size_t m : members) {
       int64_t n = tensors[m].numel();
+      torch::NoGradGuard no_grad;
       tensors[m].copy_(flat.narrow(0, off, n).view_as(tensors[m]));
       off += n;
     }
@@ -400,55 +403,16 @@ void Group::all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_byte
   }
 }
 
-// ---- addresses ---------------------------------------------------------------------------------
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) fail(std::string("free_port: socket: ") + strerror(errno));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_ANY);
-  a.sin_port = 0;
-  socklen_t len = sizeof(a);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    int err = errno;
-    close(fd);
-    fail(std::string("free_port: ") + strerror(err));
-  }
-  close(fd);
-  return ntohs(a.sin_port);
+void Group::all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_bytes) {
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (tensors[i].defined() && !tensors[i].is_floating_point())
+      fail("gradient sync needs floating-point tensors (tensor " + std::to_string(i + 1) + " is " +
+           std::string(c10::toString(tensors[i].scalar_type())) + ")");
+  for_each_bucket(tensors, bucket_bytes, device_, [&](at::Tensor& flat) { all_reduce(flat, ReduceOp::Avg); });
 }
 
-std::string local_address_towards(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_DGRAM;
-  addrinfo* res = nullptr;
-  int rc = getaddrinfo(host.c_str(), "9", &hints, &res);
-  if (rc != 0) fail("cannot resolve MASTER_ADDR '" + host + "': " + gai_strerror(rc));
-  std::string out;
-  std::string last_error = "no address";
-  for (addrinfo* ai = res; ai && out.empty(); ai = ai->ai_next) {
-    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
-    sockaddr_storage local{};
-    socklen_t len = sizeof(local);
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
-      char buf[INET6_ADDRSTRLEN] = {0};
-      const void* src = local.ss_family == AF_INET
-                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr)
-                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
-      if (inet_ntop(local.ss_family, src, buf, sizeof(buf))) out = buf;
-    } else {
-      last_error = strerror(errno);
-    }
-    close(fd);
-  }
-  freeaddrinfo(res);
-  if (out.empty()) fail("no route from this host towards MASTER_ADDR '" + host + "': " + last_error);
-  return out;
+void Group::broadcast_tensors(std::vector<at::Tensor>& tensors, int src, size_t bucket_bytes) {
+  for_each_bucket(tensors, bucket_bytes, device_, [&](at::Tensor& flat) { broadcast(flat, src); });
 }
 
 }  // namespace sky::dist

@@ -36,7 +36,7 @@ end
 
 T.test("three ranks in three namespaces rendezvous at the first host's address and all_reduce over the veths", function()
   local results = run_ranks([[
-    print("addr=" .. dist.local_address_towards(os.getenv("MASTER_ADDR")))
+    print("addr=" .. require("sky.dist").local_address_towards(os.getenv("MASTER_ADDR")))
     print("sum=" .. dist.all_reduce(dist.rank()))
     print("array=" .. table.concat(dist.all_reduce({ dist.rank(), 1 }, "max"), ","))
     print("bcast=" .. dist.broadcast(dist.rank() == 2 and "from the third host" or nil, 2))

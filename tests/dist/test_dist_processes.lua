@@ -9,7 +9,7 @@ local dist = require "skyrun.dist"
 local function run_ranks(world, body, opts)
   opts = opts or {}
   local dir = T.tmpdir()
-  local port = opts.port or dist.free_port()
+  local port = opts.port or require("sky.dist").free_port()
   local prelude = string.format(
     "local dist = require 'skyrun.dist'; dist.init_process_group { backend = 'gloo', timeout = %s }\n",
     opts.timeout or 20)
@@ -82,6 +82,59 @@ T.test("four ranks all_reduce their ranks to 6, and broadcast, barrier and array
   end
 end)
 
+-- A linear model y = w.x + b trained by SGD on MSE; each rank sees its half of the batch.
+local DDP_MODEL = [[
+  local X = { { 1, 2, 0.5 }, { -1, 0, 2 }, { 0.3, -0.7, 1 }, { 2, 2, -1 },
+              { 0, 1, 1 }, { -2, 0.5, 0 }, { 1.5, -1, -1 }, { 0.1, 0.2, 0.3 } }
+  local Y = { 3, -1, 0.5, 2, 1.5, -2, 0, 0.4 }
+  local function grads(w, b, first, last)  -- mean squared error over samples first..last
+    local gw, gb, n = { 0, 0, 0 }, 0, last - first + 1
+    for i = first, last do
+      local err = w[1] * X[i][1] + w[2] * X[i][2] + w[3] * X[i][3] + b - Y[i]
+      for j = 1, 3 do gw[j] = gw[j] + 2 * err * X[i][j] / n end
+      gb = gb + 2 * err / n
+    end
+    return gw, gb
+  end
+  local function step(w, b, gw, gb)
+    for j = 1, 3 do w[j] = w[j] - 0.1 * gw[j] end
+    return w, b - 0.1 * gb
+  end
+  local function show(w, b) return string.format("%.17g %.17g %.17g %.17g", w[1], w[2], w[3], b) end
+]]
+
+T.test("DDP-style sync: two ranks end with identical parameters, equal to full-batch SGD", function()
+  local results = run_ranks(2, DDP_MODEL .. [[
+    local r = dist.rank()
+    math.randomseed(100 + r)  -- different initial parameters on each rank...
+    local init = { math.random(), math.random(), math.random(), math.random() }
+    init = dist.broadcast(init, 0)  -- ...until rank 0's are broadcast, as DDP does at wrap time
+    local w, b = { init[1], init[2], init[3] }, init[4]
+    print("init " .. show(w, b))
+    for _ = 1, 3 do
+      local gw, gb = grads(w, b, r * 4 + 1, r * 4 + 4)
+      local g = dist.all_reduce_mean({ gw, { gb } }, { bucket_bytes = 16 })  -- two buckets
+      w, b = step(w, b, g[1], g[2][1])
+    end
+    print("final " .. show(w, b))
+  ]])
+  for r = 0, 1 do check_ok(results[r + 1], r) end
+  T.eq(results[1].out, results[2].out, "both ranks print the same parameters")
+  -- the reference: full-batch SGD from rank 0's initial parameters, in this process
+  local ref = assert(loadstring(DDP_MODEL .. [[
+    local init = {}
+    for v in (...):gmatch("%S+") do init[#init + 1] = tonumber(v) end
+    local w, b = { init[1], init[2], init[3] }, init[4]
+    for _ = 1, 3 do w, b = step(w, b, grads(w, b, 1, 8)) end
+    return w, b
+  ]]))
+  local w, b = ref(results[1].out:match("init ([^\n]+)"))
+  local got = {}
+  for v in results[1].out:match("final ([^\n]+)"):gmatch("%S+") do got[#got + 1] = tonumber(v) end
+  for j = 1, 3 do T.near(got[j], w[j], 1e-12, "w" .. j) end
+  T.near(got[4], b, 1e-12, "b")
+end)
+
 T.test("a rank that never joins: every rank that came names it, the address and the timeout", function()
   local results, port = run_ranks(3, "print('unreachable')", { ranks = { 0, 1 }, timeout = 2 })
   for r = 0, 1 do
@@ -128,7 +181,7 @@ end)
 
 T.test("a one-rank group works in-process and refuses bad arguments", function()
   dist.init_process_group { backend = "gloo", rank = 0, world_size = 1, master_addr = "127.0.0.1",
-    master_port = dist.free_port(), timeout = 5 }
+    master_port = require("sky.dist").free_port(), timeout = 5 }
   T.eq(dist.all_reduce(7), 7)
   T.eq(dist.all_reduce({ 1, 2 }, "avg"), { 1, 2 })
   T.raises(function() dist.all_reduce(1, "mean") end, "unknown reduce op 'mean' (expected sum, max, min, avg or product)")
@@ -145,7 +198,7 @@ T.test("sky.dist reaches the same group and answers is_initialized without loadi
   T.eq(sky.dist.is_initialized(), false)
   T.raises(function() sky.dist.barrier() end, "add the torch plugin")
   sky.dist.init_process_group { backend = "gloo", rank = 0, world_size = 1, master_addr = "127.0.0.1",
-    master_port = dist.free_port(), timeout = 5 }
+    master_port = require("sky.dist").free_port(), timeout = 5 }
   T.eq(dist.is_initialized(), true)
   T.eq(sky.dist.all_reduce({ 3 }, "max"), { 3 })
   sky.dist.destroy_process_group()
