@@ -208,7 +208,6 @@ std::shared_ptr<Group> init_process_group(const InitOptions& in) {
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(o.master_port);
   so.isServer = o.rank == 0;
-  so.numWorkers = c10::nullopt;
   so.waitWorkers = false;
   so.timeout = o.timeout;
   c10::intrusive_ptr<c10d::Store> store;
