@@ -1,47 +1,9 @@
--- skyrun.dist without a pool: plain `skyrun -e` processes given RANK, WORLD_SIZE, MASTER_ADDR and
--- MASTER_PORT as torchrun would, rendezvous on loopback and run Gloo collectives; then the
--- failures users meet (a rank that never comes, no rank 0, mismatched shapes, missing settings).
+-- skyrun.dist without a pool: plain `skyrun` processes given RANK, WORLD_SIZE, MASTER_ADDR and
+-- MASTER_PORT as torchrun would, rendezvous on loopback and run Gloo collectives, and DDP-style
+-- gradient sync ends with identical parameters on every rank. Failures: test_dist_errors.lua.
 local T = require "testlib"
-local dist = require "skyrun.dist"
-
--- Starts one `skyrun -e` per rank in `ranks` (default 0..world-1) and waits for all of them.
--- Returns per rank (1-based: [r+1]) {out=, err=, code=}.
-local function run_ranks(world, body, opts)
-  opts = opts or {}
-  local dir = T.tmpdir()
-  local port = opts.port or require("sky.dist").free_port()
-  local prelude = string.format(
-    "local dist = require 'skyrun.dist'; dist.init_process_group { backend = 'gloo', timeout = %s }\n",
-    opts.timeout or 20)
-  T.write_file(dir .. "/rank.lua", prelude .. body)
-  local ranks = opts.ranks
-  if not ranks then
-    ranks = {}
-    for r = 0, world - 1 do ranks[#ranks + 1] = r end
-  end
-  local parts = {}
-  for _, r in ipairs(ranks) do
-    local q = function(s) return T.shell_quote(s) end
-    parts[#parts + 1] = string.format(
-      "( RANK=%d WORLD_SIZE=%d MASTER_ADDR=127.0.0.1 MASTER_PORT=%d %s %s > %s 2> %s; echo $? > %s ) &",
-      r, world, port, q(T.skyrun_bin), q(dir .. "/rank.lua"), q(dir .. "/" .. r .. ".out"),
-      q(dir .. "/" .. r .. ".err"), q(dir .. "/" .. r .. ".code"))
-  end
-  T.exec(table.concat(parts, " ") .. " wait")
-  local results = {}
-  for _, r in ipairs(ranks) do
-    results[r + 1] = {
-      out = T.read_file(dir .. "/" .. r .. ".out"),
-      err = T.read_file(dir .. "/" .. r .. ".err"),
-      code = tonumber(T.read_file(dir .. "/" .. r .. ".code")),
-    }
-  end
-  return results, port
-end
-
-local function check_ok(res, r)
-  if res.code ~= 0 then error(string.format("rank %d exited %s: %s%s", r, tostring(res.code), res.out, res.err), 2) end
-end
+local R = require "dist_ranks"
+local run_ranks, check_ok = R.run, R.check_ok
 
 T.test("four ranks all_reduce their ranks to 6, and broadcast, barrier and arrays agree", function()
   local results = run_ranks(4, [[
@@ -133,76 +95,6 @@ T.test("DDP-style sync: two ranks end with identical parameters, equal to full-b
   for v in results[1].out:match("final ([^\n]+)"):gmatch("%S+") do got[#got + 1] = tonumber(v) end
   for j = 1, 3 do T.near(got[j], w[j], 1e-12, "w" .. j) end
   T.near(got[4], b, 1e-12, "b")
-end)
-
-T.test("a rank that never joins: every rank that came names it, the address and the timeout", function()
-  local results, port = run_ranks(3, "print('unreachable')", { ranks = { 0, 1 }, timeout = 2 })
-  for r = 0, 1 do
-    local res = results[r + 1]
-    T.eq(res.code, 1, "rank " .. r .. " exit code")
-    T.contains(res.err, "rendezvous at 127.0.0.1:" .. port)
-    T.contains(res.err, "rank 2 of world size 3 did not join")
-    T.not_contains(res.out, "unreachable")
-  end
-  -- rank 0 hosts the store: it waits the full timeout; rank 1 may see the store close first.
-  T.contains(results[1].err, "timed out after 2 s: rank 2 of world size 3 did not join")
-end)
-
-T.test("without rank 0 a rank says it cannot reach the store, naming MASTER_ADDR:MASTER_PORT", function()
-  local results, port = run_ranks(2, "print('unreachable')", { ranks = { 1 }, timeout = 2 })
-  T.eq(results[2].code, 1)
-  T.contains(results[2].err, "rank 1 of 2 cannot reach the rendezvous store at 127.0.0.1:" .. port ..
-    " (MASTER_ADDR:MASTER_PORT) within 2 s: is rank 0 running there and the port reachable?")
-end)
-
-T.test("ranks passing different shapes to all_reduce fail alike instead of hanging", function()
-  local results = run_ranks(2, [[
-    local ok, err = pcall(dist.all_reduce, dist.rank() == 0 and 1 or { 1, 2 })
-    print(ok, err)
-    print(dist.all_reduce(1))  -- the group still works after the refusal
-  ]])
-  for r = 0, 1 do
-    check_ok(results[r + 1], r)
-    T.contains(results[r + 1].out, "false\tdist.all_reduce: ranks passed different shapes: a number on some, an array of 2 numbers on others")
-    T.contains(results[r + 1].out, "\n2\n")
-  end
-end)
-
-T.test("missing settings, bad values and calls before init are clear errors", function()
-  T.raises(function() dist.rank() end, "no process group in this process: call init_process_group first")
-  T.raises(function() dist.init_process_group { rank = 0, world_size = 1, master_addr = "127.0.0.1" } end,
-    "no master port: pass it or set MASTER_PORT")
-  T.raises(function() dist.init_process_group { rank = 2, world_size = 2, master_addr = "127.0.0.1", master_port = 1 } end,
-    "rank 2 is not below world size 2")
-  T.raises(function() dist.init_process_group { backend = "mpi", rank = 0, world_size = 1, master_addr = "127.0.0.1", master_port = 1 } end,
-    "unknown backend 'mpi' (expected 'gloo' or 'nccl')")
-  T.raises(function() dist.init_process_group { world_sise = 2 } end, "did you mean 'world_size'?")
-end)
-
-T.test("a one-rank group works in-process and refuses bad arguments", function()
-  dist.init_process_group { backend = "gloo", rank = 0, world_size = 1, master_addr = "127.0.0.1",
-    master_port = require("sky.dist").free_port(), timeout = 5 }
-  T.eq(dist.all_reduce(7), 7)
-  T.eq(dist.all_reduce({ 1, 2 }, "avg"), { 1, 2 })
-  T.raises(function() dist.all_reduce(1, "mean") end, "unknown reduce op 'mean' (expected sum, max, min, avg or product)")
-  T.raises(function() dist.all_reduce({ 1, "x" }) end, "element 2 is string")
-  T.raises(function() dist.all_reduce({ a = 1 }) end, "keys other than 1..n")
-  T.raises(function() dist.broadcast(1, 3) end, "source rank 3 is not in 0..0")
-  T.raises(function() dist.init_process_group { rank = 0, world_size = 1 } end, "a process group exists already")
-  dist.destroy_process_group()
-  T.eq(dist.is_initialized(), false)
-end)
-
-T.test("sky.dist reaches the same group and answers is_initialized without loading LibTorch first", function()
-  local sky = require "sky"
-  T.eq(sky.dist.is_initialized(), false)
-  T.raises(function() sky.dist.barrier() end, "add the torch plugin")
-  sky.dist.init_process_group { backend = "gloo", rank = 0, world_size = 1, master_addr = "127.0.0.1",
-    master_port = require("sky.dist").free_port(), timeout = 5 }
-  T.eq(dist.is_initialized(), true)
-  T.eq(sky.dist.all_reduce({ 3 }, "max"), { 3 })
-  sky.dist.destroy_process_group()
-  T.eq(sky.dist.is_initialized(), false)
 end)
 
 T.run()
