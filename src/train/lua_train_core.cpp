@@ -33,6 +33,14 @@ int core_lr_factor(lua_State* L) {
   return 1;
 }
 
+// monotonic() -> seconds (CLOCK_MONOTONIC), for run times and tokens/s
+int core_monotonic(lua_State* L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9);
+  return 1;
+}
+
 int core_crc32c(lua_State* L) {
   std::string_view s = check_string_view(L, 1);
   lua_pushnumber(L, crc32c(s.data(), s.size()));
@@ -236,6 +244,7 @@ extern "C" int luaopen_transformers_train_core(lua_State* L) {
   static const luaL_Reg fns[] = {
       {"lr_factor", sky::safe<sky::train::core_lr_factor>},
       {"crc32c", sky::safe<sky::train::core_crc32c>},
+      {"monotonic", sky::safe<sky::train::core_monotonic>},
       {"tb_open", sky::safe<sky::train::tb_open>},
       {"json_encode", sky::safe<sky::train::core_json_encode>},
       {"json_decode", sky::safe<sky::train::core_json_decode>},
