@@ -1,0 +1,251 @@
+-- The Trainer loop on the tiny classifier (no src/nn model needed): logging, evaluation,
+-- checkpoints in HF's layout, resume after a kill (issue 8, acceptance 2), best-checkpoint
+-- bookkeeping, callbacks, TensorBoard files, and HF-like errors (acceptance 4).
+local T = require "testlib"
+local transformers = require "transformers"
+local train = require "skyrun.train"
+local tcore = require "transformers.train_core"
+
+local ROOT = os.getenv("SKYRUN_SOURCE_ROOT") or "."
+local SCRIPT = ROOT .. "/tests/train/scripts/tiny_run.lua"
+
+local function rows_of(n, seed)
+  local rng = seed
+  local function rnd(k) rng = (rng * 1103515245 + 12345) % 2147483648; return rng % k end
+  local rows = {}
+  for i = 1, n do
+    local ids = {}
+    for j = 1, 3 + rnd(6) do ids[j] = 1 + rnd(63) end
+    local small = 0
+    for _, v in ipairs(ids) do if v < 32 then small = small + 1 end end
+    rows[i] = { input_ids = ids, label = (small * 2 > #ids) and 1 or 0, text = "ignored" }
+  end
+  return rows
+end
+
+local function accuracy(p)
+  local ok = 0
+  for i, l in ipairs(p.predictions) do if ((l[2] > l[1]) and 1 or 0) == p.label_ids[i] then ok = ok + 1 end end
+  return { accuracy = ok / #p.predictions }
+end
+
+local tok = { pad_token_id = 0 }
+
+local function tiny() return train.tiny_classifier { vocab_size = 64, hidden_size = 16, num_labels = 2, seed = 1 } end
+
+T.test("train logs every step, follows the schedule and improves eval accuracy", function()
+  local out_dir = T.tmpdir()
+  local rows, evald = rows_of(48, 7), rows_of(24, 9)
+  local trainer = transformers.Trainer { model = tiny(), train_dataset = rows, eval_dataset = evald, processing_class = tok,
+    compute_metrics = accuracy, args = transformers.TrainingArguments { output_dir = out_dir, per_device_train_batch_size = 4,
+      gradient_accumulation_steps = 2, num_train_epochs = 3, learning_rate = 0.05, warmup_steps = 2, logging_steps = 1,
+      save_strategy = "no", disable_tqdm = true } }
+  local before = trainer:evaluate()
+  local out = trainer:train()
+  local after = trainer:evaluate()
+  T.eq(out.global_step, 18)
+  T.ok(after.eval_accuracy > before.eval_accuracy, string.format("accuracy %g -> %g", before.eval_accuracy, after.eval_accuracy))
+  T.ok(after.eval_loss < before.eval_loss)
+  local steps = {}
+  for _, e in ipairs(trainer.state.log_history) do if e.loss then steps[#steps + 1] = e end end
+  T.eq(#steps, 18)
+  T.eq(steps[1].learning_rate, 0.0, "warmup starts at lr 0 on step 1")
+  T.near(steps[2].learning_rate, 0.025, 1e-12)
+  T.near(steps[3].learning_rate, 0.05, 1e-12)
+  T.near(steps[18].learning_rate, 0.05 / 16, 1e-12)
+  T.near(steps[1].epoch, 2 / 12, 1e-12)
+  T.ok(steps[1].grad_norm > 0)
+  local sum = 0
+  for _, e in ipairs(steps) do sum = sum + e.loss end
+  T.near(out.training_loss, sum / 18, 1e-9, "train_loss is the mean step loss")
+  T.ok(out.metrics.train_runtime > 0)
+end)
+
+T.test("the same seed gives the same run; another seed another order", function()
+  local function run(seed)
+    local t = transformers.Trainer { model = tiny(), train_dataset = rows_of(32, 3), processing_class = tok,
+      args = transformers.TrainingArguments { output_dir = T.tmpdir(), per_device_train_batch_size = 4, max_steps = 4,
+        learning_rate = 0.05, logging_steps = 1, save_strategy = "no", disable_tqdm = true, seed = seed } }
+    t:train()
+    local l = {}
+    for _, e in ipairs(t.state.log_history) do if e.loss then l[#l + 1] = e.loss end end
+    return l
+  end
+  T.eq(run(1), run(1))
+  T.ok(not T.deep_eq(run(1), run(2)))
+end)
+
+T.test("checkpoints have HF's layout and trainer_state fields; save_total_limit keeps the best", function()
+  local out_dir = T.tmpdir()
+  local trainer = transformers.Trainer { model = tiny(), train_dataset = rows_of(48, 7), eval_dataset = rows_of(16, 9),
+    processing_class = tok, compute_metrics = accuracy,
+    args = transformers.TrainingArguments { output_dir = out_dir, per_device_train_batch_size = 4, max_steps = 12,
+      learning_rate = 0.05, logging_steps = 2, eval_strategy = "steps", eval_steps = 2, save_steps = 2,
+      save_total_limit = 2, load_best_model_at_end = true, metric_for_best_model = "loss", disable_tqdm = true } }
+  trainer:train()
+  local best = trainer.state.best_model_checkpoint
+  T.ok(best, "a best checkpoint is known")
+  local names = {}
+  for line in io.popen("ls -1 " .. T.shell_quote(out_dir)):lines() do names[#names + 1] = line end
+  local cps = {}
+  for _, n in ipairs(names) do if n:match("^checkpoint%-") then cps[#cps + 1] = n end end
+  T.ok(#cps <= 3 and #cps >= 2, "save_total_limit: " .. table.concat(cps, ","))
+  T.contains(table.concat(cps, ","), "checkpoint-12", "the newest is kept")
+  T.contains(table.concat(cps, ","), best:match("checkpoint%-%d+$"), "the best is kept")
+  local st = tcore.json_decode(T.read_file(out_dir .. "/checkpoint-12/trainer_state.json"))
+  for _, k in ipairs { "best_global_step", "best_metric", "best_model_checkpoint", "epoch", "eval_steps", "global_step",
+    "is_hyper_param_search", "is_local_process_zero", "is_world_process_zero", "log_history", "logging_steps",
+    "max_steps", "num_input_tokens_seen", "num_train_epochs", "save_steps", "stateful_callbacks", "total_flos",
+    "train_batch_size", "trial_name", "trial_params" } do
+    T.ok(st[k] ~= nil, "trainer_state.json has " .. k)
+  end
+  T.eq(st.global_step, 12)
+  T.eq(st.max_steps, 12)
+  for _, f in ipairs { "model.pt", "optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.json" } do
+    T.ok(io.open(out_dir .. "/checkpoint-12/" .. f), "checkpoint has " .. f)
+  end
+  T.eq(transformers.Trainer and require("transformers.trainer").get_last_checkpoint(out_dir), out_dir .. "/checkpoint-12")
+end)
+
+local function run_script(env)
+  local parts = {}
+  for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. T.shell_quote(v) end
+  return T.sh(table.concat(parts, " ") .. " " .. T.shell_quote(T.skyrun_bin) .. " " .. T.shell_quote(SCRIPT))
+end
+
+T.test("a run killed at step 7 resumes from checkpoint-6 with the uninterrupted run's losses", function()
+  local full_dir, cut_dir = T.tmpdir(), T.tmpdir()
+  local _, err, code = run_script { OUT = full_dir, LOSSES = full_dir .. "/losses.json" }
+  T.eq(code, 0, err)
+  local full = tcore.json_decode(T.read_file(full_dir .. "/losses.json"))
+  T.eq(#full.losses, 12)
+  local _, _, killed = run_script { OUT = cut_dir, LOSSES = cut_dir .. "/losses.json", KILL_AT = "7" }
+  T.ok(killed ~= 0, "the first run dies")
+  T.ok(io.open(cut_dir .. "/checkpoint-6/trainer_state.json"), "checkpoint-6 was written")
+  T.ok(not io.open(cut_dir .. "/checkpoint-9/trainer_state.json"))
+  local _, err2, code2 = run_script { OUT = cut_dir, LOSSES = cut_dir .. "/losses.json", RESUME = "1" }
+  T.eq(code2, 0, err2)
+  local resumed = tcore.json_decode(T.read_file(cut_dir .. "/losses.json"))
+  T.eq(resumed.global_step, 12)
+  -- the resumed run's log_history holds steps 1-6 from the checkpoint and 7-12 of its own
+  T.eq(#resumed.losses, 12)
+  for i = 7, 12 do
+    T.eq(resumed.losses[i].step, i)
+    T.eq(resumed.losses[i].loss, full.losses[i].loss, "loss of step " .. i)
+    T.eq(resumed.losses[i].grad_norm, full.losses[i].grad_norm, "grad_norm of step " .. i)
+    T.eq(resumed.losses[i].learning_rate, full.losses[i].learning_rate, "lr of step " .. i)
+  end
+end)
+
+T.test("dying while a checkpoint is written leaves the previous one intact and resumable", function()
+  local dir = T.tmpdir()
+  local _, _, code = run_script { OUT = dir, LOSSES = dir .. "/losses.json", KILL_IN_SAVE = "9" }
+  T.ok(code ~= 0)
+  T.ok(not io.open(dir .. "/checkpoint-9/trainer_state.json"), "no checkpoint-9")
+  local left = T.sh("ls -1a " .. T.shell_quote(dir))
+  T.contains(left, ".checkpoint-9.tmp-", "the half-written checkpoint stays under its temporary name")
+  local st = tcore.json_decode(T.read_file(dir .. "/checkpoint-6/trainer_state.json"))
+  T.eq(st.global_step, 6)
+  T.eq(require("transformers.trainer").get_last_checkpoint(dir), dir .. "/checkpoint-6")
+  local _, err, code2 = run_script { OUT = dir, LOSSES = dir .. "/losses.json", RESUME = "1" }
+  T.eq(code2, 0, err)
+  T.eq(tcore.json_decode(T.read_file(dir .. "/losses.json")).global_step, 12)
+end)
+
+T.test("callbacks see logs and evaluations; should_training_stop ends training; EarlyStoppingCallback stops", function()
+  local seen = { log = 0, eval = 0, save = 0, step = 0 }
+  local cb = transformers.TrainerCallback {
+    on_log = function(_, _, _, _, logs) if logs.loss then seen.log = seen.log + 1 end end,
+    on_evaluate = function(_, _, _, _, metrics) seen.eval = seen.eval + 1; T.ok(metrics.eval_loss) end,
+    on_save = function() seen.save = seen.save + 1 end,
+    on_step_end = function(_, _, state, control) seen.step = seen.step + 1; if state.global_step == 5 then control.should_stop = true end end,
+  }
+  local t = transformers.Trainer { model = tiny(), train_dataset = rows_of(40, 1), eval_dataset = rows_of(8, 2), processing_class = tok,
+    callbacks = { cb }, args = transformers.TrainingArguments { output_dir = T.tmpdir(), per_device_train_batch_size = 4,
+      max_steps = 10, logging_steps = 1, eval_strategy = "steps", eval_steps = 2, save_steps = 4, disable_tqdm = true } }
+  local out = t:train()
+  T.eq(out.global_step, 5)
+  T.eq(seen.step, 5)
+  T.eq(seen.log, 5)
+  T.eq(seen.eval, 2)
+  T.eq(seen.save, 1)
+  T.raises(function() transformers.TrainerCallback { on_lgo = function() end } end, "did you mean 'on_log'?")
+
+  local es = transformers.Trainer { model = tiny(), train_dataset = rows_of(40, 1), eval_dataset = rows_of(8, 2), processing_class = tok,
+    callbacks = { transformers.EarlyStoppingCallback { early_stopping_patience = 1 } },
+    args = transformers.TrainingArguments { output_dir = T.tmpdir(), per_device_train_batch_size = 4, max_steps = 40,
+      learning_rate = 0.0, logging_steps = 5, eval_strategy = "steps", eval_steps = 1, save_steps = 1,
+      load_best_model_at_end = true, disable_tqdm = true, save_total_limit = 1 } }
+  local o2 = es:train()
+  T.eq(o2.global_step, 2, "lr 0: the second evaluation is no better and patience 1 stops")
+end)
+
+T.test("bad arguments give HF's errors", function()
+  T.raises(function()
+    transformers.Trainer { model = tiny(), train_dataset = rows_of(4, 1),
+      args = transformers.TrainingArguments { eval_strategy = "epoch" } }
+  end, "You have set `args.eval_strategy` to epoch but you didn't pass an `eval_dataset` to `Trainer`")
+  T.raises(function() transformers.Trainer { model = tiny(), modle = 1 } end, "unknown option 'modle' to 'Trainer' (did you mean 'model'?)")
+  local t = transformers.Trainer { model = tiny(), args = transformers.TrainingArguments { output_dir = T.tmpdir() } }
+  T.raises(function() t:train() end, "training requires a train_dataset")
+  local es = transformers.Trainer { model = tiny(), train_dataset = rows_of(8, 1), processing_class = tok,
+    callbacks = { transformers.EarlyStoppingCallback {} }, args = transformers.TrainingArguments { output_dir = T.tmpdir(), disable_tqdm = true } }
+  T.raises(function() es:train() end, "EarlyStoppingCallback requires load_best_model_at_end = True")
+  local r = transformers.Trainer { model = tiny(), train_dataset = rows_of(8, 1), processing_class = tok,
+    args = transformers.TrainingArguments { output_dir = T.tmpdir() .. "/empty", disable_tqdm = true } }
+  T.raises(function() r:train { resume_from_checkpoint = true } end, "No valid checkpoint found in output directory")
+end)
+
+T.test("report_to writes jsonl lines and TensorBoard records with valid crc32c", function()
+  local dir = T.tmpdir()
+  local t = transformers.Trainer { model = tiny(), train_dataset = rows_of(16, 1), processing_class = tok,
+    args = transformers.TrainingArguments { output_dir = dir, per_device_train_batch_size = 4, max_steps = 3,
+      logging_steps = 1, save_strategy = "no", report_to = { "jsonl", "tensorboard" }, logging_dir = dir .. "/tb",
+      disable_tqdm = true } }
+  t:train()
+  local lines = {}
+  for line in io.lines(dir .. "/trainer_log.jsonl") do lines[#lines + 1] = tcore.json_decode(line) end
+  T.eq(#lines, 4)
+  T.eq(lines[1].step, 1)
+  T.ok(lines[4].train_loss)
+  local name = T.sh("ls " .. T.shell_quote(dir .. "/tb")):match("(events%.out%.tfevents[^\n]+)")
+  T.ok(name, "an event file")
+  local data = T.read_file(dir .. "/tb/" .. name)
+  local pos, records, tags = 1, 0, {}
+  local function u32(s, i) local a, b, c, d = s:byte(i, i + 3); return a + b * 256 + c * 65536 + d * 16777216 end
+  while pos <= #data do
+    local len = u32(data, pos)  -- lengths here are < 2^32
+    local _, len_crc = tcore.crc32c(data:sub(pos, pos + 7))
+    T.eq(u32(data, pos + 8), len_crc, "length crc of record " .. records)
+    local payload = data:sub(pos + 12, pos + 11 + len)
+    local _, data_crc = tcore.crc32c(payload)
+    T.eq(u32(data, pos + 12 + len), data_crc, "data crc of record " .. records)
+    for tag in payload:gmatch("(train/[%a_]+)") do tags[tag] = true end
+    pos = pos + 16 + len
+    records = records + 1
+  end
+  T.eq(pos, #data + 1)
+  T.ok(records >= 1 + 3 * 3, "file_version + scalars")
+  T.ok(tags["train/loss"] and tags["train/learning_rate"] and tags["train/grad_norm"], "scalar tags")
+end)
+
+T.test("collators pad to the longest, mask pads in LM labels, and refuse ragged rows unpadded", function()
+  local rows = { { input_ids = { 5, 6, 7 }, label = 1, text = "a" }, { input_ids = { 8 }, label = 0, text = "b" } }
+  local b = transformers.DataCollatorWithPadding({ pad_token_id = 0 })(rows)
+  T.eq(b:get("input_ids"), { { 5, 6, 7 }, { 8, 0, 0 } })
+  T.eq(b:get("attention_mask"), { { 1, 1, 1 }, { 1, 0, 0 } })
+  T.eq(b:get("labels"), { 1, 0 })
+  T.eq(b:get("text"), nil)
+  local left = transformers.DataCollatorWithPadding({ pad_token_id = 0, padding_side = "left" }, { pad_to_multiple_of = 4 })(rows)
+  T.eq(left:get("input_ids"), { { 0, 5, 6, 7 }, { 0, 0, 0, 8 } })
+  local lm = transformers.DataCollatorForLanguageModeling({ pad_token_id = 0 }, { mlm = false })({ { input_ids = { 5, 6, 7 } }, { input_ids = { 8 } } })
+  T.eq(lm:get("labels"), { { 5, 6, 7 }, { 8, -100, -100 } })
+  T.raises(function() transformers.DataCollatorForLanguageModeling({ pad_token_id = 0 }) end, "not supported yet: DataCollatorForLanguageModeling with mlm=true")
+  T.raises(function() transformers.DataCollatorForLanguageModeling({}, { mlm = false }) end, "does not have a padding token")
+  T.raises(function() transformers.default_data_collator(rows) end, "column 'input_ids' has rows of different lengths (1 and 3)")
+  local d = transformers.default_data_collator({ { input_ids = { 1, 2 }, label = 1 }, { input_ids = { 3, 4 }, label = 0 } })
+  T.eq(d:get("labels"), { 1, 0 })
+  T.eq(d.rows, 2)
+end)
+
+T.run()
