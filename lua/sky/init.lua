@@ -12,4 +12,11 @@ M.dist = require "sky.dist"  -- the process group of a worker (torch plugin); Li
 --- Validates an option table against a schema ({name = "type", ...}); errors blame the caller's caller.
 M.check_options = core.check_options
 
+-- Compute tasks and pools (lua/sky/compute.lua, pool.lua, providers/).
+local compute = require "sky.compute"
+M.compute = compute.compute
+M.info = compute.info
+M.ComputePool = require("sky.pool").ComputePool
+M.providers = require "sky.providers"
+
 return M

@@ -1,0 +1,851 @@
+-- sky.pool: ComputePool, the driver side of the worker protocol. One event loop (Pool:_pump) runs
+-- whenever the driver waits on the pool: it dispatches queued tasks and map batches to idle
+-- workers, reads frames, streams worker output, enforces timeouts and replaces dead workers.
+-- Workers are slots: nodes x concurrency processes; broadcast runs on slot 1 of every node.
+local core = require "sky.core"
+local pcore = require "sky.pool.core"
+local wire = require "sky.wire"
+local K = require "sky.protocol"
+local secret = require "sky.secret"
+local compute = require "sky.compute"
+
+local M = {}
+
+local Pool = {}
+Pool.__index = Pool
+local Future = {}
+Future.__index = Future
+
+local now = pcore.now
+local poll = pcore.poll
+local encode, decode = wire.encode, wire.decode
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+local pool_count = 0
+
+--- sky.ComputePool{provider=, nodes=, concurrency=, accelerator=, image=, plugins=, env=, name=,
+--- output=, startup_timeout=}
+---   provider     sky.providers.local_{} (default) or another provider
+---   nodes        number of nodes (local: any; default 1); concurrency: worker processes per node
+---   env          environment variables for the workers, delivered over the protocol (never on a
+---                command line)
+---   output       true (default): worker output printed as "[node N] line"; false: dropped;
+---                a function(node, line, stream) receives each line
+function M.ComputePool(opts)
+  opts = core.check_options(opts, {
+    provider = "table", nodes = "integer", concurrency = "integer", accelerator = "string", image = "table",
+    plugins = "table", env = "table", name = "string", output = "any", startup_timeout = "number",
+  }, "ComputePool", 3)
+  local nodes, conc = opts.nodes or 1, opts.concurrency or 1
+  if nodes < 1 then error("ComputePool: nodes must be at least 1 (got " .. nodes .. ")", 2) end
+  if conc < 1 then error("ComputePool: concurrency must be at least 1 (got " .. conc .. ")", 2) end
+  local out = opts.output
+  if out ~= nil and type(out) ~= "boolean" and type(out) ~= "function" then
+    error("ComputePool: output must be a boolean or a function(node, line, stream)", 2)
+  end
+  pool_count = pool_count + 1
+  local self = setmetatable({
+    name = opts.name or ("pool-" .. pool_count),
+    provider = opts.provider or require("sky.providers")["local"](),
+    nodes = nodes, concurrency = conc,
+    accelerator = opts.accelerator or "auto",
+    image = opts.image,
+    plugins = opts.plugins or {},
+    env = opts.env or {},
+    output = out == nil and true or out,
+    startup_timeout = opts.startup_timeout or 60,
+    state = "new",
+    workers = {}, queue = {}, maps = {},
+    next_id = 0, next_map = 0,
+    conns = {}, conn_workers = {}, conns_dirty = true,
+  }, Pool)
+  for i, p in ipairs(self.plugins) do
+    if type(p) ~= "table" then error("ComputePool: plugins[" .. i .. "] must be a plugin table", 2) end
+    for _, s in ipairs(p.secrets or {}) do secret.add(s) end
+  end
+  for k, v in pairs(self.env) do
+    if type(k) ~= "string" then error("ComputePool: env keys must be strings", 2) end
+    self.env[k] = tostring(v)
+  end
+  -- Workers die with the pool object even when nobody closes it (tables have no __gc in LuaJIT).
+  local sentinel = newproxy(true)
+  local workers = self.workers
+  getmetatable(sentinel).__gc = function()
+    for _, w in pairs(workers) do if w.conn then pcall(w.conn.release, w.conn) end end
+  end
+  self._sentinel = sentinel
+  return self
+end
+
+function Pool:__tostring()
+  return secret.mask(string.format("ComputePool(%s, %s, %d node%s x %d, %s)", self.name,
+    tostring(self.provider), self.nodes, self.nodes == 1 and "" or "s", self.concurrency, self.state))
+end
+
+-- ---- workers -----------------------------------------------------------------------------------
+
+local function worker_where(w)
+  return w.where or ("node " .. w.node)
+end
+
+-- Starts (or restarts) the worker of slot index k.
+function Pool:_spawn(k)
+  local conc = self.concurrency
+  local node, slot = math.floor((k - 1) / conc) + 1, (k - 1) % conc + 1
+  local old = self.workers[k]
+  local w = {
+    index = k, node = node, slot = slot, rank = k - 1, state = "starting", busy = 0, inflight = {},
+    partial = {}, started = now(), failures = old and old.failures or 0, sent_fn = {},
+  }
+  self.workers[k] = w
+  self.conns_dirty = true
+  local ok, conn = pcall(self.provider.spawn, self.provider, node, slot, self:_context())
+  if not ok then
+    w.state = "failed"
+    w.error = tostring(conn)
+    return w
+  end
+  w.conn = conn
+  w.where = secret.mask(conn:describe())
+  return w
+end
+
+function Pool:_context()
+  return { pool = self.name, nodes = self.nodes, concurrency = self.concurrency, image = self.image,
+           head_address = self:head_address(), accelerator = self.accelerator }
+end
+
+function Pool:head_address()
+  local p = self.provider
+  return p.head_address and p:head_address() or "127.0.0.1"
+end
+
+function Pool:_info(w)
+  return {
+    node = w.node, nodes = self.nodes, slot = w.slot, rank = w.rank, world_size = self.nodes * self.concurrency,
+    local_rank = w.slot - 1, head_address = self:head_address(), pool = self.name,
+    accelerator = self.accelerator ~= "auto" and self.accelerator or compute.accelerator_seen(),
+  }
+end
+
+function Pool:_setup_payload(w)
+  local info = self:_info(w)
+  local env = {}
+  if self.image and self.image.env then for k, v in pairs(self.image.env) do env[k] = tostring(v) end end
+  for k, v in pairs(self.env) do env[k] = v end
+  local plugins = {}
+  for _, p in ipairs(self.plugins) do
+    if p.env then
+      for k, v in pairs(p.env(info, self) or {}) do env[k] = tostring(v) end
+    end
+    plugins[#plugins + 1] = { name = p.name, setup = p.setup, wrap = p.wrap, teardown = p.teardown }
+  end
+  local modules = self.image and self.image._lua_modules and self.image:_lua_modules() or nil
+  return encode({ versions = wire.versions(), env = env, info = info, plugins = plugins,
+                  secrets = secret.list(), modules = modules }, "pool setup")
+end
+
+function Pool:_refresh_conns()
+  if not self.conns_dirty then return end
+  local conns, owners = {}, {}
+  for _, w in pairs(self.workers) do
+    if w.conn then
+      conns[#conns + 1] = w.conn
+      owners[#owners + 1] = w
+    end
+  end
+  self.conns, self.conn_workers, self.conns_dirty = conns, owners, false
+end
+
+-- Writes complete lines of a worker's output as "[node N] line".
+function Pool:_output(w, stream, data, flush)
+  local key = stream
+  local buf = (w.partial[key] or "") .. data
+  local out = self.output
+  local pos = 1
+  while true do
+    local nl = buf:find("\n", pos, true)
+    if not nl then break end
+    self:_emit(w, buf:sub(pos, nl - 1), stream, out)
+    pos = nl + 1
+  end
+  buf = buf:sub(pos)
+  if flush and buf ~= "" then
+    self:_emit(w, buf, stream, out)
+    buf = ""
+  end
+  w.partial[key] = buf
+end
+
+function Pool:_emit(w, line, stream, out)
+  if out == false then return end
+  line = secret.mask(line)
+  if type(out) == "function" then
+    out(w.node, line, stream == K.STDERR and "stderr" or "stdout")
+    return
+  end
+  local f = stream == K.STDERR and io.stderr or io.stdout
+  f:write("[node ", w.node, "] ", line, "\n")
+  f:flush()
+end
+
+function Pool:_flush_output(w)
+  for _, s in ipairs({ K.STDOUT, K.STDERR }) do
+    if w.partial[s] and w.partial[s] ~= "" then self:_output(w, s, "", true) end
+  end
+end
+
+-- Fails every unit running on w with err_fields (a function(unit) -> remote error fields).
+function Pool:_fail_inflight(w, make)
+  for _, u in ipairs(w.inflight) do
+    if u.rec then
+      self:_finish(u.rec, nil, compute.remote_error(make(u.rec.name)))
+    elseif u.job then
+      for j = 0, u.count - 1 do
+        self:_map_item(u.job, u.base + j, nil, compute.remote_error(make(u.job.name)))
+      end
+      u.job.inflight = u.job.inflight - 1
+    end
+  end
+  w.inflight = {}
+  w.busy = 0
+end
+
+-- The worker's process ended or must end: fail its work, drop it, start a replacement.
+function Pool:_worker_lost(w, why, kind)
+  if w.state == "dead" then return end
+  local reason = why
+  if not reason and w.conn then reason = w.conn:exit_reason(1000) end
+  self:_flush_output(w)
+  local was_starting = w.state == "starting" or w.state == "setup"
+  w.state = "dead"
+  if w.conn then
+    pcall(w.conn.release, w.conn)
+    w.conn = nil
+  end
+  self.conns_dirty = true
+  local where = worker_where(w)
+  self:_fail_inflight(w, function(task_name)
+    return { kind = kind or "died", task = task_name, node = w.node, where = where,
+             message = "worker died (" .. tostring(reason) .. ")", traceback = "" }
+  end)
+  if was_starting then
+    w.failures = w.failures + 1
+    self.startup_error = self.startup_error or ("worker on " .. where .. " ended before it was ready (" .. tostring(reason) .. ")")
+  end
+  if self.state == "open" and w.failures < 3 then
+    self:_spawn(w.index)
+  elseif self.state == "open" then
+    w.state = "failed"
+    w.error = "worker on " .. where .. " failed to start 3 times: " .. tostring(reason)
+  end
+end
+
+function Pool:_fatal(w, msg)
+  self.startup_error = self.startup_error or msg
+  w.failures = 99
+  self:_worker_lost(w, msg, "died")
+  w.state = "failed"
+  w.error = msg
+end
+
+-- Reads every frame w has ready.
+function Pool:_read(w)
+  local conn = w.conn
+  while conn and w.conn == conn do
+    local kind, payload = conn:recv()
+    if kind == nil then return end
+    if kind == false then
+      self:_worker_lost(w, payload ~= "eof" and payload or nil)
+      return
+    end
+    if kind == K.STDOUT or kind == K.STDERR then
+      self:_output(w, kind, payload)
+    elseif kind == K.RESULT then
+      self:_on_result(w, payload)
+    elseif kind == K.BATCH_RESULT then
+      self:_on_batch(w, payload)
+    elseif kind == K.HELLO then
+      local ok, v = pcall(wire.parse_hello, payload)
+      if not ok then
+        self:_fatal(w, "worker on " .. worker_where(w) .. " does not speak the skyrun protocol: " .. tostring(v))
+        return
+      end
+      local mismatch = wire.mismatch(wire.versions(), v)
+      if mismatch then
+        self:_fatal(w, "cannot start worker on " .. worker_where(w) .. ": " .. mismatch)
+        return
+      end
+      local okp, setup = pcall(self._setup_payload, self, w)
+      if not okp then
+        self:_fatal(w, "cannot set up worker on " .. worker_where(w) .. ": " .. tostring(setup))
+        return
+      end
+      w.state = "setup"
+      conn:send(K.SETUP, setup)
+    elseif kind == K.READY then
+      local r = decode(payload)
+      w.pid = r.pid
+      w.state = "ready"
+      w.failures = 0
+    elseif kind == K.FAIL then
+      self:_fatal(w, "worker on " .. worker_where(w) .. " failed to set up: " .. secret.mask(payload))
+      return
+    elseif kind == K.BYE then
+      w.bye = true
+    else
+      self:_fatal(w, "worker on " .. worker_where(w) .. " sent an unknown frame kind " .. tostring(kind))
+      return
+    end
+  end
+end
+
+-- ---- tasks -------------------------------------------------------------------------------------
+
+function Pool:_finish(rec, values, err)
+  if rec.done then return end
+  rec.done = true
+  rec.values = values
+  rec.err = err
+  rec.state = "done"
+end
+
+function Pool:_on_result(w, payload)
+  local colon = payload:find(":", 1, true)
+  local id = tonumber(payload:sub(1, colon - 1))
+  local u = table.remove(w.inflight, 1)
+  w.busy = w.busy - 1
+  self:_flush_output(w)
+  if not u or not u.rec or u.rec.id ~= id then
+    self:_fatal(w, "worker on " .. worker_where(w) .. " answered a task it was not running")
+    return
+  end
+  local rec = u.rec
+  local ok, r = pcall(decode, payload:sub(colon + 1))
+  if not ok then
+    self:_finish(rec, nil, compute.remote_error({ kind = "error", task = rec.name, node = w.node, where = worker_where(w),
+      message = "its result cannot be decoded on the driver: " .. tostring(r), traceback = "" }))
+  elseif r[1] then
+    self:_finish(rec, r[2])
+  else
+    self:_finish(rec, nil, compute.remote_error({ kind = "error", task = rec.name, node = w.node, where = worker_where(w),
+      message = r[2].message, traceback = r[2].traceback }))
+  end
+end
+
+-- Encodes a task on the driver, so an unsendable value is refused before anything is sent.
+function Pool:_make_rec(task, level)
+  if not compute.is_task(task) then
+    local hint = type(task) == "function" and " (wrap it with sky.compute and call that to make a task)" or ""
+    error("expected a task, got " .. type(task) .. hint, level + 1)
+  end
+  local c = task.compute
+  local ok, err = pcall(encode, c.fn, "")
+  if not ok then error(err, level + 1) end
+  for i = 1, task.args.n do
+    ok, err = pcall(encode, task.args[i], "argument #" .. i)
+    if not ok then error(err, level + 1) end
+  end
+  local bytes = encode({ fn = c.fn, args = task.args })
+  self.next_id = self.next_id + 1
+  return { id = self.next_id, name = c.name, timeout = c.timeout, bytes = bytes, state = "queued" }
+end
+
+function Pool:_check_open(what, level)
+  if self.state ~= "open" then
+    error(what .. ": the pool is " .. self.state .. " (use pool:with(function() ... end) or pool:open())", level + 1)
+  end
+end
+
+function Pool:_usable(w) return w and w.state == "ready" and w.conn ~= nil end
+
+-- Sends queued tasks and map batches to idle workers.
+function Pool:_dispatch()
+  local q = self.queue
+  if #q > 0 then
+    local keep = {}
+    for _, rec in ipairs(q) do
+      local target
+      if rec.cancelled then
+        -- dropped
+      elseif rec.pin then
+        local w = self.workers[rec.pin]
+        if self:_usable(w) and w.busy == 0 then target = w
+        elseif w and w.state == "failed" then
+          self:_finish(rec, nil, compute.remote_error({ kind = "died", task = rec.name, node = w.node,
+            where = worker_where(w), message = w.error or "worker failed", traceback = "" }))
+        end
+      else
+        for k = 1, #self.workers do
+          local w = self.workers[k]
+          if self:_usable(w) and w.busy == 0 then target = w break end
+        end
+      end
+      if target then
+        self:_send_task(target, rec)
+      elseif not rec.done and not rec.cancelled then
+        keep[#keep + 1] = rec
+      end
+    end
+    self.queue = keep
+  end
+  for _, job in pairs(self.maps) do self:_dispatch_map(job) end
+end
+
+function Pool:_send_task(w, rec)
+  rec.state = "running"
+  rec.worker = w
+  if rec.timeout then rec.deadline = now() + rec.timeout end
+  w.busy = w.busy + 1
+  w.inflight[#w.inflight + 1] = { rec = rec }
+  if not w.conn:send(K.TASK, rec.id .. ":" .. rec.bytes) then self:_worker_lost(w) end
+end
+
+function Pool:_submit(task, level, pin)
+  self:_check_open("cannot run a task", level + 1)
+  local rec = self:_make_rec(task, level + 1)
+  rec.pin = pin
+  self.queue[#self.queue + 1] = rec
+  self:_dispatch()
+  return rec
+end
+
+-- One turn of the event loop; waits at most `wait` seconds (< 0: until something happens).
+function Pool:_pump(wait)
+  self:_dispatch()
+  local t = now()
+  local timeout = wait
+  for _, w in pairs(self.workers) do
+    for _, u in ipairs(w.inflight) do
+      local d = u.rec and u.rec.deadline or u.deadline
+      if d then
+        local left = d - t
+        if timeout < 0 or left < timeout then timeout = left end
+      end
+    end
+  end
+  if timeout ~= wait and timeout < 0 then timeout = 0 end
+  self:_refresh_conns()
+  if #self.conns == 0 then
+    if timeout < 0 then timeout = 0.05 end
+    pcore.sleep(math.min(timeout, 0.05))
+  else
+    local ready = poll(self.conns, timeout)
+    local owners = self.conn_workers
+    for _, i in ipairs(ready) do self:_read(owners[i]) end
+  end
+  self:_check_deadlines()
+end
+
+function Pool:_check_deadlines()
+  local t = now()
+  for _, w in pairs(self.workers) do
+    local u = w.inflight[1]
+    local d = u and (u.rec and u.rec.deadline or u.deadline)
+    if d and t >= d and w.conn then
+      local name = u.rec and u.rec.name or u.job.name
+      local limit = u.rec and u.rec.timeout or u.job.timeout
+      local where = worker_where(w)
+      -- The timed-out unit fails as a timeout; the rest queued behind it on that worker as died.
+      local first = table.remove(w.inflight, 1)
+      w.busy = w.busy - 1
+      local err = compute.remote_error({ kind = "timeout", task = name, node = w.node, where = where,
+        message = string.format("no result after %g s; the worker was stopped and replaced", limit), traceback = "" })
+      if first.rec then
+        self:_finish(first.rec, nil, err)
+      else
+        self:_map_item(first.job, first.base, nil, err)
+        first.job.inflight = first.job.inflight - 1
+      end
+      w.conn:kill()
+      self:_worker_lost(w, "stopped after a task timed out")
+    end
+  end
+end
+
+-- Waits until every rec in recs is done. A task whose worker slot cannot come back fails.
+function Pool:_wait(recs)
+  for _, rec in ipairs(recs) do
+    while not rec.done do
+      if self.state ~= "open" then
+        self:_finish(rec, nil, compute.remote_error({ kind = "closed", task = rec.name, node = 0, where = "the driver",
+          message = "the pool was closed", traceback = "" }))
+        break
+      end
+      if not self:_any_alive() then
+        self:_finish(rec, nil, compute.remote_error({ kind = "died", task = rec.name, node = 0, where = "the pool",
+          message = "no worker is left: " .. tostring(self:_last_error()), traceback = "" }))
+        break
+      end
+      self:_pump(-1)
+    end
+  end
+end
+
+function Pool:_any_alive()
+  for _, w in pairs(self.workers) do
+    if w.state ~= "failed" and w.state ~= "dead" then return true end
+  end
+  return false
+end
+
+function Pool:_last_error()
+  for _, w in pairs(self.workers) do if w.error then return w.error end end
+  return self.startup_error or "unknown"
+end
+
+local function result_of(rec)
+  if rec.err then error(rec.err, 0) end
+  return unpack(rec.values, 1, rec.values.n)
+end
+
+--- pool:run(task) -> the task's results (Python's `task >> pool`)
+function Pool:run(task)
+  local rec = self:_submit(task, 2)
+  self:_wait({ rec })
+  return result_of(rec)
+end
+
+--- pool:submit(task) -> a future with :get(), :done(), :cancel()
+function Pool:submit(task)
+  local rec = self:_submit(task, 2)
+  return setmetatable({ pool = self, rec = rec }, Future)
+end
+
+function Future:get()
+  self.pool:_wait({ self.rec })
+  return result_of(self.rec)
+end
+
+function Future:done()
+  if not self.rec.done and self.pool.state == "open" then self.pool:_pump(0) end
+  return self.rec.done == true
+end
+
+--- Cancels a queued task, or stops a running one (its worker is replaced). False when done.
+function Future:cancel()
+  local rec, pool = self.rec, self.pool
+  if rec.done then return false end
+  local err = compute.remote_error({ kind = "cancelled", task = rec.name, node = rec.worker and rec.worker.node or 0,
+    where = rec.worker and worker_where(rec.worker) or "the driver", message = "cancelled", traceback = "" })
+  if rec.state == "queued" then
+    rec.cancelled = true
+    pool:_finish(rec, nil, err)
+    return true
+  end
+  local w = rec.worker
+  for i, u in ipairs(w.inflight) do
+    if u.rec == rec then
+      table.remove(w.inflight, i)
+      w.busy = w.busy - 1
+      break
+    end
+  end
+  pool:_finish(rec, nil, err)
+  if w.conn then w.conn:kill() end
+  pool:_worker_lost(w, "stopped to cancel a task")
+  return true
+end
+
+function Future:__tostring()
+  return "Future(" .. self.rec.name .. ", " .. (self.rec.done and "done" or self.rec.state) .. ")"
+end
+
+--- pool:broadcast(task) -> {result of node 1, result of node 2, ...} (Python's `task @ pool`)
+function Pool:broadcast(task)
+  self:_check_open("cannot broadcast", 2)
+  local recs = {}
+  for node = 1, self.nodes do
+    local rec = self:_make_rec(task, 2)
+    rec.pin = (node - 1) * self.concurrency + 1
+    self.queue[#self.queue + 1] = rec
+    recs[node] = rec
+  end
+  self:_wait(recs)
+  local out = {}
+  for i, rec in ipairs(recs) do
+    if rec.err then error(rec.err, 0) end
+    out[i] = rec.values[1]
+  end
+  return out
+end
+
+--- pool:gather(t1, t2, ...) -> r1, r2, ... run in parallel (Python's `t1 & t2`)
+function Pool:gather(...)
+  self:_check_open("cannot gather", 2)
+  local recs = {}
+  for i = 1, select("#", ...) do
+    local rec = self:_make_rec((select(i, ...)), 2)
+    self.queue[#self.queue + 1] = rec
+    recs[i] = rec
+  end
+  self:_dispatch()
+  self:_wait(recs)
+  local out = {}
+  for i, rec in ipairs(recs) do
+    if rec.err then error(rec.err, 0) end
+    out[i] = rec.values[1]
+  end
+  return unpack(out, 1, #recs)
+end
+
+-- ---- map ---------------------------------------------------------------------------------------
+
+function Pool:_map_item(job, i, value, err)
+  if job.have[i] then return end
+  job.have[i] = true
+  job.done = job.done + 1
+  if err then
+    if not job.first_err then job.first_err = err end
+    if not job.return_errors then job.stop = true end
+    value = err
+  end
+  if job.ordered then
+    job.results[i] = value
+  else
+    job.count = job.count + 1
+    job.results[job.count] = value
+  end
+end
+
+function Pool:_dispatch_map(job)
+  if job.stop then return end
+  local ready = 0
+  for k = 1, #self.workers do if self:_usable(self.workers[k]) then ready = ready + 1 end end
+  if ready == 0 then return end
+  for k = 1, #self.workers do
+    local w = self.workers[k]
+    while job.next <= job.n and self:_usable(w) and w.busy < 2 and #self.queue == 0 do
+      local remaining = job.n - job.next + 1
+      local size = job.batch or (job.timeout and 1) or math.max(1, math.min(256, math.ceil(remaining / (4 * ready))))
+      size = math.min(size, remaining)
+      local base = job.next
+      local items = { n = size }
+      local src = job.items
+      for j = 1, size do items[j] = src[base + j - 1] end
+      local ok, bytes = pcall(encode, items, "")
+      if not ok then
+        -- Name the item that cannot travel.
+        for j = 1, size do
+          local okj, e = pcall(encode, src[base + j - 1], "item #" .. (base + j - 1))
+          if not okj then bytes = e break end
+        end
+        job.refused = bytes
+        job.stop = true
+        return
+      end
+      if not w.sent_fn[job.id] then
+        if not w.conn:send(K.MAP_FN, job.id .. ":" .. job.fn_bytes) then self:_worker_lost(w) break end
+        w.sent_fn[job.id] = true
+      end
+      job.next = base + size
+      job.inflight = job.inflight + 1
+      w.busy = w.busy + 1
+      w.inflight[#w.inflight + 1] = { job = job, base = base, count = size,
+                                      deadline = job.timeout and (now() + job.timeout) or nil }
+      if not w.conn:send(K.BATCH, job.id .. ":" .. base .. ":" .. bytes) then self:_worker_lost(w) break end
+    end
+  end
+end
+
+function Pool:_on_batch(w, payload)
+  local c1 = payload:find(":", 1, true)
+  local c2 = payload:find(":", c1 + 1, true)
+  local map_id, base = tonumber(payload:sub(1, c1 - 1)), tonumber(payload:sub(c1 + 1, c2 - 1))
+  local u = table.remove(w.inflight, 1)
+  w.busy = w.busy - 1
+  self:_flush_output(w)
+  if not u or not u.job or u.job.id ~= map_id or u.base ~= base then
+    self:_fatal(w, "worker on " .. worker_where(w) .. " answered a batch it was not running")
+    return
+  end
+  local job = u.job
+  job.inflight = job.inflight - 1
+  local ok, r = pcall(decode, payload:sub(c2 + 1))
+  local where = worker_where(w)
+  for j = 1, u.count do
+    local i = base + j - 1
+    if not ok then
+      self:_map_item(job, i, nil, compute.remote_error({ kind = "error", task = job.name, node = w.node, where = where,
+        message = "its result cannot be decoded on the driver: " .. tostring(r), traceback = "" }))
+    elseif r.errors and r.errors[j] then
+      local e = r.errors[j]
+      self:_map_item(job, i, nil, compute.remote_error({ kind = "error", task = job.name, node = w.node, where = where,
+        message = e.message, traceback = e.traceback, item = i }))
+    else
+      self:_map_item(job, i, r.values[j])
+    end
+  end
+end
+
+--- pool:map(fn, items, {ordered = true, return_errors = false, batch = n}) -> results
+--- fn: a function or a sky.compute (its timeout applies to each item). Items are spread over
+--- every worker in batches. ordered = false: results in the order they finished.
+--- return_errors = true: a failed item's result is its error instead of raising.
+function Pool:map(fn, items, opts)
+  self:_check_open("cannot map", 2)
+  opts = core.check_options(opts, { ordered = "boolean", return_errors = "boolean", batch = "integer" }, "pool:map", 3)
+  local c = compute.is_compute(fn) and fn or nil
+  local f = c and c.fn or fn
+  if type(f) ~= "function" then error("pool:map expects a function or a sky.compute (got " .. type(fn) .. ")", 2) end
+  if type(items) ~= "table" then error("pool:map expects a table of items (got " .. type(items) .. ")", 2) end
+  local okf, fn_bytes = pcall(encode, f, "")
+  if not okf then error(fn_bytes, 2) end
+  local info = debug.getinfo(f, "S")
+  self.next_map = self.next_map + 1
+  local job = {
+    id = self.next_map, fn_bytes = fn_bytes, items = items, n = #items, next = 1, done = 0, count = 0,
+    results = {}, have = {}, inflight = 0, ordered = opts.ordered ~= false, return_errors = opts.return_errors == true,
+    batch = opts.batch, timeout = c and c.timeout, name = c and c.name or (info.short_src .. ":" .. info.linedefined),
+  }
+  self.maps[job.id] = job
+  local ok, err = pcall(function()
+    while job.done < job.n and not (job.stop and job.inflight == 0) do
+      if not self:_any_alive() then
+        error("map '" .. job.name .. "': no worker is left: " .. tostring(self:_last_error()), 0)
+      end
+      self:_pump(-1)
+    end
+  end)
+  self.maps[job.id] = nil
+  for _, w in pairs(self.workers) do
+    if w.sent_fn[job.id] and w.conn then
+      w.sent_fn[job.id] = nil
+      w.conn:send(K.MAP_END, tostring(job.id))
+    end
+  end
+  if not ok then error(err, 0) end
+  if job.refused then error(job.refused, 2) end
+  if job.first_err and not job.return_errors then error(job.first_err, 0) end
+  job.results.n = job.n
+  return job.results
+end
+
+-- ---- lifecycle -----------------------------------------------------------------------------------
+
+--- Starts the workers and waits until every one is set up. Returns the pool.
+function Pool:open()
+  if self.state == "open" then return self end
+  if self.state == "closed" then error("pool '" .. self.name .. "' is closed; make a new ComputePool", 2) end
+  self.state = "opening"
+  self.startup_error = nil
+  local p = self.provider
+  local ok, err = pcall(function()
+    if p.open then p:open(self:_context(), self) end
+    for k = 1, self.nodes * self.concurrency do self:_spawn(k) end
+    local deadline = now() + self.startup_timeout
+    while true do
+      local waiting = false
+      for _, w in pairs(self.workers) do
+        if w.state == "failed" then error(w.error or self.startup_error or "worker failed", 0) end
+        if w.state ~= "ready" then waiting = true end
+      end
+      if self.startup_error then error(self.startup_error, 0) end
+      if not waiting then break end
+      local left = deadline - now()
+      if left <= 0 then
+        local late = {}
+        for _, w in pairs(self.workers) do
+          if w.state ~= "ready" then late[#late + 1] = worker_where(w) .. (w.state == "starting" and " never greeted" or " never finished its setup") end
+        end
+        error(string.format("workers of pool '%s' were not ready after %g s (startup_timeout): %s", self.name,
+          self.startup_timeout, table.concat(late, ", ")), 0)
+      end
+      self:_pump(math.min(left, 1))
+    end
+  end)
+  if not ok then
+    self.state = "open"  -- so close() tears down what started
+    self:close()
+    self.state = "new"
+    error(secret.mask(tostring(err)), 2)
+  end
+  self.state = "open"
+  return self
+end
+
+--- Stops every worker (their plugins' teardown hooks run) and releases the provider. Idempotent.
+function Pool:close()
+  if self.state ~= "open" then return end
+  self.state = "closing"
+  for _, rec in ipairs(self.queue) do
+    self:_finish(rec, nil, compute.remote_error({ kind = "closed", task = rec.name, node = 0, where = "the driver",
+      message = "the pool was closed before the task ran", traceback = "" }))
+  end
+  self.queue = {}
+  for _, w in pairs(self.workers) do
+    if w.conn and w.state == "ready" and w.busy == 0 then
+      w.conn:send(K.SHUTDOWN, "")
+    elseif w.conn then
+      w.conn:kill()
+    end
+  end
+  local deadline = now() + 5
+  while now() < deadline do
+    local waiting = false
+    for _, w in pairs(self.workers) do
+      if w.conn and not w.bye then waiting = true end
+    end
+    if not waiting then break end
+    self:_refresh_conns()
+    local ready = poll(self.conns, 0.1)
+    for _, i in ipairs(ready) do
+      local w = self.conn_workers[i]
+      local ok = pcall(self._read, self, w)
+      if not ok then w.bye = true end
+    end
+  end
+  for _, w in pairs(self.workers) do
+    self:_flush_output(w)
+    self:_fail_inflight(w, function(task_name)
+      return { kind = "closed", task = task_name, node = w.node, where = worker_where(w),
+               message = "the pool was closed while the task ran", traceback = "" }
+    end)
+    if w.conn then
+      w.conn:close()
+      pcall(w.conn.release, w.conn)
+      w.conn = nil
+    end
+    w.state = "dead"
+  end
+  self.conns_dirty = true
+  self.workers = {}
+  local errs = {}
+  for _, pl in ipairs(self.plugins) do
+    if pl.close then
+      local ok, e = pcall(pl.close, self)
+      if not ok then errs[#errs + 1] = tostring(e) end
+    end
+  end
+  if self.provider.close then pcall(self.provider.close, self.provider, self) end
+  self.state = "closed"
+  if #errs > 0 then error("closing pool '" .. self.name .. "': " .. table.concat(errs, "; "), 2) end
+end
+
+--- pool:with(function(pool) ... end): opens the pool, runs the function, and closes the pool even
+--- when the function raises (the error is raised again after teardown). Returns fn's results.
+function Pool:with(fn)
+  if type(fn) ~= "function" then error("pool:with expects a function", 2) end
+  local ok, err = pcall(self.open, self)
+  if not ok then error(err, 2) end
+  local res = pack(xpcall(fn, function(e)
+    if type(e) == "string" then return debug.traceback(e, 2) end
+    return e
+  end, self))
+  self:close()
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
+
+--- Node/slot/state of each worker (for diagnostics).
+function Pool:workers_info()
+  local t = {}
+  for k, w in pairs(self.workers) do
+    t[k] = { node = w.node, slot = w.slot, rank = w.rank, state = w.state, pid = w.pid, where = w.where }
+  end
+  return t
+end
+
+M.Pool = Pool
+return M

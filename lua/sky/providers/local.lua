@@ -1,0 +1,35 @@
+-- sky.providers.local_{...}: workers are `skyrun worker` processes on this machine, spoken to
+-- over pipes. The image's env and files apply; its apt packages and setup commands change this
+-- machine, so they run only with modify_host = true (otherwise a non-empty apt/setup is an error
+-- naming the option, rather than being skipped silently).
+--   modify_host  boolean: run the image's apt installs and setup lines here (default false)
+--   cwd          the workers' working folder (default: the driver's)
+--   command      argv of the worker process (default: this skyrun binary's `skyrun worker`)
+local core = require "sky.core"
+local pcore = require "sky.pool.core"
+
+local Local = {}
+Local.__index = Local
+
+function Local:spawn(node, slot, ctx)
+  return pcore.spawn_local { argv = self.command, cwd = self.cwd, label = "node " .. node }
+end
+
+function Local:head_address() return "127.0.0.1" end
+
+function Local:open(ctx, pool)
+  local image = ctx.image
+  if not image then return end
+  if image.apply_local then image:apply_local({ modify_host = self.modify_host, plugins = pool and pool.plugins }) end
+end
+
+function Local:__tostring()
+  return "sky.providers.local_{" .. (self.modify_host and "modify_host=true" or "") .. "}"
+end
+
+return function(opts)
+  opts = core.check_options(opts, { modify_host = "boolean", cwd = "string", command = "table" },
+    "sky.providers.local_", 3)
+  return setmetatable({ name = "local", modify_host = opts.modify_host == true, cwd = opts.cwd,
+                        command = opts.command }, Local)
+end

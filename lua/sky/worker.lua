@@ -1,0 +1,183 @@
+-- sky.worker: the task loop of `skyrun worker` (started by src/pool/worker_main.cpp after it sent
+-- the greeting). Reads frames from the driver, runs tasks, sends results. Each task runs with
+-- fresh globals (a table whose __index is _G), so globals it sets do not leak into the next
+-- task; modules it requires stay loaded for the life of the worker.
+local wire = require "sky.wire"
+local io_ = require "sky.worker.io"
+local core = require "sky.pool.core"
+local secret = require "sky.secret"
+local K = require "sky.protocol"
+
+local M = {}
+
+-- sky.info() inside tasks reads this (set from the driver's SETUP).
+M.info = nil
+
+local recv, send = io_.recv, io_.send
+local wraps = {}      -- plugins' wrap hooks, in plugin order
+local teardowns = {}  -- plugins' teardown hooks
+
+local function task_env()
+  local env = setmetatable({}, { __index = _G })
+  env._G = env
+  return env
+end
+
+local function error_text(e)
+  if type(e) == "string" or type(e) == "number" then return tostring(e) end
+  local mt = getmetatable(e)
+  if mt and mt.__tostring then return tostring(e) end
+  return "(error object is a " .. type(e) .. " value)"
+end
+
+-- xpcall handler: the message and the traceback of the task's own frames.
+local function handler(e)
+  local tb = debug.traceback("", 2)
+  local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
+  if cut then tb = tb:sub(1, cut - 1) end
+  tb = tb:gsub("^\n", "")
+  return { message = secret.mask(error_text(e)), traceback = secret.mask(tb) }
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- Calls fn(...) inside the plugins' wrap hooks (the first plugin outermost).
+local function invoke(fn, ...)
+  local n = #wraps
+  if n == 0 then return fn(...) end
+  local run = fn
+  for i = n, 1, -1 do
+    local w, inner = wraps[i], run
+    run = function(...) return w(inner, ...) end
+  end
+  return run(...)
+end
+
+local function split_header(payload)
+  local colon = payload:find(":", 1, true)
+  return payload:sub(1, colon - 1), payload:sub(colon + 1)
+end
+
+local function encode_result(ok, value)
+  local okenc, bytes = pcall(wire.encode, { ok, value }, "result")
+  if okenc then return bytes end
+  return wire.encode({ false, { message = secret.mask(tostring(bytes)), traceback = "" } })
+end
+
+local function run_task(payload)
+  local id, body = split_header(payload)
+  local env = task_env()
+  local okdec, t = pcall(wire.decode, body, env)
+  if not okdec then
+    send(K.RESULT, id .. ":" .. wire.encode({ false, { message = secret.mask(tostring(t)), traceback = "" } }))
+    return
+  end
+  local args = t.args
+  local res = pack(xpcall(invoke, handler, t.fn, unpack(args, 1, args.n)))
+  if res[1] then
+    -- results without the leading true: {n = count, ...}
+    local vals = { n = res.n - 1 }
+    for i = 2, res.n do vals[i - 1] = res[i] end
+    send(K.RESULT, id .. ":" .. encode_result(true, vals))
+  else
+    send(K.RESULT, id .. ":" .. encode_result(false, res[2]))
+  end
+end
+
+local maps = {}
+
+local function run_batch(payload)
+  local map_id, rest = split_header(payload)
+  local base, body = split_header(rest)
+  local fn = maps[map_id]
+  local items = wire.decode(body)
+  local values, errors = {}, nil
+  for j = 1, items.n do
+    local ok, v = xpcall(invoke, handler, fn, items[j])
+    if ok then
+      values[j] = v
+    else
+      errors = errors or {}
+      errors[j] = v
+    end
+  end
+  local okenc, bytes = pcall(wire.encode, { n = items.n, values = values, errors = errors }, "result")
+  if not okenc then
+    errors = {}
+    for j = 1, items.n do errors[j] = { message = secret.mask(tostring(bytes)), traceback = "" } end
+    bytes = wire.encode({ n = items.n, values = {}, errors = errors })
+  end
+  send(K.BATCH_RESULT, map_id .. ":" .. base .. ":" .. bytes)
+end
+
+local function setup(payload)
+  local s = wire.decode(payload)
+  local mismatch = wire.mismatch(s.versions, wire.versions())
+  if mismatch then return mismatch end
+  for _, v in ipairs(s.secrets or {}) do secret.add(v) end
+  for k, v in pairs(s.env or {}) do core.setenv(k, v) end
+  for name, m in pairs(s.modules or {}) do
+    local chunk, err = loadstring(m.source, m.chunkname)
+    if not chunk then return "Lua module '" .. name .. "' of the image does not load: " .. err end
+    package.preload[name] = chunk
+  end
+  M.info = s.info
+  M.info.pid = core.getpid()
+  for _, p in ipairs(s.plugins or {}) do
+    if p.setup then
+      local ok, e = xpcall(p.setup, handler, M.info)
+      if not ok then
+        return "plugin '" .. tostring(p.name) .. "' setup failed: " .. e.message .. "\n" .. e.traceback
+      end
+    end
+    if p.wrap then wraps[#wraps + 1] = p.wrap end
+    if p.teardown then teardowns[#teardowns + 1] = { name = p.name, fn = p.teardown } end
+  end
+  return nil
+end
+
+local function teardown()
+  for i = #teardowns, 1, -1 do
+    local ok, e = xpcall(teardowns[i].fn, handler, M.info)
+    if not ok then io.stderr:write("plugin '", tostring(teardowns[i].name), "' teardown failed: ", e.message, "\n") end
+  end
+end
+
+function M.main()
+  local kind, payload = recv()
+  if kind ~= K.SETUP then return 0 end
+  local okset, err = pcall(setup, payload)
+  if not okset or err then
+    send(K.FAIL, secret.mask(tostring(err)))
+    return 1
+  end
+  send(K.READY, wire.encode({ pid = core.getpid() }))
+  while true do
+    kind, payload = recv()
+    if not kind then break end
+    if kind == K.TASK then
+      run_task(payload)
+    elseif kind == K.BATCH then
+      run_batch(payload)
+    elseif kind == K.MAP_FN then
+      local map_id, body = split_header(payload)
+      local ok, fn = pcall(wire.decode, body, task_env())
+      if ok then
+        maps[map_id] = fn
+      else
+        local msg = secret.mask(tostring(fn))
+        maps[map_id] = function() error(msg, 0) end
+      end
+    elseif kind == K.MAP_END then
+      maps[payload] = nil
+    elseif kind == K.SHUTDOWN then
+      teardown()
+      send(K.BYE, "")
+      return 0
+    end
+  end
+  teardown()
+  return 0
+end
+
+return M

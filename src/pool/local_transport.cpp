@@ -1,0 +1,189 @@
+// Pipes to a child `skyrun worker`: spawning, non-blocking I/O, killing and reaping.
+#include "pool/local_transport.hpp"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+namespace sky::pool {
+namespace {
+
+std::string signal_text(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return "killed by signal " + std::to_string(sig) + (abbrev ? std::string(" (SIG") + abbrev + ")" : std::string());
+}
+
+class LocalTransport : public Transport {
+ public:
+  LocalTransport(pid_t pid, int in_fd, int out_fd, std::string label)
+      : pid_(pid), to_child_(in_fd), from_child_(out_fd), label_(std::move(label)) {}
+
+  ~LocalTransport() override {
+    close_fds();
+    if (pid_ > 0 && !reaped_) {
+      // Give a worker whose input just closed a moment to exit by itself, then end it.
+      if (!reap(200)) {
+        ::kill(pid_, SIGKILL);
+        reap(2000);
+      }
+    }
+  }
+
+  size_t write_some(const void* data, size_t n) override {
+    if (to_child_ < 0) throw TransportError("the connection to " + describe() + " is closed");
+    for (;;) {
+      ssize_t w = ::write(to_child_, data, n);
+      if (w >= 0) return static_cast<size_t>(w);
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      throw TransportError("writing to " + describe() + ": " + strerror(errno));
+    }
+  }
+
+  ssize_t read_some(void* buf, size_t n) override {
+    if (from_child_ < 0) return -1;
+    for (;;) {
+      ssize_t r = ::read(from_child_, buf, n);
+      if (r > 0) return r;
+      if (r == 0) return -1;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      throw TransportError("reading from " + describe() + ": " + strerror(errno));
+    }
+  }
+
+  int read_fd() const override { return from_child_; }
+  int write_fd() const override { return to_child_; }
+
+  void close() override {
+    if (to_child_ >= 0) {
+      ::close(to_child_);
+      to_child_ = -1;
+    }
+  }
+
+  void kill() override {
+    if (pid_ > 0 && !reaped_) ::kill(pid_, SIGKILL);
+    killed_ = true;
+  }
+
+  std::string exit_reason(int timeout_ms) override {
+    if (!reaped_ && !reap(timeout_ms)) return "still running";
+    if (WIFSIGNALED(status_)) return signal_text(WTERMSIG(status_));
+    if (WIFEXITED(status_)) return "exited with status " + std::to_string(WEXITSTATUS(status_));
+    return "ended";
+  }
+
+  std::string describe() const override { return label_ + " (local pid " + std::to_string(pid_) + ")"; }
+
+ private:
+  bool reap(int timeout_ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+      pid_t r = ::waitpid(pid_, &status_, WNOHANG);
+      if (r == pid_ || (r < 0 && errno == ECHILD)) {
+        reaped_ = true;
+        return true;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  void close_fds() {
+    close();
+    if (from_child_ >= 0) {
+      ::close(from_child_);
+      from_child_ = -1;
+    }
+  }
+
+  pid_t pid_;
+  int to_child_;
+  int from_child_;
+  std::string label_;
+  int status_ = 0;
+  bool reaped_ = false;
+  bool killed_ = false;
+};
+
+}  // namespace
+
+std::string self_exe() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "skyrun";
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+std::unique_ptr<Transport> local_spawn(const LocalSpawn& spec) {
+  std::vector<std::string> argv = spec.argv;
+  if (argv.empty()) argv = {self_exe(), "worker"};
+  int in_pipe[2], out_pipe[2], err_pipe[2];  // err_pipe: reports a failed exec to the parent
+  if (pipe2(in_pipe, O_CLOEXEC) != 0) throw TransportError(std::string("cannot make a pipe: ") + strerror(errno));
+  if (pipe2(out_pipe, O_CLOEXEC) != 0) {
+    ::close(in_pipe[0]);
+    ::close(in_pipe[1]);
+    throw TransportError(std::string("cannot make a pipe: ") + strerror(errno));
+  }
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1]}) ::close(fd);
+    throw TransportError(std::string("cannot make a pipe: ") + strerror(errno));
+  }
+  std::vector<char*> cargv;
+  for (std::string& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
+    throw TransportError(std::string("cannot start a worker process: ") + strerror(errno));
+  }
+  if (pid == 0) {
+    // Child: only async-signal-safe calls until exec.
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    dup2(in_pipe[0], 0);
+    dup2(out_pipe[1], 1);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    if (!spec.cwd.empty() && chdir(spec.cwd.c_str()) != 0) {
+      int e = errno;
+      (void)!write(err_pipe[1], &e, sizeof e);
+      _exit(127);
+    }
+    execv(cargv[0], cargv.data());
+    int e = errno;
+    (void)!write(err_pipe[1], &e, sizeof e);
+    _exit(127);
+  }
+  ::close(in_pipe[0]);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  int child_errno = 0;
+  ssize_t r;
+  do r = ::read(err_pipe[0], &child_errno, sizeof child_errno);
+  while (r < 0 && errno == EINTR);
+  ::close(err_pipe[0]);
+  if (r > 0) {
+    ::close(in_pipe[1]);
+    ::close(out_pipe[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    throw TransportError("cannot start worker '" + argv[0] + "'" + (spec.cwd.empty() ? "" : " in '" + spec.cwd + "'") +
+                         ": " + strerror(child_errno));
+  }
+  fcntl(in_pipe[1], F_SETFL, fcntl(in_pipe[1], F_GETFL) | O_NONBLOCK);
+  fcntl(out_pipe[0], F_SETFL, fcntl(out_pipe[0], F_GETFL) | O_NONBLOCK);
+  return std::make_unique<LocalTransport>(pid, in_pipe[1], out_pipe[0], spec.label.empty() ? "worker" : spec.label);
+}
+
+}  // namespace sky::pool

@@ -1,0 +1,26 @@
+// The local provider's transport: a `skyrun worker` child process on this machine, spoken to
+// over its stdin/stdout pipes. The child gets its own process group (a Ctrl-C on the terminal
+// reaches the driver, which then stops the workers) and dies with the driver (PR_SET_PDEATHSIG).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pool/transport.hpp"
+
+namespace sky::pool {
+
+struct LocalSpawn {
+  std::vector<std::string> argv;  // empty: this binary's `skyrun worker`
+  std::string cwd;                // empty: the driver's
+  std::string label;              // "node 1", for describe()
+};
+
+// Starts the process. Throws TransportError naming the command when it cannot start.
+std::unique_ptr<Transport> local_spawn(const LocalSpawn& spec);
+
+// This executable's path (/proc/self/exe resolved).
+std::string self_exe();
+
+}  // namespace sky::pool

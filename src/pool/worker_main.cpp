@@ -1,0 +1,240 @@
+// `skyrun worker`: serves tasks over the protocol on stdin/stdout (or the fds named by
+// --fd IN,OUT). Its own stdout and stderr (print, io.write, native logs, child processes) are
+// captured through pipes and forwarded as output frames by a thread, so the protocol stream only
+// ever carries frames. The task loop itself is Lua: lua/sky/worker.lua.
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "host/bind.hpp"
+#include "host/modules.hpp"
+#include "host/runtime.hpp"
+#include "wire/wire.hpp"
+
+namespace sky::pool {
+namespace {
+
+// Frame kinds the C++ side writes itself (the rest are the Lua loop's business).
+constexpr uint8_t kKindHello = 1;
+constexpr uint8_t kKindStdout = 9;
+constexpr uint8_t kKindStderr = 10;
+
+struct WorkerIo {
+  bool active = false;
+  int in = -1;            // protocol from the driver
+  int out = -1;           // protocol to the driver
+  int capture[2] = {-1, -1};  // read ends of the stdout / stderr pipes
+  int wake[2] = {-1, -1};     // tells the output thread to finish
+  std::mutex write_mutex;
+  std::atomic<bool> broken{false};
+  std::string inbuf;
+  size_t inpos = 0;
+};
+WorkerIo g_io;
+
+bool write_all(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// With write_mutex held: sends one frame.
+bool send_locked(uint8_t kind, std::string_view payload) {
+  if (g_io.broken) return false;
+  std::string frame;
+  wire::frame_append(frame, kind, payload);
+  if (!write_all(g_io.out, frame.data(), frame.size())) {
+    g_io.broken = true;
+    return false;
+  }
+  return true;
+}
+
+// With write_mutex held: forwards what the capture pipes hold now.
+void drain_locked() {
+  char buf[65536];
+  for (int s = 0; s < 2; ++s) {
+    for (;;) {
+      ssize_t r = read(g_io.capture[s], buf, sizeof buf);
+      if (r <= 0) break;
+      send_locked(s == 0 ? kKindStdout : kKindStderr, std::string_view(buf, static_cast<size_t>(r)));
+    }
+  }
+}
+
+void output_thread() {
+  pollfd p[3] = {{g_io.capture[0], POLLIN, 0}, {g_io.capture[1], POLLIN, 0}, {g_io.wake[0], POLLIN, 0}};
+  for (;;) {
+    int r = poll(p, 3, -1);
+    if (r < 0 && errno != EINTR) break;
+    if (p[2].revents) break;
+    if ((p[0].revents | p[1].revents) & (POLLIN | POLLHUP)) {
+      std::lock_guard<std::mutex> lock(g_io.write_mutex);
+      drain_locked();
+    }
+    if ((p[0].revents & (POLLHUP | POLLERR)) && (p[1].revents & (POLLHUP | POLLERR))) break;
+  }
+}
+
+// io.recv() -> kind, payload | nil at the end of input (blocking)
+int io_recv(lua_State* L) {
+  if (!g_io.active) throw Error("sky.worker.io is only available inside `skyrun worker`");
+  for (;;) {
+    uint8_t kind;
+    std::string_view payload;
+    size_t n = wire::frame_parse(std::string_view(g_io.inbuf).substr(g_io.inpos), kind, payload);
+    if (n > 0) {
+      lua_pushinteger(L, kind);
+      lua_pushlstring(L, payload.data(), payload.size());
+      g_io.inpos += n;
+      if (g_io.inpos == g_io.inbuf.size()) {
+        g_io.inbuf.clear();
+        g_io.inpos = 0;
+      }
+      return 2;
+    }
+    if (g_io.inpos > 0) {
+      g_io.inbuf.erase(0, g_io.inpos);
+      g_io.inpos = 0;
+    }
+    char buf[65536];
+    ssize_t r = read(g_io.in, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      lua_pushnil(L);
+      return 1;
+    }
+    g_io.inbuf.append(buf, static_cast<size_t>(r));
+  }
+}
+
+// io.send(kind, payload) -> true | false when the driver is gone. Output written before it is
+// forwarded first, so the driver sees a task's prints before its result.
+int io_send(lua_State* L) {
+  if (!g_io.active) throw Error("sky.worker.io is only available inside `skyrun worker`");
+  int64_t kind = check_int64(L, 1);
+  std::string_view payload = check_string_view(L, 2);
+  fflush(stdout);
+  fflush(stderr);
+  std::lock_guard<std::mutex> lock(g_io.write_mutex);
+  drain_locked();
+  lua_pushboolean(L, send_locked(static_cast<uint8_t>(kind), payload));
+  return 1;
+}
+
+int luaopen_sky_worker_io(lua_State* L) {
+  const luaL_Reg fns[] = {{"recv", safe<io_recv>}, {"send", safe<io_send>}, {nullptr, nullptr}};
+  lua_newtable(L);
+  luaL_register(L, nullptr, fns);
+  return 1;
+}
+
+bool parse_fd_pair(const char* s, int& in, int& out) { return sscanf(s, "%d,%d", &in, &out) == 2 && in >= 0 && out >= 0; }
+
+int worker_main(int argc, char** argv) {
+  int in = 0, out = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (strcmp(argv[i], "--fd") == 0 && i + 1 < argc && parse_fd_pair(argv[i + 1], in, out)) {
+      ++i;
+    } else {
+      fprintf(stderr,
+              "usage: skyrun worker [--fd IN,OUT]\n"
+              "Serves compute tasks for a pool over stdin/stdout (or the inherited descriptors IN and OUT).\n"
+              "Pools start workers themselves; running one by hand is only useful for debugging.\n");
+      return 2;
+    }
+  }
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGINT, SIG_IGN);  // the driver decides when a worker stops
+  // The protocol descriptors move out of the way (close-on-exec, so a task's child processes
+  // never hold them open); 0 reads /dev/null; 1 and 2 become the capture pipes.
+  g_io.in = fcntl(in, F_DUPFD_CLOEXEC, 3);
+  g_io.out = fcntl(out, F_DUPFD_CLOEXEC, 3);
+  if (g_io.in < 0 || g_io.out < 0) {
+    fprintf(stderr, "skyrun worker: bad protocol descriptors: %s\n", strerror(errno));
+    return 2;
+  }
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (in != 0 && in != 1 && in != 2) close(in);
+  if (out != 0 && out != 1 && out != 2) close(out);
+  dup2(devnull, 0);
+  int out_pipe[2], err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0 || pipe2(g_io.wake, O_CLOEXEC) != 0) {
+    fprintf(stderr, "skyrun worker: cannot make pipes: %s\n", strerror(errno));
+    return 2;
+  }
+  fflush(stdout);
+  fflush(stderr);
+  dup2(out_pipe[1], 1);
+  dup2(err_pipe[1], 2);
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  g_io.capture[0] = out_pipe[0];
+  g_io.capture[1] = err_pipe[0];
+  for (int fd : g_io.capture) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+  g_io.active = true;
+  {
+    std::lock_guard<std::mutex> lock(g_io.write_mutex);
+    send_locked(kKindHello, wire::hello_encode(wire::local_versions()));
+  }
+  std::thread forwarder(output_thread);
+
+  int rc = 0;
+  lua_State* L = runtime_new_state();
+  if (!L) {
+    fprintf(stderr, "skyrun worker: cannot create Lua state: not enough memory\n");
+    rc = 1;
+  } else {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "sky.worker");
+    if (!runtime_pcall(L, 1, 1)) {
+      fprintf(stderr, "skyrun worker: %s\n", lua_tostring(L, -1));
+      rc = 1;
+    } else {
+      lua_getfield(L, -1, "main");  // [worker, main]
+      lua_remove(L, -2);
+      if (!runtime_pcall(L, 0, 1)) {
+        fprintf(stderr, "skyrun worker: %s\n", lua_tostring(L, -1));
+        rc = 1;
+      } else {
+        rc = lua_isnumber(L, -1) ? static_cast<int>(lua_tointeger(L, -1)) : 0;
+      }
+    }
+    lua_settop(L, 0);
+    runtime_free_state(L);
+  }
+  fflush(stdout);
+  fflush(stderr);
+  {
+    std::lock_guard<std::mutex> lock(g_io.write_mutex);
+    drain_locked();
+  }
+  (void)!write(g_io.wake[1], "x", 1);
+  forwarder.join();
+  g_io.active = false;
+  return rc;
+}
+
+}  // namespace
+}  // namespace sky::pool
+
+SKY_NATIVE_MODULE("sky.worker.io", sky::pool::luaopen_sky_worker_io);
+SKY_SUBCOMMAND("worker", sky::pool::worker_main);
