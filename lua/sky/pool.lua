@@ -60,8 +60,12 @@ function M.ComputePool(opts)
     next_id = 0, next_map = 0,
     conns = {}, conn_workers = {}, conns_dirty = true,
   }, Pool)
+  if self.image ~= nil and not require("sky.image").is_image(self.image) then
+    error("ComputePool: image must be a sky.Image{...}", 2)
+  end
+  local plugins = require "sky.plugins"
   for i, p in ipairs(self.plugins) do
-    if type(p) ~= "table" then error("ComputePool: plugins[" .. i .. "] must be a plugin table", 2) end
+    plugins.check(p, "ComputePool: plugins[" .. i .. "]")
     for _, s in ipairs(p.secrets or {}) do secret.add(s) end
   end
   for k, v in pairs(self.env) do
@@ -112,8 +116,34 @@ function Pool:_spawn(k)
 end
 
 function Pool:_context()
-  return { pool = self.name, nodes = self.nodes, concurrency = self.concurrency, image = self.image,
-           head_address = self:head_address(), accelerator = self.accelerator }
+  return { pool = self.name, nodes = self.nodes, concurrency = self.concurrency, image = self._image or self.image,
+           bootstrap = self._bootstrap, head_address = self:head_address(), accelerator = self.accelerator }
+end
+
+-- The image after the plugins' image hooks, and the plugins' bootstrap lines.
+function Pool:_effective_image()
+  local ctx = { pool = self.name, nodes = self.nodes, concurrency = self.concurrency, head_address = self:head_address() }
+  local image = self.image
+  for _, p in ipairs(self.plugins) do
+    if p.image then
+      image = p.image(image or require("sky.image").Image {}, ctx) or image
+    end
+  end
+  local lines = {}
+  for _, p in ipairs(self.plugins) do
+    if p.bootstrap then
+      for _, l in ipairs(p.bootstrap(ctx) or {}) do lines[#lines + 1] = l end
+    end
+  end
+  return image, lines
+end
+
+--- The bootstrap script the pool's nodes run: the image (after plugins' image hooks) plus the
+--- plugins' bootstrap lines. Secrets never appear in it.
+function Pool:script()
+  local image, lines = self:_effective_image()
+  image = image or require("sky.image").Image {}
+  return image:script(lines)
 end
 
 function Pool:head_address()
@@ -132,7 +162,8 @@ end
 function Pool:_setup_payload(w)
   local info = self:_info(w)
   local env = {}
-  if self.image and self.image.env then for k, v in pairs(self.image.env) do env[k] = tostring(v) end end
+  local image = self._image or self.image
+  if image and image.env then for k, v in pairs(image.env) do env[k] = tostring(v) end end
   for k, v in pairs(self.env) do env[k] = v end
   local plugins = {}
   for _, p in ipairs(self.plugins) do
@@ -141,7 +172,7 @@ function Pool:_setup_payload(w)
     end
     plugins[#plugins + 1] = { name = p.name, setup = p.setup, wrap = p.wrap, teardown = p.teardown }
   end
-  local modules = self.image and self.image._lua_modules and self.image:_lua_modules() or nil
+  local modules = image and image._lua_modules and image:_lua_modules() or nil
   return encode({ versions = wire.versions(), env = env, info = info, plugins = plugins,
                   secrets = secret.list(), modules = modules }, "pool setup")
 end
@@ -732,6 +763,10 @@ function Pool:open()
   self.startup_error = nil
   local p = self.provider
   local ok, err = pcall(function()
+    for _, pl in ipairs(self.plugins) do
+      if pl.open then pl.open(self) end
+    end
+    self._image, self._bootstrap = self:_effective_image()
     if p.open then p:open(self:_context(), self) end
     for k = 1, self.nodes * self.concurrency do self:_spawn(k) end
     local deadline = now() + self.startup_timeout

@@ -18,9 +18,9 @@ end
 function Local:head_address() return "127.0.0.1" end
 
 function Local:open(ctx, pool)
-  local image = ctx.image
+  local image = ctx.image or ((ctx.bootstrap and #ctx.bootstrap > 0) and require("sky.image").Image {})
   if not image then return end
-  if image.apply_local then image:apply_local({ modify_host = self.modify_host, plugins = pool and pool.plugins }) end
+  if image.apply_local then image:apply_local({ modify_host = self.modify_host, bootstrap = ctx.bootstrap }) end
 end
 
 function Local:__tostring()
