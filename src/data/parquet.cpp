@@ -328,7 +328,8 @@ int bit_width(int64_t max) {
 void decode_delta_bp(Cursor& c, int64_t n_expected, bool is32, std::vector<int64_t>& out) {
   uint64_t block = c.varint(), minis = c.varint(), total = c.varint();
   int64_t first = c.zigzag();
-  if (block == 0 || block % 128 != 0 || minis == 0 || block % minis != 0 || (block / minis) % 32 != 0)
+  if (block == 0 || block % 128 != 0 || block > (1u << 20) || minis == 0 || minis > 4096 || block % minis != 0 ||
+      (block / minis) % 32 != 0)
     c.fail("bad DELTA_BINARY_PACKED header");
   if (total > static_cast<uint64_t>(n_expected))
     c.fail("DELTA_BINARY_PACKED holds more values than the page");
@@ -418,6 +419,10 @@ struct LeafData {
   int64_t levels = 0;
 };
 
+// Writers keep pages to ~1 MB / 20k rows; a header claiming more than this is corrupt, and trusting
+// it would allocate gigabytes from a few bytes of run-length data.
+constexpr int64_t kMaxPageValues = int64_t{1} << 26;
+
 class ChunkReader {
  public:
   ChunkReader(const FieldPlan& f, const std::string& what) : f_(f), what_(what) {}
@@ -449,6 +454,7 @@ class ChunkReader {
         if (!dh) throw Error(what_ + ": dictionary page without its header");
         int64_t n = dh->get_i(1, -1);
         if (n < 0) throw Error(what_ + ": dictionary page with a negative number of values");
+        if (n > kMaxPageValues) throw Error(what_ + ": dictionary of " + std::to_string(n) + " values (corrupt page header)");
         int64_t enc = dh->get_i(2, 0);
         if (enc != E_PLAIN && enc != E_PLAIN_DICT) throw Error("not supported yet: " + enc_name(enc) + " dictionary pages in " + what_);
         decompress(codec, body, static_cast<size_t>(csize), static_cast<size_t>(usize), dict_buf_, what_);
@@ -462,6 +468,7 @@ class ChunkReader {
         decompress(codec, body, static_cast<size_t>(csize), static_cast<size_t>(usize), page_buf_, what_);
         int64_t n = dh->get_i(1, -1);
         if (n < 0 || n > num_values - out.levels) throw Error(what_ + ": page holds more values than the column chunk");
+        if (n > kMaxPageValues) throw Error(what_ + ": page of " + std::to_string(n) + " values (corrupt page header)");
         Cursor c{page_buf_.data(), page_buf_.data() + page_buf_.size(), &what_};
         int64_t def_enc = dh->get_i(3, E_RLE), rep_enc = dh->get_i(4, E_RLE);
         if (f_.max_rep > 0) read_levels_v1(c, rep_enc, f_.max_rep, n, out.rep, "repetition levels");
@@ -472,6 +479,7 @@ class ChunkReader {
         if (!dh) throw Error(what_ + ": data page v2 without its header");
         int64_t n = dh->get_i(1, -1), dlen = dh->get_i(5, -1), rlen = dh->get_i(6, -1);
         if (n < 0 || n > num_values - out.levels) throw Error(what_ + ": page holds more values than the column chunk");
+        if (n > kMaxPageValues) throw Error(what_ + ": page of " + std::to_string(n) + " values (corrupt page header)");
         if (dlen < 0 || rlen < 0 || dlen + rlen > csize || dlen + rlen > usize) throw Error(what_ + ": bad level sizes in a v2 page header");
         Cursor lc{body, body + rlen + dlen, &what_};
         if (f_.max_rep > 0) {
