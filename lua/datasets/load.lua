@@ -152,6 +152,7 @@ local function data_rels(files)
   for f, c in pairs(counts) do
     if c > best or (c == best and f < fmt) then fmt, best = f, c end
   end
+  if not fmt then return out, nil end
   for _, rel in ipairs(files) do
     local e = ext_of(rel)
     if e and EXT_FORMAT[e] == fmt then out[#out + 1] = rel end
