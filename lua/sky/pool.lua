@@ -372,13 +372,17 @@ function Pool:_make_rec(task, level)
     error("expected a task, got " .. type(task) .. hint, level + 1)
   end
   local c = task.compute
-  local ok, err = pcall(encode, c.fn, "")
-  if not ok then error(err, level + 1) end
-  for i = 1, task.args.n do
-    ok, err = pcall(encode, task.args[i], "argument #" .. i)
+  local okb, bytes = pcall(encode, { fn = c.fn, args = task.args })
+  if not okb then
+    -- Encode the parts alone to name the path from the function or the argument.
+    local ok, err = pcall(encode, c.fn, "")
     if not ok then error(err, level + 1) end
+    for i = 1, task.args.n do
+      ok, err = pcall(encode, task.args[i], "argument #" .. i)
+      if not ok then error(err, level + 1) end
+    end
+    error(bytes, level + 1)
   end
-  local bytes = encode({ fn = c.fn, args = task.args })
   self.next_id = self.next_id + 1
   return { id = self.next_id, name = c.name, timeout = c.timeout, bytes = bytes, state = "queued" }
 end

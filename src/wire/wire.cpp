@@ -140,8 +140,7 @@ class Encoder {
     throw WireError(msg);
   }
 
-  // Looks the value at idx up among package.loaded (modules) and their C function fields.
-  void build_module_index();
+  // The value at idx travels by name when it is a loaded module.
   bool try_module(int idx);
   void encode_number(double d);
   void encode_table(int idx, int depth);
@@ -159,8 +158,7 @@ class Encoder {
   uint32_t next_id_ = 0;
   std::unordered_map<const void*, std::pair<uint32_t, int>> upvalues_;  // upvalue id -> (function id, n)
   bool index_built_ = false;
-  std::unordered_map<const void*, std::string> modules_;                          // module value -> name
-  std::unordered_map<const void*, std::pair<std::string, std::string>> cfuncs_;   // C function -> module, field
+  bool have_index_ = false;
 };
 
 bool Encoder::assign_id(const void* p) {
@@ -174,48 +172,149 @@ bool Encoder::assign_id(const void* p) {
   return true;
 }
 
-void Encoder::build_module_index() {
-  if (index_built_) return;
-  index_built_ = true;
-  StackGuard guard(L_);
-  lua_getglobal(L_, "package");
-  if (!lua_istable(L_, -1)) {
-    lua_pop(L_, 1);
-    return;
+// The C functions of loaded modules, by address: kept per state in the registry (scanning every
+// module's fields costs tens of microseconds) and rebuilt when a C function is not found in it.
+struct CfuncIndex {
+  std::unordered_map<const void*, std::pair<std::string, std::string>> map;
+};
+char kCfuncIndexKey;
+
+int cfunc_index_gc(lua_State* L) {
+  static_cast<CfuncIndex*>(lua_touserdata(L, 1))->~CfuncIndex();
+  return 0;
+}
+
+CfuncIndex& cfunc_index(lua_State* L, bool rebuild) {
+  StackGuard guard(L);
+  lua_pushlightuserdata(L, &kCfuncIndexKey);
+  lua_rawget(L, LUA_REGISTRYINDEX);  // [idx|nil]
+  CfuncIndex* idx = static_cast<CfuncIndex*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  if (idx && !rebuild) return *idx;
+  if (!idx) {
+    idx = new (lua_newuserdata(L, sizeof(CfuncIndex))) CfuncIndex();  // [ud]
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, cfunc_index_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_pushlightuserdata(L, &kCfuncIndexKey);
+    lua_insert(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);  // []
   }
-  lua_getfield(L_, -1, "loaded");  // [package, loaded]
-  if (!lua_istable(L_, -1)) {
-    lua_pop(L_, 2);
-    return;
+  idx->map.clear();
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return *idx;
   }
-  for (lua_pushnil(L_); lua_next(L_, -2); lua_pop(L_, 1)) {  // [package, loaded, name, mod]
-    if (lua_type(L_, -2) != LUA_TSTRING) continue;
-    std::string name = lua_tostring(L_, -2);
-    int t = lua_type(L_, -1);
-    if (t != LUA_TTABLE && t != LUA_TFUNCTION) continue;
-    const void* p = lua_topointer(L_, -1);
-    auto it = modules_.find(p);
-    if (it == modules_.end() || name.size() < it->second.size()) modules_[p] = name;
-    if (t != LUA_TTABLE) continue;
-    for (lua_pushnil(L_); lua_next(L_, -2); lua_pop(L_, 1)) {  // [..., mod, field, v]
-      if (lua_type(L_, -2) != LUA_TSTRING || !lua_iscfunction(L_, -1)) continue;
-      const void* f = lua_topointer(L_, -1);
-      std::string field = lua_tostring(L_, -2);
-      auto ct = cfuncs_.find(f);
-      // Prefer the standard libraries' names ("string.format" over "_G.string"-like aliases).
-      if (ct == cfuncs_.end() || (name != "_G" && ct->second.first.size() > name.size()))
-        cfuncs_[f] = {name, field};
+  lua_getfield(L, -1, "loaded");  // [package, loaded]
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 2);
+    return *idx;
+  }
+  for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {  // [package, loaded, name, mod]
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) continue;
+    std::string name = lua_tostring(L, -2);
+    for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {  // [..., mod, field, v]
+      if (lua_type(L, -2) != LUA_TSTRING || !lua_iscfunction(L, -1)) continue;
+      const void* f = lua_topointer(L, -1);
+      auto ct = idx->map.find(f);
+      // Prefer the shortest module name that is not _G ("string.format", not "_G.string").
+      if (ct == idx->map.end() || (ct->second.first == "_G" && name != "_G") ||
+          (name != "_G" && ct->second.first.size() > name.size()))
+        idx->map[f] = {name, lua_tostring(L, -2)};
     }
   }
-  lua_pop(L_, 2);
+  lua_pop(L, 2);
+  return *idx;
+}
+
+// Pushes the reverse index of package.loaded (a weak-keyed table: module value -> name), cached
+// in the registry and rebuilt when the number of loaded modules changed. Pushes 1 (nil when there
+// is no package.loaded).
+char kModIndexKey;
+void push_module_index(lua_State* L) {
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1)) return;  // [nil-ish]
+  lua_getfield(L, -1, "loaded");    // [package, loaded]
+  lua_remove(L, -2);                // [loaded]
+  if (!lua_istable(L, -1)) return;
+  int count = 0;
+  for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) ++count;
+  lua_pushlightuserdata(L, &kModIndexKey);
+  lua_rawget(L, LUA_REGISTRYINDEX);  // [loaded, cache|nil]
+  if (lua_istable(L, -1)) {
+    lua_rawgeti(L, -1, 1);  // [loaded, cache, count]
+    bool fresh = lua_tointeger(L, -1) == count;
+    lua_pop(L, 1);
+    if (fresh) {
+      lua_rawgeti(L, -1, 2);  // [loaded, cache, index]
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+      return;
+    }
+  }
+  lua_pop(L, 1);                      // [loaded]
+  lua_createtable(L, 2, 0);           // [loaded, cache]
+  lua_pushinteger(L, count);
+  lua_rawseti(L, -2, 1);
+  lua_createtable(L, 0, count);       // [loaded, cache, index]
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  for (lua_pushnil(L); lua_next(L, -4); lua_pop(L, 1)) {  // [loaded, cache, index, name, mod]
+    int t = lua_type(L, -1);
+    if (lua_type(L, -2) != LUA_TSTRING || (t != LUA_TTABLE && t != LUA_TFUNCTION)) continue;
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -4);  // [..., name, mod, old]
+    bool better = lua_isnil(L, -1) || lua_objlen(L, -1) > lua_objlen(L, -3);
+    lua_pop(L, 1);
+    if (!better) continue;
+    lua_pushvalue(L, -1);  // [..., name, mod, mod]
+    lua_pushvalue(L, -3);  // [..., name, mod, mod, name]
+    lua_rawset(L, -5);
+  }
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, 2);  // cache[2] = index
+  lua_pushlightuserdata(L, &kModIndexKey);
+  lua_pushvalue(L, -3);
+  lua_rawset(L, LUA_REGISTRYINDEX);  // [loaded, cache, index]
+  lua_replace(L, -3);
+  lua_pop(L, 1);  // [index]
 }
 
 bool Encoder::try_module(int idx) {
   if (!opts_.modules_by_name) return false;
-  build_module_index();
-  auto it = modules_.find(lua_topointer(L_, idx));
-  if (it == modules_.end()) return false;
-  const std::string& name = it->second;
+  if (!index_built_) {
+    index_built_ = true;
+    push_module_index(L_);  // [index]
+    have_index_ = lua_istable(L_, -1);
+    lua_pop(L_, 1);
+  }
+  if (!have_index_) return false;
+  std::string name;
+  {
+    StackGuard guard(L_);
+    lua_pushlightuserdata(L_, &kModIndexKey);
+    lua_rawget(L_, LUA_REGISTRYINDEX);  // [cache]
+    lua_rawgeti(L_, -1, 2);             // [cache, index]
+    lua_pushvalue(L_, idx);
+    lua_rawget(L_, -2);                 // [cache, index, name|nil]
+    if (lua_type(L_, -1) == LUA_TSTRING) name = lua_tostring(L_, -1);
+    lua_pop(L_, 3);
+  }
+  if (name.empty()) return false;
+  {
+    // Still that module? (a replaced package.loaded entry leaves a stale name behind)
+    StackGuard guard(L_);
+    lua_getglobal(L_, "package");
+    lua_getfield(L_, -1, "loaded");
+    lua_getfield(L_, -1, name.c_str());
+    bool same = lua_rawequal(L_, -1, idx);
+    lua_pop(L_, 3);
+    if (!same) return false;
+  }
   out_.push_back(TAG_MODULE);
   put_string(out_, name);
   // A module loaded from a file (not embedded, not native, not a standard library) carries its
@@ -359,9 +458,14 @@ int dump_writer(lua_State*, const void* p, size_t sz, void* ud) {
 void Encoder::encode_function(int idx, int depth) {
   idx = idx < 0 ? lua_gettop(L_) + idx + 1 : idx;
   if (lua_iscfunction(L_, idx)) {
-    build_module_index();
-    auto it = cfuncs_.find(lua_topointer(L_, idx));
-    if (it == cfuncs_.end()) refuse("C function (not a field of any loaded module)");
+    const void* f = lua_topointer(L_, idx);
+    CfuncIndex* ci = &cfunc_index(L_, false);
+    auto it = ci->map.find(f);
+    if (it == ci->map.end()) {
+      ci = &cfunc_index(L_, true);
+      it = ci->map.find(f);
+    }
+    if (it == ci->map.end()) refuse("C function (not a field of any loaded module)");
     out_.push_back(TAG_CFUNC);
     put_string(out_, it->second.first);
     put_string(out_, it->second.second);

@@ -23,6 +23,31 @@ local function alive(pid)
   return cmd:find("worker", 1, true) ~= nil
 end
 
+T.test("a value zoo goes to a worker and comes back equal", function()
+  local shared = { "shared" }
+  local zoo = { n = 42, f = 0.1, negzero = -0.0, inf = math.huge, nan = 0 / 0, big = 9007199254740993LL,
+                s = "bytes\0\1\255", holes = { 1, nil, 3 }, a = shared, b = shared, yes = true }
+  zoo.cycle = zoo
+  local count = 0
+  local function inc() count = count + 1 return count end
+  local function get() return count end
+  local pool = pool_of(1)
+  pool:with(function()
+    local r = pool:run(sky.compute(function(v, f)
+      -- On the worker: the zoo arrived intact, and the closures share their upvalue.
+      assert(v.cycle == v and v.a == v.b and v.nan ~= v.nan and 1 / v.negzero < 0 and v.holes[2] == nil)
+      f.inc() f.inc()
+      return { v = v, got = f.get(), inc = f.inc }
+    end)(zoo, { inc = inc, get = get }))
+    T.eq(r.v.n, 42); T.eq(r.v.f, 0.1); T.eq(1 / r.v.negzero, -math.huge); T.eq(r.v.inf, math.huge)
+    T.ok(r.v.nan ~= r.v.nan); T.eq(tostring(r.v.big), "9007199254740993LL"); T.eq(r.v.s, zoo.s)
+    T.eq(r.v.holes[3], 3); T.eq(r.v.holes[2], nil); T.ok(r.v.a == r.v.b); T.ok(r.v.cycle == r.v); T.eq(r.v.yes, true)
+    T.eq(r.got, 2)
+    T.eq(r.inc(), 3, "the closure came back with the worker's upvalue value")
+    T.eq(count, 0)
+  end)
+end)
+
 T.test("broadcast on 4 nodes returns 4 results in node order with distinct nodes", function()
   local pool = pool_of(4)
   pool:with(function()
