@@ -449,6 +449,21 @@ end
 
 M._calls = { map_computed = 0, map_cached = 0 }
 
+-- One shard of a num_proc map, run in a worker thread's own state (src/data/parallel_map.cpp):
+-- the rows of ds through fn, merged over ds's columns, in memory.
+function M._map_shard(ds, fn, o, remove)
+  local chunks, pending = {}, 0
+  local b = core.new_builder()
+  local function flush(upto)
+    local out = b:finish()
+    chunks[#chunks + 1] = ds:_range(pending, upto - pending):_merge(out, remove)
+    pending = upto
+  end
+  map_rows(ds, fn, o, 0, #ds, b, flush, nil)
+  flush(#ds)
+  return #chunks == 1 and chunks[1] or core.concat(chunks)
+end
+
 --- ds:map(fn, { batched=, batch_size=1000, remove_columns=, num_proc=, with_indices=, input_columns= })
 --- fn gets a row table (or, batched, a table of column arrays) and returns the new or changed
 --- columns. Results are cached by fingerprint when the input has one and fn can be fingerprinted.
@@ -485,8 +500,7 @@ function Dataset:map(fn, opts)
 
   local num_proc = opts.num_proc or 1
   if num_proc > 1 and n > 1 then
-    local parallel = require "datasets.parallel"
-    local out = parallel.map(self, fn, o, remove, num_proc, opts.desc or "Map")
+    local out = core.parallel_map(self, fn, o, remove, num_proc)
     if cache_path and opts.keep_in_memory ~= true then
       out:_save(cache_path)
       out = core.load_table(cache_path)

@@ -18,6 +18,10 @@
 #include "host/bind.hpp"
 #include "host/modules.hpp"
 
+namespace sky::data {
+int lua_parallel_map(lua_State* L);
+}
+
 namespace sky {
 namespace {
 
@@ -870,6 +874,7 @@ extern "C" int luaopen_datasets_core(lua_State* L) {
       {"read_parquet", sky::safe<sky::core_read_parquet>},
       {"hash", sky::safe<sky::core_hash>},
       {"read_parquet_into", sky::safe<sky::core_read_parquet_into>},
+      {"parallel_map", sky::data::lua_parallel_map},
       {"set_index_handler", sky::safe<sky::core_set_index_handler>},
       {"is_dataset", sky::core_is_dataset},
       {"now", sky::core_now},

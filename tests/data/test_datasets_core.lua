@@ -102,6 +102,29 @@ T.test("batched map gets column arrays and may change the row count when inputs 
   T.raises(function() ds:map(function() end, { batchsize = 2 }) end, "did you mean 'batch_size'")
 end)
 
+T.test("map with num_proc runs shards in worker states and keeps the row order", function()
+  local t = {}
+  for i = 1, 5000 do t[i] = string.rep("x", i % 37) end
+  local ds = Dataset.from_dict { text = t }:shuffle { seed = 3 }
+  local scale = 10
+  local function lens(b)
+    local out = {}
+    for i, s in ipairs(b.text) do out[i] = #s * scale end
+    return { n = out }
+  end
+  local one = ds:map(lens, { batched = true, batch_size = 100 })
+  local three = ds:map(lens, { batched = true, batch_size = 100, num_proc = 3 })
+  T.eq(three.n, one.n)
+  T.eq(three.text, one.text)
+  local rows = ds:select(1, 10):map(function(r) return { up = r.text:upper() } end, { num_proc = 2 })
+  T.eq(rows.up[10], ds[10].text:upper())
+  T.raises(function() ds:map(function(b) error("boom in shard") end, { batched = true, num_proc = 2 }) end,
+    "map worker 0 of 2 failed: ")
+  local f = io.stdout
+  T.raises(function() ds:map(function(b) return { x = f } end, { batched = true, num_proc = 2 }) end,
+    "map with num_proc: cannot send")
+end)
+
 T.test("filter keeps the rows where the function is true, batched or not", function()
   local ds = small()
   T.eq(ds:filter(function(r) return r.label == 1 end).text, { "bb", "dddd", "eeeee" })
