@@ -9,7 +9,9 @@
 
 #include "host/bind.hpp"
 #include "host/modules.hpp"
+#include "pool/transport.hpp"
 #include "ssh/session.hpp"
+#include "ssh/ssh_transport.hpp"
 
 namespace sky {
 namespace {
@@ -98,6 +100,19 @@ int session_upload(lua_State* L) {
   return 1;
 }
 
+// session:start_worker{path=, workdir=, label=} -> a pool Connection to `skyrun worker` there
+int session_start_worker(lua_State* L) {
+  std::shared_ptr<ssh::Session> s = class_check_shared<ssh::Session>(L, 1, session_spec());
+  Options o(L, 2, "session:start_worker",
+            {{"path", OptType::String}, {"workdir", OptType::String}, {"label", OptType::String}});
+  std::string path = o.string("path", "");
+  if (path.empty()) throw Error("session:start_worker: option 'path' (the remote skyrun) is required");
+  std::string cmd = ssh::worker_command(path, o.string("workdir", ""));
+  std::unique_ptr<pool::Transport> t = ssh::start_worker(s, cmd, o.string("label", "worker"));
+  pool::connection_push(L, std::move(t));
+  return 1;
+}
+
 int session_close(lua_State* L) {
   check_session(L, 1).disconnect();
   class_close(L, 1, session_spec());
@@ -126,6 +141,11 @@ int session_get_fingerprint(lua_State* L) {
   lua_pushstring(L, check_session(L, 1).host_key_fingerprint().c_str());
   return 1;
 }
+int session_get_connected(lua_State* L) {
+  Handle* h = class_test_handle(L, 1, session_spec());
+  lua_pushboolean(L, h && h->ptr && static_cast<ssh::Session*>(h->ptr.get())->connected());
+  return 1;
+}
 int session_get_host_key_added(lua_State* L) {
   lua_pushboolean(L, check_session(L, 1).host_key_added());
   return 1;
@@ -148,13 +168,15 @@ const ClassSpec& session_spec() {
       "SshSession",
       {{"run", safe<session_run>},
        {"upload", safe<session_upload>},
+       {"start_worker", safe<session_start_worker>},
        {"describe", safe<session_describe>},
        {"close", safe<session_close>}},
       {{"host", safe<session_get_host>, nullptr},
        {"user", safe<session_get_user>, nullptr},
        {"port", safe<session_get_port>, nullptr},
        {"fingerprint", safe<session_get_fingerprint>, nullptr},
-       {"host_key_added", safe<session_get_host_key_added>, nullptr}},
+       {"host_key_added", safe<session_get_host_key_added>, nullptr},
+       {"connected", safe<session_get_connected>, nullptr}},
       safe<session_tostring>,
   };
   return spec;

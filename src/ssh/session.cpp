@@ -6,6 +6,8 @@
 #include <openssl/evp.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <pwd.h>
@@ -96,6 +98,9 @@ int tcp_connect(const std::string& host, int port, double timeout, bool& timed_o
       errno = soerr;
     }
     if (rc == 0) {
+      // Tasks and results are small messages that wait for an answer: send them at once.
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       int flags = fcntl(fd, F_GETFL);
       fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
       freeaddrinfo(res);
@@ -335,14 +340,14 @@ std::unique_ptr<Session> Session::connect(const ConnectOptions& opts) {
     std::string detail = rc == SSH_AUTH_ERROR ? std::string(": ") + ssh_get_error(s) : "";
     self->fail("authentication failed for " + self->user_ + "@" + self->host_ + " (tried " + tried + ")" + detail);
   }
-  // From here on, blocking calls wait as long as they need; run() applies its own limit.
-  long none = 0, forever = 0x7fffffff;
-  ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &forever);
-  ssh_options_set(s, SSH_OPTIONS_TIMEOUT_USEC, &none);
+  // The connect timeout stays the limit of each blocking step later (opening a channel, waiting
+  // for window space); run() applies its own overall limit on top.
   return self;
 }
 
 Session::~Session() { disconnect(); }
+
+bool Session::connected() const { return session_ && ssh_is_connected(session_); }
 
 void Session::disconnect() {
   if (!session_) return;
@@ -373,6 +378,14 @@ ssh_channel Session::open_exec(const std::string& command) {
 
 RunResult Session::run(const std::string& command, std::string_view input, const OutputFn& on_output,
                        double timeout) {
+  if (!session_) fail("session is closed");
+  // Worker channels may have made the session non-blocking; a command runs blocking.
+  struct BlockingScope {
+    ssh_session s;
+    int was;
+    explicit BlockingScope(ssh_session s_) : s(s_), was(ssh_is_blocking(s_)) { ssh_set_blocking(s, 1); }
+    ~BlockingScope() { ssh_set_blocking(s, was); }
+  } blocking(session_);
   ssh_channel ch = open_exec(command);
   RunResult result;
   LineSplitter split_out, split_err;

@@ -84,6 +84,8 @@ class Session {
   ssh_channel_struct* open_exec(const std::string& command);
 
   ssh_session_struct* raw() { return session_; }
+  // Still connected (false after disconnect() or once the peer went away).
+  bool connected() const;
   void disconnect();
 
  private:
