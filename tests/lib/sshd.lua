@@ -194,7 +194,8 @@ function M.start(opts)
     end
     if ready then break end
     os.execute("kill -9 " .. self.pid .. " 2>/dev/null")
-    if opts.port or tries >= 5 then
+    -- a fixed port may still be held for a moment by a server just killed: try again shortly
+    if opts.port and tries < 20 then sleep(0.1) elseif opts.port or tries >= 5 then
       error("sshd " .. self.name .. " did not start: " .. (exists(log) and T.read_file(log) or "?"))
     end
   end
@@ -277,6 +278,15 @@ function S:kill()
   local pids = descendants(self.pid)
   os.execute("kill -9 " .. self.pid .. " 2>/dev/null")
   for _, pid in ipairs(pids) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+  -- gone (reaped by init, its port free) before this returns
+  for _ = 1, 100 do
+    local f = io.open("/proc/" .. self.pid .. "/stat")
+    if not f then break end
+    local state = (f:read("*a") or ""):match("^%d+ %b() (%a)")
+    f:close()
+    if state == "Z" or state == nil then break end
+    sleep(0.02)
+  end
   for _, pid in ipairs(self:processes()) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
 end
 
