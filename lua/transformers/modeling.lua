@@ -1,0 +1,73 @@
+-- transformers.modeling: AutoConfig and the AutoModel classes, dispatching on config.json's
+-- model_type to the LibTorch models of src/nn (skyrun.nn). A model is a "skyrun.Model"
+-- userdata: model(inputs) → {loss=, logits=}, model:generate(ids, opts),
+-- model:save_pretrained(dir, {max_shard_size=}), model:train()/eval(), model.config.
+
+local nn = require "skyrun.nn"
+local hub = require "huggingface_hub"
+local sky_core = require "sky.core"
+
+local M = {}
+
+local LOAD = {
+  dtype = "string", torch_dtype = "string", device = "string", device_map = "string",
+  num_labels = "integer", id2label = "table", label2id = "table", problem_type = "string",
+  output_loading_info = "boolean", low_cpu_mem_usage = "boolean", trust_remote_code = "boolean",
+  attn_implementation = "string",
+}
+for k, v in pairs(hub.DOWNLOAD_OPTIONS) do LOAD[k] = v end
+
+-- The model folder: a local folder as it is, or a Hub repo's snapshot (config + weights).
+local function resolve(path_or_id, opts, files)
+  local folder = hub.resolve_model_folder(path_or_id, files, hub.download_options(opts))
+  return folder
+end
+
+local WEIGHTS = { "config.json", "model.safetensors", { "generation_config.json", optional = true } }
+
+local function load(head, fname)
+  return function(path_or_id, opts)
+    if type(path_or_id) ~= "string" then
+      error(string.format("bad argument #1 to '%s' (path or repo id expected, got %s)", fname, type(path_or_id)), 2)
+    end
+    opts = sky_core.check_options(opts, LOAD, fname)
+    if opts.trust_remote_code then error("not supported yet: trust_remote_code", 2) end
+    local folder = resolve(path_or_id, opts, WEIGHTS)
+    local device = opts.device or opts.device_map
+    local model, info = nn.from_pretrained(folder, head, {
+      dtype = opts.dtype or opts.torch_dtype or "auto", device = device,
+      num_labels = opts.num_labels, id2label = opts.id2label, label2id = opts.label2id,
+      problem_type = opts.problem_type,
+    })
+    if info.warnings ~= "" then io.stderr:write(info.warnings) end
+    if opts.output_loading_info then return model, info end
+    return model
+  end
+end
+
+M.AutoModel = { from_pretrained = load("base", "AutoModel.from_pretrained") }
+M.AutoModelForCausalLM = { from_pretrained = load("causal_lm", "AutoModelForCausalLM.from_pretrained") }
+M.AutoModelForSequenceClassification = {
+  from_pretrained = load("sequence_classification", "AutoModelForSequenceClassification.from_pretrained"),
+}
+
+M.AutoConfig = {}
+
+--- AutoConfig.from_pretrained(path_or_id, opts) → the config.json as a table (id2label keys are
+--- integers, as HF's); model_type must be one skyrun runs.
+function M.AutoConfig.from_pretrained(path_or_id, opts)
+  if type(path_or_id) ~= "string" then
+    error(string.format("bad argument #1 to 'AutoConfig.from_pretrained' (path or repo id expected, got %s)",
+      type(path_or_id)), 2)
+  end
+  opts = sky_core.check_options(opts, hub.DOWNLOAD_OPTIONS, "AutoConfig.from_pretrained")
+  return nn.load_config(resolve(path_or_id, opts, { "config.json" }))
+end
+
+--- set_seed(n): seeds LibTorch's generator (weight init of new heads, dropout, sampling).
+function M.set_seed(seed)
+  if type(seed) ~= "number" then error("bad argument #1 to 'set_seed' (number expected)", 2) end
+  nn.set_seed(seed)
+end
+
+return M

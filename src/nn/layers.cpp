@@ -1,0 +1,123 @@
+// Shared building blocks, each written to match HF transformers' arithmetic (float32 softmax,
+// float32 RMSNorm, rope tables in float32 cast to the activations' dtype).
+#include "nn/layers.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include "host/bind.hpp"
+
+namespace sky::nn {
+
+at::Tensor attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
+                             int64_t window, const at::Device& device) {
+  auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor allowed = at::ones({B, 1, T, S}, opts.dtype(at::kBool));
+  if (causal || window > 0) {
+    at::Tensor qpos = at::arange(S - T, S, opts).view({T, 1});  // [T, 1]
+    at::Tensor kpos = at::arange(0, S, opts).view({1, S});      // [1, S]
+    at::Tensor m = causal ? kpos.le(qpos) : at::ones({T, S}, opts.dtype(at::kBool));
+    if (window > 0) m = m.logical_and(kpos.gt(qpos - window));
+    allowed = allowed.logical_and(m.view({1, 1, T, S}));
+  }
+  if (attention_mask.defined()) {
+    if (attention_mask.dim() != 2 || attention_mask.size(0) != B || attention_mask.size(1) != S)
+      throw sky::Error("attention_mask has shape " + std::string(attention_mask.sizes().vec().empty() ? "[]" : "") +
+                       "[" + std::to_string(attention_mask.size(0)) + ", " +
+                       std::to_string(attention_mask.dim() > 1 ? attention_mask.size(1) : 0) + "], expected [" +
+                       std::to_string(B) + ", " + std::to_string(S) + "]");
+    allowed = allowed.logical_and(attention_mask.to(device).ne(0).view({B, 1, 1, S}));
+  }
+  return allowed;
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed,
+                     double scale, double dropout_p, bool training) {
+  int64_t H = q.size(1), Hkv = k.size(1);
+  at::Tensor kk = k, vv = v;
+  if (H != Hkv) {  // grouped-query attention: each key/value head serves H / Hkv query heads
+    int64_t rep = H / Hkv;
+    auto B = k.size(0), S = k.size(2), D = k.size(3);
+    kk = k.unsqueeze(2).expand({B, Hkv, rep, S, D}).reshape({B, H, S, D});
+    vv = v.unsqueeze(2).expand({B, Hkv, rep, S, D}).reshape({B, H, S, D});
+  }
+  at::Tensor scores = at::matmul(q, kk.transpose(2, 3)) * scale;  // [B, H, T, S]
+  // The dtype's lowest finite value, as HF: a fully masked row (a left pad) stays finite.
+  double lowest = q.scalar_type() == at::kFloat    ? -std::numeric_limits<float>::max()
+                  : q.scalar_type() == at::kDouble ? -std::numeric_limits<double>::max()
+                  : q.scalar_type() == at::kHalf   ? -65504.0
+                                                   : -3.3895313892515355e38;
+  scores = scores.masked_fill(allowed.logical_not(), lowest);
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  // A query that may see no key (a left pad) gets zero weights, as torch's SDPA (the default
+  // attention of HF 5) gives: its output is then the residual alone, and the logits at the
+  // last pad, which predict the first real token, match HF's.
+  probs = probs.masked_fill(allowed.any(-1, true).logical_not(), 0);
+  if (training && dropout_p > 0) probs = at::dropout(probs, dropout_p, true);
+  return at::matmul(probs, vv);  // [B, H, T, D]
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor h = x.to(at::kFloat);
+  at::Tensor var = h.pow(2).mean(-1, true);
+  h = h * at::rsqrt(var + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+at::Tensor activation(const std::string& name, const at::Tensor& x) {
+  if (name == "gelu") return at::gelu(x);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") {
+    // HF NewGELUActivation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    return 0.5 * x * (1.0 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * at::pow(x, 3.0))));
+  }
+  if (name == "relu") return at::relu(x);
+  if (name == "silu" || name == "swish") return at::silu(x);
+  throw sky::Error("not supported yet: activation '" + name + "'");
+}
+
+std::pair<at::Tensor, at::Tensor> rope_tables(const RopeConfig& rope, int64_t head_dim, const at::Tensor& positions) {
+  auto fopts = at::TensorOptions().dtype(at::kFloat).device(positions.device());
+  at::Tensor exponent = at::arange(0, head_dim, 2, fopts.dtype(at::kLong)).to(at::kFloat) / static_cast<double>(head_dim);
+  at::Tensor inv_freq = 1.0 / at::pow(rope.theta, exponent);  // [D/2]
+  if (rope.type == "linear") {
+    inv_freq = inv_freq / rope.factor;
+  } else if (rope.type == "llama3") {
+    double old_ctx = static_cast<double>(rope.original_max_position_embeddings);
+    double low_wavelen = old_ctx / rope.low_freq_factor;
+    double high_wavelen = old_ctx / rope.high_freq_factor;
+    at::Tensor wavelen = 2 * M_PI / inv_freq;
+    at::Tensor scaled = at::where(wavelen > low_wavelen, inv_freq / rope.factor, inv_freq);
+    at::Tensor smooth = (old_ctx / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
+    at::Tensor smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled;
+    at::Tensor medium = (wavelen < high_wavelen).logical_not().logical_and((wavelen > low_wavelen).logical_not());
+    inv_freq = at::where(medium, smoothed, scaled);
+  }
+  at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq.view({1, 1, -1});  // [B, T, D/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);                                           // [B, T, D]
+  return {emb.cos(), emb.sin()};
+}
+
+at::Tensor rope_apply(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  int64_t half = x.size(-1) / 2;
+  at::Tensor c = cos.to(x.scalar_type()).unsqueeze(1), s = sin.to(x.scalar_type()).unsqueeze(1);  // [B, 1, T, D]
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * c + rotated * s;
+}
+
+at::Tensor pool_last_token(const at::Tensor& scores, const at::Tensor& ids, int64_t pad_token_id,
+                           const std::string& class_name) {
+  int64_t B = ids.size(0), T = ids.size(1);
+  at::Tensor last;
+  if (pad_token_id < 0) {
+    if (B != 1) throw sky::Error(class_name + ": cannot handle batch sizes > 1 if no padding token is defined");
+    last = at::full({B}, T - 1, ids.options());
+  } else {
+    // HF: the highest index holding a non-pad token (works for left and right padding).
+    at::Tensor non_pad = ids.ne(pad_token_id).to(at::kLong);
+    last = (at::arange(T, ids.options()) * non_pad).argmax(-1);
+  }
+  at::Tensor rows = at::arange(B, ids.options()) * T + last;
+  return scores.reshape({B * T, scores.size(-1)}).index_select(0, rows);  // [B, L]
+}
+
+}  // namespace sky::nn

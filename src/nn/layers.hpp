@@ -1,0 +1,40 @@
+// Building blocks shared by the architectures (internal to src/nn): masks, attention,
+// norms, activations, rotary embeddings. Shapes: B batch, T query length, S key length
+// (past + T), H heads, D head size, C hidden size.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "nn/config.hpp"
+
+namespace sky::nn {
+
+// Which keys each query may see: [B, 1, T, S] bool. `attention_mask` [B, S] (undefined: all
+// ones); causal: key position <= query position (queries sit at past..past+T-1); window > 0:
+// only the last `window` keys.
+at::Tensor attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
+                             int64_t window, const at::Device& device);
+
+// softmax(q k^T * scale, masked) v, the softmax in float32 as HF's eager attention.
+// q [B, H, T, D]; k, v [B, H_kv, S, D] (repeated for grouped-query attention); → [B, H, T, D].
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed,
+                     double scale, double dropout_p, bool training);
+
+// HF's LlamaRMSNorm: in float32, then weight * x.to(input dtype).
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// "gelu" (erf), "gelu_new"/"gelu_pytorch_tanh" (tanh), "relu", "silu"/"swish".
+at::Tensor activation(const std::string& name, const at::Tensor& x);
+
+// Rotary embedding tables for positions [B, T]: cos, sin [B, T, D] in float32.
+std::pair<at::Tensor, at::Tensor> rope_tables(const RopeConfig& rope, int64_t head_dim, const at::Tensor& positions);
+// x [B, H, T, D] rotated with cos/sin [B, T, D] (cast to x's dtype).
+at::Tensor rope_apply(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+// Decoder *ForSequenceClassification: scores [B, T, L] at each row's last non-pad token → [B, L].
+at::Tensor pool_last_token(const at::Tensor& scores, const at::Tensor& ids, int64_t pad_token_id,
+                           const std::string& class_name);
+
+}  // namespace sky::nn

@@ -1,0 +1,503 @@
+// The architecture-independent half of a model: parameters by HF name, loading from a
+// memory-mapped checkpoint (aliasing the mapping when no conversion is needed, so nothing is
+// copied), HF's missing/unexpected reporting, saving, losses and generation.
+#include "nn/model.hpp"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include "host/bind.hpp"
+#include "nn/arch.hpp"
+#include "nn/safetensors.hpp"
+#include "torch/compat.hpp"
+
+namespace sky::nn {
+
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+at::ScalarType scalar_type_of(Dtype d, const std::string& file, const std::string& name) {
+  switch (d) {
+    case Dtype::F64: return at::kDouble;
+    case Dtype::F32: return at::kFloat;
+    case Dtype::F16: return at::kHalf;
+    case Dtype::BF16: return at::kBFloat16;
+    case Dtype::I64: return at::kLong;
+    case Dtype::I32: return at::kInt;
+    case Dtype::I16: return at::kShort;
+    case Dtype::I8: return at::kChar;
+    case Dtype::U8: return at::kByte;
+    case Dtype::BOOL: return at::kBool;
+#if SKY_TORCH_AT_LEAST(2, 1)
+    case Dtype::F8_E4M3: return at::kFloat8_e4m3fn;
+    case Dtype::F8_E5M2: return at::kFloat8_e5m2;
+#endif
+    default: break;
+  }
+  throw sky::Error(file + ": tensor '" + name + "': not supported yet: dtype " + dtype_name(d) + " with LibTorch " +
+                   TORCH_VERSION);
+}
+
+Dtype st_dtype_of(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble: return Dtype::F64;
+    case at::kFloat: return Dtype::F32;
+    case at::kHalf: return Dtype::F16;
+    case at::kBFloat16: return Dtype::BF16;
+    case at::kLong: return Dtype::I64;
+    case at::kInt: return Dtype::I32;
+    case at::kShort: return Dtype::I16;
+    case at::kChar: return Dtype::I8;
+    case at::kByte: return Dtype::U8;
+    case at::kBool: return Dtype::BOOL;
+#if SKY_TORCH_AT_LEAST(2, 1)
+    case at::kFloat8_e4m3fn: return Dtype::F8_E4M3;
+    case at::kFloat8_e5m2: return Dtype::F8_E5M2;
+#endif
+    default: break;
+  }
+  throw sky::Error(std::string("not supported yet: saving tensors of dtype ") + c10::toString(t));
+}
+
+}  // namespace
+
+// ---- dtype and device names ----------------------------------------------------------------------
+
+at::ScalarType dtype_from_string(const std::string& s) {
+  if (s == "float32" || s == "fp32" || s == "float") return at::kFloat;
+  if (s == "bfloat16" || s == "bf16") return at::kBFloat16;
+  if (s == "float16" || s == "fp16" || s == "half") return at::kHalf;
+  if (s == "float64" || s == "double") return at::kDouble;
+  throw sky::Error("unknown dtype '" + s + "' (use \"auto\", \"float32\", \"bfloat16\" or \"float16\")");
+}
+
+std::string dtype_to_string(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    case at::kDouble: return "float64";
+    case at::kLong: return "int64";
+    case at::kInt: return "int32";
+    case at::kBool: return "bool";
+    case at::kByte: return "uint8";
+    default: return c10::toString(t);
+  }
+}
+
+at::Device device_from_string(const std::string& s) {
+  at::Device d(at::kCPU);
+  try {
+    d = at::Device(s == "auto" ? (torch::cuda::is_available() ? "cuda" : "cpu") : s);
+  } catch (const std::exception&) {
+    throw sky::Error("unknown device '" + s + "' (use \"cpu\", \"cuda\" or \"cuda:N\")");
+  }
+  if (d.is_cuda()) {
+    if (!torch::cuda::is_available()) throw sky::Error("device '" + s + "' asked for but CUDA is not available here");
+    if (d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count()))
+      throw sky::Error("device '" + s + "' asked for but only " + std::to_string(torch::cuda::device_count()) +
+                       " CUDA device(s) are visible");
+  }
+  return d;
+}
+
+// ---- parameters ------------------------------------------------------------------------------------
+
+std::string Model::class_name() const {
+  std::string base = hf_base_class();
+  switch (head_) {
+    case ModelHead::Base: return base + "Model";
+    case ModelHead::CausalLM: return base == "GPT2" ? "GPT2LMHeadModel" : base + "ForCausalLM";
+    case ModelHead::SequenceClassification: return base + "ForSequenceClassification";
+  }
+  return base;
+}
+
+std::string Model::full_name(const std::string& rel, bool head_param) const {
+  if (head_ == ModelHead::Base || head_param) return rel;
+  return base_prefix() + "." + rel;
+}
+
+void Model::declare(const std::string& name, std::vector<int64_t> shape, Init init, bool head_param) {
+  decls_.push_back({name, Decl{full_name(name, head_param), std::move(shape), init, ""}});
+}
+
+void Model::declare_tied(const std::string& name, const std::string& target, bool head_param) {
+  decls_.push_back({name, Decl{full_name(name, head_param), {}, Init::Zeros, target}});
+}
+
+at::Tensor& Model::P(const std::string& name) {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) throw sky::Error(class_name() + ": no parameter '" + name + "'");
+  return it->second;
+}
+
+at::Tensor Model::parameter(const std::string& name) const {
+  for (const auto& [n, t] : params_)
+    if (n == name) return t;
+  throw sky::Error(class_name() + " has no parameter '" + name + "'");
+}
+
+int64_t Model::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : params_) n += t.numel();
+  return n;
+}
+
+void Model::rebuild_param_list() {
+  params_.clear();
+  for (const auto& [rel, d] : decls_) {
+    if (!d.tied_to.empty()) {
+      tensors_[rel] = tensors_.at(d.tied_to);
+      continue;
+    }
+    params_.emplace_back(d.full_name, tensors_.at(rel));
+  }
+}
+
+at::Tensor Model::linear(const std::string& name, const at::Tensor& x) {
+  const at::Tensor& w = P(name + ".weight");
+  auto b = tensors_.find(name + ".bias");
+  at::Tensor y = at::linear(x, w, b == tensors_.end() ? at::Tensor() : b->second);
+  return hooked(name, x, std::move(y));
+}
+
+at::Tensor Model::hooked(const std::string& name, const at::Tensor& x, at::Tensor y) {
+  if (!linear_hook_) return y;
+  // The hook sees the module's HF name (with the base prefix when there is a head).
+  for (const auto& [rel, d] : decls_)
+    if (rel == name + ".weight") return linear_hook_(d.full_name.substr(0, d.full_name.size() - 7), x, y);
+  return linear_hook_(name, x, y);
+}
+
+at::Tensor Model::dropout(const at::Tensor& x, double p) const {
+  return training_ && p > 0 ? at::dropout(x, p, true) : x;
+}
+
+at::Device Model::device() const { return params_.empty() ? at::Device(at::kCPU) : params_[0].second.device(); }
+
+at::ScalarType Model::dtype() const {
+  for (const auto& [n, t] : params_)
+    if (at::isFloatingType(t.scalar_type())) return t.scalar_type();
+  return at::kFloat;
+}
+
+void Model::to(std::optional<at::Device> device, std::optional<at::ScalarType> dtype) {
+  at::NoGradGuard no_grad;
+  for (const auto& [rel, d] : decls_) {
+    if (!d.tied_to.empty()) continue;
+    at::Tensor& t = tensors_.at(rel);
+    bool req = t.requires_grad();
+    at::Tensor n = t;
+    if (device) n = n.to(*device);
+    if (dtype && at::isFloatingType(n.scalar_type())) n = n.to(*dtype);
+    if (!n.is_same(t)) {
+      t = n.detach();
+      t.set_requires_grad(req);
+    }
+  }
+  rebuild_param_list();
+  if (dtype) config_.dtype = dtype_to_string(*dtype);
+}
+
+// ---- loading ---------------------------------------------------------------------------------------
+
+// HF renames these when loading old checkpoints (LayerNorm gamma/beta).
+static std::string legacy_name(const std::string& n) {
+  auto ends = [&](const char* s) {
+    size_t l = strlen(s);
+    return n.size() >= l && n.compare(n.size() - l, l, s) == 0;
+  };
+  if (ends(".gamma")) return n.substr(0, n.size() - 6) + ".weight";
+  if (ends(".beta")) return n.substr(0, n.size() - 5) + ".bias";
+  return n;
+}
+
+void Model::materialize(at::ScalarType dtype, at::Device device, const SafetensorsCheckpoint* ckpt,
+                        const std::string& source, LoadReport* report, bool dtype_auto) {
+  at::NoGradGuard no_grad;
+  // Checkpoint names → our full names: the checkpoint may come from the class with or without a
+  // head (HF's base_model_prefix rule), and may use legacy LayerNorm names.
+  std::map<std::string, std::string> ckpt_by_ours;  // our full name → checkpoint name
+  std::vector<std::string> unused;
+  std::map<std::string, bool> used;
+  const std::string prefix = base_prefix() + ".";
+  if (ckpt) {
+    std::map<std::string, std::string> ours;  // full names we declare (untied)
+    for (const auto& [rel, d] : decls_)
+      if (d.tied_to.empty()) ours[d.full_name] = rel;
+    for (const std::string& cname : ckpt->names()) {
+      std::string n = legacy_name(cname);
+      std::string candidate;
+      if (ours.count(n)) candidate = n;
+      else if (head_ != ModelHead::Base && ours.count(prefix + n)) candidate = prefix + n;
+      else if (head_ == ModelHead::Base && n.rfind(prefix, 0) == 0 && ours.count(n.substr(prefix.size())))
+        candidate = n.substr(prefix.size());
+      if (!candidate.empty() && !ckpt_by_ours.count(candidate)) ckpt_by_ours[candidate] = cname;
+      else used[cname] = false;
+    }
+  }
+  for (const auto& [rel, d] : decls_) {
+    if (!d.tied_to.empty()) continue;
+    auto opts = at::TensorOptions().dtype(dtype).device(device);
+    at::Tensor t;
+    auto it = ckpt_by_ours.find(d.full_name);
+    if (it != ckpt_by_ours.end()) {
+      auto found = ckpt->find(it->second);
+      const TensorEntry& e = *found->entry;
+      at::ScalarType st = scalar_type_of(e.dtype, found->file->path(), e.name);
+      if (e.shape != d.shape) {
+        std::string m = d.full_name + ": checkpoint " + shape_str(e.shape) + " vs model " + shape_str(d.shape);
+        if (report) report->mismatched.push_back(m);
+        throw sky::Error(found->file->path() + ": tensor '" + e.name + "' has shape " + shape_str(e.shape) + " but " +
+                         class_name() + " expects " + shape_str(d.shape));
+      }
+      at::ScalarType target = at::isFloatingType(st) ? (dtype_auto ? st : dtype) : st;
+      const uint8_t* ptr = found->file->data(e);
+      bool aligned = reinterpret_cast<uintptr_t>(ptr) % dtype_size(e.dtype) == 0;
+      if (target == st && device.is_cpu() && aligned) {
+        // Alias the private mapping: no copy; the tensor keeps the mapping alive.
+        std::shared_ptr<SafetensorsFile> keep;
+        for (const auto& f : ckpt->files())
+          if (f.get() == found->file) keep = f;
+        t = at::from_blob(const_cast<uint8_t*>(ptr), d.shape, [keep](void*) mutable { keep.reset(); },
+                          at::TensorOptions().dtype(st));
+      } else {
+        at::Tensor src;
+        if (aligned) {
+          src = at::from_blob(const_cast<uint8_t*>(ptr), d.shape, at::TensorOptions().dtype(st));
+        } else {
+          src = at::empty(d.shape, at::TensorOptions().dtype(st));
+          memcpy(src.data_ptr(), ptr, e.end - e.begin);
+        }
+        t = src.to(opts.dtype(target), /*non_blocking=*/false, /*copy=*/true);
+        found->file->release(e);
+      }
+    } else {
+      if (report) report->missing.push_back(d.full_name);
+      // HF's _init_weights: Linear/Embedding normal(0, initializer_range), biases 0, norms 1.
+      if (d.init == Init::Normal) t = at::empty(d.shape, opts).normal_(0.0, config_.initializer_range);
+      else if (d.init == Init::Ones) t = at::ones(d.shape, opts);
+      else t = at::zeros(d.shape, opts);
+    }
+    if (at::isFloatingType(t.scalar_type())) t.set_requires_grad(true);
+    tensors_[rel] = t;
+  }
+  if (report) {
+    for (const auto& [name, u] : used) {
+      // GPT-2's causal-mask buffers and BERT's position_ids were saved by old versions.
+      bool buffer = name.find(".attn.bias") != std::string::npos || name.find(".attn.masked_bias") != std::string::npos ||
+                    name.find("position_ids") != std::string::npos;
+      if (!buffer) report->unexpected.push_back(name);
+    }
+  }
+  rebuild_param_list();
+  (void)source;
+}
+
+std::string LoadReport::warnings(const std::string& class_name, const std::string& source) const {
+  auto list = [](const std::vector<std::string>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", '" : "'") + v[i] + "'";
+    return s + "]";
+  };
+  std::string out;
+  if (!unexpected.empty())
+    out += "Some weights of the model checkpoint at " + source + " were not used when initializing " + class_name +
+           ": " + list(unexpected) + "\n";
+  if (!missing.empty())
+    out += "Some weights of " + class_name + " were not initialized from the model checkpoint at " + source +
+           " and are newly initialized: " + list(missing) +
+           "\nYou should probably TRAIN this model on a down-stream task to be able to use it for predictions and "
+           "inference.\n";
+  return out;
+}
+
+static std::shared_ptr<Model> build(const ModelConfig& config, ModelHead head) {
+  std::shared_ptr<Model> m = arch_create(config, head);
+  if (!m) throw sky::Error("not supported yet: model_type '" + config.model_type + "'");
+  return m;
+}
+
+std::shared_ptr<Model> model_from_pretrained(const std::string& folder, const LoadOptions& opts, LoadReport* report) {
+  ModelConfig config = config_load(folder);
+  if (opts.num_labels) {
+    config.num_labels = *opts.num_labels;
+    if (opts.id2label.empty() && static_cast<int64_t>(config.id2label.size()) != config.num_labels) {
+      config.id2label.clear();
+      config.label2id.clear();
+      for (int64_t i = 0; i < config.num_labels; ++i) {
+        config.id2label[i] = "LABEL_" + std::to_string(i);
+        config.label2id["LABEL_" + std::to_string(i)] = i;
+      }
+    }
+  }
+  if (!opts.id2label.empty()) {
+    config.id2label = opts.id2label;
+    config.num_labels = static_cast<int64_t>(opts.id2label.size());
+    config.label2id.clear();
+    for (const auto& [i, n] : opts.id2label) config.label2id[n] = i;
+  }
+  if (!opts.label2id.empty()) config.label2id = opts.label2id;
+  if (!opts.problem_type.empty()) config.problem_type = opts.problem_type;
+  if (!SafetensorsCheckpoint::exists(folder)) {
+    namespace fs = std::filesystem;
+    if (fs::exists(fs::path(folder) / "pytorch_model.bin"))
+      throw sky::Error(folder + ": not supported yet: pytorch_model.bin checkpoints (only safetensors)");
+    throw sky::Error(folder + ": no model.safetensors or model.safetensors.index.json");
+  }
+  SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(folder);
+  at::Device device = device_from_string(opts.device);
+  bool dtype_auto = opts.dtype == "auto";
+  at::ScalarType dtype = dtype_auto ? at::kFloat : dtype_from_string(opts.dtype);
+  std::shared_ptr<Model> m = build(config, opts.head);
+  LoadReport local;
+  m->materialize(dtype, device, &ckpt, folder, report ? report : &local, dtype_auto);
+  if (!m->params_.empty() && m->config_.architectures.size() != 1) m->config_.architectures.clear();
+  m->config_.architectures = {m->class_name()};
+  m->config_.dtype = dtype_to_string(m->dtype());
+  return m;
+}
+
+std::shared_ptr<Model> model_from_config(const ModelConfig& config, ModelHead head, at::ScalarType dtype,
+                                         at::Device device) {
+  std::shared_ptr<Model> m = build(config, head);
+  m->materialize(dtype, device, nullptr, "", nullptr, false);
+  m->config_.architectures = {m->class_name()};
+  m->config_.dtype = dtype_to_string(dtype);
+  return m;
+}
+
+// ---- saving ----------------------------------------------------------------------------------------
+
+void Model::save_pretrained(const std::string& dir, uint64_t max_shard_size) const {
+  std::vector<at::Tensor> keep;  // contiguous CPU copies alive while writing
+  std::vector<TensorToWrite> out;
+  for (const auto& [name, t] : params_) {
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    keep.push_back(c);
+    out.push_back(TensorToWrite{name, st_dtype_of(c.scalar_type()), c.sizes().vec(), c.data_ptr()});
+  }
+  std::filesystem::create_directories(dir);
+  ModelConfig c = config_;
+  c.architectures = {class_name()};
+  c.dtype = dtype_to_string(dtype());
+  safetensors_write_checkpoint(dir, "model", out, {{"format", "pt"}}, max_shard_size);
+  write_file_atomic((std::filesystem::path(dir) / "config.json").string(), config_to_json(c));
+}
+
+// ---- losses ----------------------------------------------------------------------------------------
+
+at::Tensor Model::causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels, double num_items_in_batch) const {
+  // HF ForCausalLMLoss: upcast, pad labels with -100 on the right, shift left by one.
+  at::Tensor l = logits.to(at::kFloat);
+  at::Tensor lab = labels.to(l.device()).to(at::kLong);
+  at::Tensor shifted = at::constant_pad_nd(lab, {0, 1}, -100).narrow(-1, 1, lab.size(-1)).contiguous();
+  int64_t V = l.size(-1);
+  if (num_items_in_batch > 0) {
+    at::Tensor s = at::cross_entropy_loss(l.reshape({-1, V}), shifted.view({-1}), {}, at::Reduction::Sum, -100);
+    return s / num_items_in_batch;
+  }
+  return at::cross_entropy_loss(l.reshape({-1, V}), shifted.view({-1}), {}, at::Reduction::Mean, -100);
+}
+
+at::Tensor Model::classification_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  int64_t L = config_.num_labels;
+  at::Tensor lab = labels.to(logits.device());
+  if (config_.problem_type.empty()) {
+    if (L == 1) config_.problem_type = "regression";
+    else if (lab.scalar_type() == at::kLong || lab.scalar_type() == at::kInt) config_.problem_type = "single_label_classification";
+    else config_.problem_type = "multi_label_classification";
+  }
+  if (config_.problem_type == "regression") {
+    at::Tensor lf = logits.to(at::kFloat);
+    if (L == 1) return at::mse_loss(lf.squeeze(), lab.to(at::kFloat).squeeze());
+    return at::mse_loss(lf, lab.to(at::kFloat));
+  }
+  if (config_.problem_type == "single_label_classification")
+    return at::cross_entropy_loss(logits.reshape({-1, L}), lab.reshape({-1}).to(at::kLong), {}, at::Reduction::Mean, -100);
+  if (config_.problem_type == "multi_label_classification")
+    return at::binary_cross_entropy_with_logits(logits, lab.to(logits.scalar_type()));
+  throw sky::Error("unknown problem_type '" + config_.problem_type +
+                   "' (regression, single_label_classification or multi_label_classification)");
+}
+
+// ---- generation ------------------------------------------------------------------------------------
+
+at::Tensor Model::generate(const at::Tensor& input_ids, const GenerateOptions& o) {
+  if (head_ != ModelHead::CausalLM) throw sky::Error(class_name() + " cannot generate: it is not a causal LM");
+  if (input_ids.dim() != 2) throw sky::Error("generate: input_ids must be [batch, length]");
+  at::NoGradGuard no_grad;
+  bool was_training = training_;
+  training_ = false;
+  at::Device dev = device();
+  at::Tensor ids = input_ids.to(dev).to(at::kLong);
+  int64_t B = ids.size(0);
+  at::Tensor mask = o.attention_mask.defined() ? o.attention_mask.to(dev).to(at::kLong) : at::ones_like(ids);
+  std::vector<int64_t> eos = o.eos_token_ids;
+  int64_t pad = o.pad_token_id >= 0 ? o.pad_token_id : (eos.empty() ? 0 : eos[0]);
+  at::Tensor finished = at::zeros({B}, at::TensorOptions().dtype(at::kBool).device(dev));
+  KVCache cache;
+  at::Tensor step_ids = ids;
+  for (int64_t step = 0; step < o.max_new_tokens; ++step) {
+    // Positions from the mask (left padding), as HF's prepare_inputs_for_generation.
+    at::Tensor pos = (mask.cumsum(-1) - 1).masked_fill(mask.eq(0), 1);
+    pos = pos.narrow(1, pos.size(1) - step_ids.size(1), step_ids.size(1));
+    ForwardArgs a;
+    a.input_ids = step_ids;
+    a.attention_mask = mask;
+    a.position_ids = pos;
+    a.cache = &cache;
+    at::Tensor logits = forward(a).logits.select(1, -1).to(at::kFloat);  // [B, V]
+    at::Tensor next;
+    if (o.do_sample) {
+      if (o.temperature <= 0) throw sky::Error("generate: temperature must be > 0 when do_sample");
+      logits = logits / o.temperature;
+      if (o.top_k > 0 && o.top_k < logits.size(-1)) {
+        at::Tensor kth = std::get<0>(logits.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);
+        logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
+      }
+      if (o.top_p < 1.0) {
+        // HF TopPLogitsWarper: drop the low tail whose cumulative probability is <= 1 - top_p.
+        auto [sorted, idx] = logits.sort(-1, false);
+        at::Tensor cum = sorted.softmax(-1).cumsum(-1);
+        at::Tensor remove = cum <= (1 - o.top_p);
+        remove.narrow(-1, remove.size(-1) - 1, 1).fill_(false);
+        logits = logits.masked_fill(remove.scatter(-1, idx, remove), -std::numeric_limits<float>::infinity());
+      }
+      next = at::multinomial(logits.softmax(-1), 1).squeeze(1);
+    } else {
+      next = logits.argmax(-1);
+    }
+    next = at::where(finished, at::full_like(next, pad), next);
+    ids = at::cat({ids, next.unsqueeze(1)}, 1);
+    mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);
+    for (int64_t e : eos) finished = finished.logical_or(next.eq(e));
+    step_ids = next.unsqueeze(1);
+    if (!eos.empty() && finished.all().item<bool>()) break;
+  }
+  training_ = was_training;
+  return ids;
+}
+
+}  // namespace sky::nn
+
+namespace sky::nn {
+
+std::shared_ptr<Model> arch_create(const ModelConfig& c, ModelHead head) {
+  const std::string& t = c.model_type;
+  if (t == "gpt2") return arch_gpt2_create(c, head);
+  if (t == "llama" || t == "mistral" || t == "qwen2" || t == "qwen3") return arch_llama_create(c, head);
+  if (t == "bert" || t == "distilbert") return arch_bert_create(c, head);
+  return nullptr;
+}
+
+}  // namespace sky::nn

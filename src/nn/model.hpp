@@ -1,0 +1,187 @@
+// The model interface the rest of skyrun (the Trainer in src/train, PEFT, pipelines) calls:
+// load a HF folder (config.json + safetensors) into LibTorch tensors, run forward with HF's
+// loss semantics, list parameters by their HF names, switch train/eval, save a folder that HF
+// transformers loads. Architectures live in arch_*.cpp; nothing here knows Lua except the
+// last section (the userdata bridge).
+//
+// Stable for callers: add to it, do not change what is here.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <lua.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/config.hpp"
+
+namespace sky::nn {
+
+// Which HF class a model is: the bare encoder/decoder, or one with a head on it.
+enum class ModelHead {
+  Base,                    // GPT2Model, LlamaModel, BertModel, ...: output last_hidden_state
+  CausalLM,                // *ForCausalLM / GPT2LMHeadModel: logits [B, T, V]
+  SequenceClassification,  // *ForSequenceClassification: logits [B, num_labels]
+};
+
+struct LoadOptions {
+  std::string dtype = "auto";  // "auto" (as saved) | "float32" | "bfloat16" | "float16"
+  std::string device = "cpu";  // "cpu" | "cuda" | "cuda:N"
+  ModelHead head = ModelHead::Base;
+  // Config overrides, as HF's from_pretrained(..., num_labels=, id2label=, label2id=, problem_type=).
+  std::optional<int64_t> num_labels;
+  std::map<int64_t, std::string> id2label;
+  std::map<std::string, int64_t> label2id;
+  std::string problem_type;
+};
+
+// What from_pretrained did with the checkpoint's tensors, named as HF names them.
+struct LoadReport {
+  std::vector<std::string> missing;            // expected, not in the checkpoint: newly initialised
+  std::vector<std::string> unexpected;         // in the checkpoint, not used by this class
+  std::vector<std::string> mismatched;         // "name: checkpoint [a, b] vs model [c, d]" (an error unless ignored)
+  std::string warnings(const std::string& class_name, const std::string& source) const;  // HF-style text; "" if clean
+};
+
+// Per-layer keys and values kept between generation steps.
+struct KVCache {
+  std::vector<at::Tensor> keys, values;  // per layer, [B, H_kv, S, D]
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+};
+
+struct ForwardArgs {
+  at::Tensor input_ids;       // [B, T] int64
+  at::Tensor attention_mask;  // [B, S] 1 = token, 0 = padding; S = past + T with a cache. Undefined: all ones
+  at::Tensor labels;          // causal [B, T] (-100 ignored, shifted inside); classification [B] or [B, L]
+  at::Tensor token_type_ids;  // BERT, optional
+  at::Tensor position_ids;    // [B, T], optional (default past..past+T-1)
+  // > 0: the causal loss is summed and divided by this count of label tokens over the whole
+  // (accumulated) batch, as HF's num_items_in_batch; 0: mean over this batch's tokens.
+  double num_items_in_batch = 0;
+  KVCache* cache = nullptr;   // decoder-only: appended to
+};
+
+struct ForwardOutput {
+  at::Tensor loss;    // [] float32; undefined without labels
+  at::Tensor logits;  // CausalLM [B, T, V]; SequenceClassification [B, L]; Base: last_hidden_state [B, T, H]
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 20;
+  bool do_sample = false;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int64_t top_k = 50;                 // HF's default; 0 disables
+  std::vector<int64_t> eos_token_ids;  // stop when every row produced one of them
+  int64_t pad_token_id = -1;          // written after a row finished (default: first eos)
+  at::Tensor attention_mask;           // [B, T0], for left-padded prompts
+};
+
+// A linear layer's output can be changed by an adapter (LoRA): called with the module name
+// ("model.layers.0.self_attn.q_proj"), its input and the base output; returns the new output.
+using LinearHook = std::function<at::Tensor(const std::string& module, const at::Tensor& x, const at::Tensor& y)>;
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  const ModelConfig& config() const { return config_; }
+  ModelConfig& mutable_config() { return config_; }
+  ModelHead head() const { return head_; }
+  std::string class_name() const;  // "LlamaForCausalLM", "BertModel", ...
+
+  virtual ForwardOutput forward(const ForwardArgs& args) = 0;
+
+  // Parameters by HF name, in registration order; a tied weight appears once (under the
+  // embedding's name), as torch's named_parameters() lists it. The tensors are the model's
+  // own (optimizers update them in place); requires_grad is set on floating ones.
+  const std::vector<std::pair<std::string, at::Tensor>>& named_parameters() const { return params_; }
+  at::Tensor parameter(const std::string& name) const;  // throws naming the parameter when absent
+  int64_t num_parameters() const;
+
+  void train(bool mode = true) { training_ = mode; }
+  void eval() { training_ = false; }
+  bool is_training() const { return training_; }
+
+  at::Device device() const;
+  at::ScalarType dtype() const;  // of the floating parameters
+  // Moves/casts every parameter (new tensors; call named_parameters() again afterwards).
+  void to(std::optional<at::Device> device, std::optional<at::ScalarType> dtype);
+
+  // config.json + model.safetensors (or shards above max_shard_size bytes; 0 = one file).
+  void save_pretrained(const std::string& dir, uint64_t max_shard_size = 0) const;
+
+  // Causal LMs: [B, T0] → [B, T0 + new] (greedy or sampled, with a KV cache).
+  at::Tensor generate(const at::Tensor& input_ids, const GenerateOptions& opts);
+
+  void set_linear_hook(LinearHook hook) { linear_hook_ = std::move(hook); }
+
+ protected:
+  Model(ModelConfig config, ModelHead head) : config_(std::move(config)), head_(head) {}
+
+  // ---- for architectures ----
+  enum class Init { Normal, Zeros, Ones };
+  // Declares a parameter (name relative to the base model, e.g. "layers.0.mlp.up_proj.weight";
+  // head parameters with `head_param`, e.g. "lm_head.weight").
+  void declare(const std::string& name, std::vector<int64_t> shape, Init init, bool head_param = false);
+  // The weight tied to `name` (lm_head.weight → the embedding), never listed or saved itself.
+  void declare_tied(const std::string& name, const std::string& target, bool head_param = true);
+  at::Tensor& P(const std::string& name);  // by declared (relative) name
+  // y = x W^T + b for the module "<name>" (weight "<name>.weight", bias if declared).
+  at::Tensor linear(const std::string& name, const at::Tensor& x);
+  // Passes a projection's output through the linear hook, if one is set (GPT-2's Conv1D).
+  at::Tensor hooked(const std::string& name, const at::Tensor& x, at::Tensor y);
+  at::Tensor dropout(const at::Tensor& x, double p) const;
+  virtual std::string base_prefix() const = 0;  // "model", "transformer", "bert", "distilbert"
+  virtual std::string hf_base_class() const = 0;  // "Llama", "GPT2", ...
+  // Causal LM / classification losses as HF computes them.
+  at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels, double num_items_in_batch) const;
+  at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& labels);
+
+  ModelConfig config_;
+  ModelHead head_;
+  bool training_ = false;
+
+ private:
+  friend std::shared_ptr<Model> model_from_pretrained(const std::string&, const LoadOptions&, LoadReport*);
+  friend std::shared_ptr<Model> model_from_config(const ModelConfig&, ModelHead, at::ScalarType, at::Device);
+  struct Decl {
+    std::string full_name;  // with the base prefix when the model has a head
+    std::vector<int64_t> shape;
+    Init init;
+    std::string tied_to;  // relative name of the tensor it aliases, or ""
+  };
+  std::string full_name(const std::string& rel, bool head_param) const;
+  void materialize(at::ScalarType dtype, at::Device device, const class SafetensorsCheckpoint* ckpt,
+                   const std::string& source, LoadReport* report, bool dtype_auto);
+  void rebuild_param_list();
+  std::vector<std::pair<std::string, Decl>> decls_;  // relative name → declaration, in order
+  std::map<std::string, at::Tensor> tensors_;        // relative name → tensor (tied ones alias)
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  LinearHook linear_hook_;
+};
+
+// Loads `folder` (config.json + model.safetensors or a sharded index). The head is opts.head.
+std::shared_ptr<Model> model_from_pretrained(const std::string& folder, const LoadOptions& opts,
+                                             LoadReport* report = nullptr);
+// A randomly initialised model (HF's _init_weights: normal(0, initializer_range), norms 1/0).
+std::shared_ptr<Model> model_from_config(const ModelConfig& config, ModelHead head, at::ScalarType dtype,
+                                         at::Device device);
+
+at::ScalarType dtype_from_string(const std::string& s);  // "float32"/"bfloat16"/"float16"/"fp32"/...; throws
+std::string dtype_to_string(at::ScalarType t);          // "float32", "bfloat16", ...
+at::Device device_from_string(const std::string& s);    // "cpu", "cuda", "cuda:1"; throws when unavailable
+
+// ---- the Lua bridge ----------------------------------------------------------------------------
+// A model in Lua is a "skyrun.Model" userdata owning one shared_ptr<Model>. C++ callers that
+// get it as an argument (Trainer{model = m}) take it with lua_check_model.
+std::shared_ptr<Model> lua_check_model(lua_State* L, int idx);  // argument error if not a model
+std::shared_ptr<Model> lua_test_model(lua_State* L, int idx);   // nullptr if not a model
+void lua_push_model(lua_State* L, std::shared_ptr<Model> model);  // pushes 1
+
+}  // namespace sky::nn
