@@ -88,15 +88,7 @@ local function model_save(model, dir)
   end
 end
 
-local function model_load(model, dir)
-  if model_kind(model) == "tiny" then
-    model:load(dir .. "/model.pt")
-  elseif type(model.load_weights) == "function" or (pcall(function() return model.load_weights end) and model.load_weights) then
-    model:load_weights(dir)
-  else
-    error("not supported yet: reloading weights into this model from " .. dir, 0)
-  end
-end
+local function model_load(model, dir) native().load_weights(model, dir) end
 
 -- ---- callbacks ---------------------------------------------------------------------------------
 

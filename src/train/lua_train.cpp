@@ -8,6 +8,12 @@
 #include <set>
 
 #include "host/bind.hpp"
+#include "sky_config.h"
+
+#if SKY_HAVE_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 #include "train/engine.hpp"
 #include "train/model_lookup.hpp"
 
@@ -426,6 +432,46 @@ int lua_randperm(lua_State* L) {
   return 1;
 }
 
+// load_weights(model, folder): the saved weights copied into the model in place
+int lua_load_weights(lua_State* L) {
+  std::string folder(check_string_view(L, 2));
+  if (class_test_handle(L, 1, kTinySpec)) {
+    tiny_classifier_load(class_check<TrainableModel>(L, 1, kTinySpec), folder + "/model.pt");
+    return 0;
+  }
+  model_load_weights(L, 1, folder);
+  return 0;
+}
+
+// cuda_memory([reset]) -> {allocated=, peak_allocated=, reserved=} in bytes on device 0 (nil
+// without CUDA); reset=true starts a new peak.
+int lua_cuda_memory(lua_State* L) {
+#if SKY_HAVE_CUDA
+  if (!torch::cuda::is_available()) return 0;
+  c10::cuda::device_synchronize();
+  auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+  const size_t agg = 0;  // StatType::AGGREGATE (its namespace moved between LibTorch 2.x releases)
+  lua_createtable(L, 0, 3);
+  lua_pushnumber(L, static_cast<double>(stats.allocated_bytes[agg].current));
+  lua_setfield(L, -2, "allocated");
+  lua_pushnumber(L, static_cast<double>(stats.allocated_bytes[agg].peak));
+  lua_setfield(L, -2, "peak_allocated");
+  lua_pushnumber(L, static_cast<double>(stats.reserved_bytes[agg].current));
+  lua_setfield(L, -2, "reserved");
+  if (opt_boolean(L, 1, false)) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+int lua_cuda_synchronize(lua_State* L) {
+#if SKY_HAVE_CUDA
+  if (torch::cuda::is_available()) c10::cuda::device_synchronize();
+#endif
+  return 0;
+}
+
 int lua_cuda_available(lua_State* L) {
   lua_pushboolean(L, torch::cuda::is_available());
   return 1;
@@ -443,6 +489,9 @@ extern "C" __attribute__((visibility("default"))) int luaopen_skyrun_train(lua_S
       {"set_seed", safe<train::lua_set_seed>},
       {"randperm", safe<train::lua_randperm>},
       {"cuda_available", safe<train::lua_cuda_available>},
+      {"load_weights", safe<train::lua_load_weights>},
+      {"cuda_memory", safe<train::lua_cuda_memory>},
+      {"cuda_synchronize", safe<train::lua_cuda_synchronize>},
       {nullptr, nullptr},
   };
   class_register(L, train::kBatchSpec);
