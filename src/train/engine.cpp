@@ -114,7 +114,14 @@ ModelOutput Engine::eval_batch(const Batch& batch) {
   at::NoGradGuard no_grad;
   Batch b = to_device(batch);
   AutocastScope autocast(cfg_.bf16);
-  ModelOutput out = model_->forward(b, std::nullopt);
+  // HF 5.17 passes num_items_in_batch in evaluation too (counted per batch with the same rule as
+  // in training), which is why GPT2LMHeadModel's eval loss divides by the unshifted label count.
+  std::optional<double> items;
+  if (model_->accepts_loss_kwargs() && b.find("labels")) {
+    int64_t n = count_items(b);
+    if (n > 0) items = static_cast<double>(n);
+  }
+  ModelOutput out = model_->forward(b, items);
   ModelOutput cpu;
   if (out.loss.defined()) cpu.loss = out.loss.detach().to(at::kCPU, at::kFloat);
   if (out.logits.defined()) cpu.logits = out.logits.detach().to(at::kCPU, at::kFloat);
