@@ -366,7 +366,10 @@ function Trainer:_draw_progress(final)
   if not self._progress then return end
   local s = self.state
   local p = self._progress
-  local elapsed = wall() - p.t0
+  local t = wall()
+  if not final and p.drawn and t - p.drawn < 0.1 and s.global_step < s.max_steps then return end  -- at most 10 a second
+  p.drawn = t
+  local elapsed = t - p.t0
   local done = s.global_step - p.start_step
   local rate = done > 0 and elapsed / done or 0
   local eta = rate * (s.max_steps - s.global_step)

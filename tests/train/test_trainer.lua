@@ -137,6 +137,26 @@ T.test("a run killed at step 7 resumes from checkpoint-6 with the uninterrupted 
   end
 end)
 
+T.test("a GPT-2 run killed at step 7 resumes from checkpoint-6 (model.safetensors) with identical losses", function()
+  local gpt2 = ROOT .. "/tests/fixtures/trainer/gpt2/initial"
+  local full_dir, cut_dir = T.tmpdir(), T.tmpdir()
+  local _, err, code = run_script { OUT = full_dir, LOSSES = full_dir .. "/losses.json", MODEL = gpt2 }
+  T.eq(code, 0, err)
+  local full = tcore.json_decode(T.read_file(full_dir .. "/losses.json"))
+  local _, _, killed = run_script { OUT = cut_dir, LOSSES = cut_dir .. "/losses.json", KILL_AT = "7", MODEL = gpt2 }
+  T.ok(killed ~= 0)
+  for _, f in ipairs { "model.safetensors", "config.json", "tokenizer_config.json", "trainer_state.json", "optimizer.pt" } do
+    T.ok(io.open(cut_dir .. "/checkpoint-6/" .. f), "checkpoint-6 has " .. f)
+  end
+  local _, err2, code2 = run_script { OUT = cut_dir, LOSSES = cut_dir .. "/losses.json", RESUME = "1", MODEL = gpt2 }
+  T.eq(code2, 0, err2)
+  local resumed = tcore.json_decode(T.read_file(cut_dir .. "/losses.json"))
+  for i = 7, 12 do
+    T.eq(resumed.losses[i].loss, full.losses[i].loss, "loss of step " .. i)
+    T.eq(resumed.losses[i].grad_norm, full.losses[i].grad_norm, "grad_norm of step " .. i)
+  end
+end)
+
 T.test("dying while a checkpoint is written leaves the previous one intact and resumable", function()
   local dir = T.tmpdir()
   local _, _, code = run_script { OUT = dir, LOSSES = dir .. "/losses.json", KILL_IN_SAVE = "9" }
@@ -246,6 +266,57 @@ T.test("collators pad to the longest, mask pads in LM labels, and refuse ragged 
   local d = transformers.default_data_collator({ { input_ids = { 1, 2 }, label = 1 }, { input_ids = { 3, 4 }, label = 0 } })
   T.eq(d:get("labels"), { 1, 0 })
   T.eq(d.rows, 2)
+end)
+
+T.test("group_by_length batches rows of similar length; the order is a permutation", function()
+  local rows = rows_of(64, 5)
+  local t = transformers.Trainer { model = tiny(), train_dataset = rows, processing_class = tok,
+    args = transformers.TrainingArguments { output_dir = T.tmpdir(), per_device_train_batch_size = 4, group_by_length = true,
+      disable_tqdm = true } }
+  local order = t:_epoch_order(#rows, 0)
+  local seen, spread_grouped = {}, 0
+  for _, i in ipairs(order) do seen[i] = true end
+  for i = 1, 64 do T.ok(seen[i], "row " .. i .. " is in the order") end
+  local plain = transformers.Trainer { model = tiny(), train_dataset = rows, processing_class = tok,
+    args = transformers.TrainingArguments { output_dir = T.tmpdir(), per_device_train_batch_size = 4, disable_tqdm = true } }
+  local porder = plain:_epoch_order(#rows, 0)
+  local function spread(o)
+    local s = 0
+    for b = 1, #o, 4 do
+      local lo, hi = math.huge, -math.huge
+      for k = b, b + 3 do local n = #rows[o[k]].input_ids; lo = math.min(lo, n); hi = math.max(hi, n) end
+      s = s + hi - lo
+    end
+    return s
+  end
+  spread_grouped = spread(order)
+  T.ok(spread_grouped < spread(porder), string.format("length spread %d grouped vs %d random", spread_grouped, spread(porder)))
+  local longest = 0
+  for _, r in ipairs(rows) do longest = math.max(longest, #r.input_ids) end
+  T.eq(#rows[order[1]].input_ids, longest, "the longest row comes first")
+end)
+
+T.test("predict returns logits and labels; datasets.Dataset rows train as lists do; SGD and cosine run", function()
+  local datasets = require "datasets"
+  local rows = rows_of(24, 3)
+  local plain = {}
+  for i, r in ipairs(rows) do plain[i] = { input_ids = r.input_ids, label = r.label } end
+  local ds = datasets.Dataset.from_list(plain)
+  local t = transformers.Trainer { model = tiny(), train_dataset = ds, processing_class = tok,
+    args = transformers.TrainingArguments { output_dir = T.tmpdir(), per_device_train_batch_size = 4, max_steps = 4,
+      optim = "sgd", lr_scheduler_type = "cosine", learning_rate = 0.1, logging_steps = 1, save_strategy = "no",
+      disable_tqdm = true } }
+  local out = t:train()
+  T.eq(out.global_step, 4)
+  local lrs = {}
+  for _, e in ipairs(t.state.log_history) do if e.learning_rate then lrs[#lrs + 1] = e.learning_rate end end
+  T.near(lrs[1], 0.1, 1e-12)
+  T.near(lrs[3], 0.05, 1e-12, "cosine at half way")
+  local p = t:predict(ds)
+  T.eq(#p.predictions, 24)
+  T.eq(#p.predictions[1], 2)
+  T.eq(p.label_ids[1], plain[1].label)
+  T.ok(p.metrics.test_loss > 0)
 end)
 
 T.run()

@@ -1,6 +1,7 @@
 -- A Trainer run on the tiny classifier, driven by environment variables (used by test_trainer.lua
 -- as a separate process, so it can be killed):
 --   OUT=<output_dir> RESUME=1 KILL_AT=<step> KILL_IN_SAVE=<step> LOSSES=<file>
+--   MODEL=<folder>: a causal LM folder (the GPT-2 fixture) instead of the tiny classifier
 local transformers = require "transformers"
 local train = require "skyrun.train"
 local tcore = require "transformers.train_core"
@@ -13,7 +14,9 @@ local function my_pid()
 end
 local function die() os.execute("kill -9 " .. my_pid()) end
 
-local model = train.tiny_classifier { vocab_size = 64, hidden_size = 16, num_labels = 2, seed = 1 }
+local model_dir = os.getenv("MODEL")
+local model = model_dir and transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+  or train.tiny_classifier { vocab_size = 64, hidden_size = 16, num_labels = 2, seed = 1 }
 local rng = 7
 local function rnd(n) rng = (rng * 1103515245 + 12345) % 2147483648; return rng % n end
 local rows = {}
@@ -23,6 +26,7 @@ for i = 1, 48 do
   local small = 0
   for _, v in ipairs(ids) do if v < 32 then small = small + 1 end end
   rows[i] = { input_ids = ids, label = (small * 2 > #ids) and 1 or 0 }
+  if model_dir then rows[i] = { input_ids = ids } end
 end
 local kill_at = tonumber(os.getenv("KILL_AT") or "")
 local kill_in_save = tonumber(os.getenv("KILL_IN_SAVE") or "")
@@ -38,6 +42,7 @@ local args = transformers.TrainingArguments { output_dir = os.getenv("OUT"), per
   gradient_accumulation_steps = 2, max_steps = 12, learning_rate = 0.05, warmup_steps = 2, weight_decay = 0.01,
   logging_steps = 1, save_steps = 3, disable_tqdm = true, report_to = "jsonl", seed = 5 }
 local trainer = transformers.Trainer { model = model, args = args, train_dataset = rows, processing_class = tok,
+  data_collator = model_dir and transformers.DataCollatorForLanguageModeling(tok, { mlm = false }) or nil,
   callbacks = { { on_step_end = function(_, _, state) if kill_at and state.global_step == kill_at then die() end end } } }
 state_ref = trainer.state
 local out = trainer:train { resume_from_checkpoint = os.getenv("RESUME") == "1" }
