@@ -9,6 +9,8 @@ local transformers = require "transformers"
 local N = {}
 
 N.root = os.getenv("SKYRUN_SOURCE_ROOT") .. "/tests/fixtures/models/"
+-- SKYRUN_TEST_DEVICE=cuda runs the parity tests on the GPU (tools/device/nn-gpu.sh).
+N.device = os.getenv("SKYRUN_TEST_DEVICE") or "cpu"
 
 function N.reference(name)
   local ref = nn.safetensors_load(N.root .. name .. "/reference.safetensors")
@@ -17,7 +19,7 @@ end
 
 -- Largest |a - b| over positions where mask [B, T] is 1 (a, b: [B, T, ...] or [B, L]).
 function N.masked_max_diff(a, b, mask)
-  local d = (a:float() - b:float()):abs()
+  local d = (a:to("cpu"):float() - b:to("cpu"):float()):abs()
   if mask and d:dim() == 3 then d = d * mask:float():unsqueeze(3) end
   return d:max():item()
 end
@@ -36,7 +38,7 @@ function N.parity_tests(name, kind)
   local folder = N.root .. name
   T.test(name .. ": fp32 outputs and loss match HF on right- and left-padded batches", function()
     local ref = N.reference(name)
-    local model = LOADERS[kind].from_pretrained(folder)
+    local model = LOADERS[kind].from_pretrained(folder, { device = N.device })
     T.eq(model.dtype, "float32")
     for _, side in ipairs { "right", "left" } do
       local out = model { input_ids = ref[side .. ".input_ids"], attention_mask = ref[side .. ".attention_mask"],
@@ -51,7 +53,7 @@ function N.parity_tests(name, kind)
   end)
   T.test(name .. ": bf16 outputs match HF's CUDA bf16 run within bf16 tolerance", function()
     local ref = N.reference(name)
-    local model = LOADERS[kind].from_pretrained(folder, { dtype = "bfloat16" })
+    local model = LOADERS[kind].from_pretrained(folder, { dtype = "bfloat16", device = N.device })
     T.eq(model.dtype, "bfloat16")
     local out = model { input_ids = ref["right.input_ids"], attention_mask = ref["right.attention_mask"] }
     T.eq(out[key].dtype, "bfloat16")
@@ -61,7 +63,7 @@ function N.parity_tests(name, kind)
   if kind == "causal" then
     T.test(name .. ": greedy generation with the KV cache gives HF's tokens", function()
       local ref = N.reference(name)
-      local model = LOADERS[kind].from_pretrained(folder)
+      local model = LOADERS[kind].from_pretrained(folder, { device = N.device })
       local out = model:generate(ref["gen.input_ids"], { max_new_tokens = 8, eos_token_id = false, pad_token_id = 0 })
       T.eq(out:tolist(), ref["gen.output_ids"]:tolist())
     end)
