@@ -224,7 +224,8 @@ std::shared_ptr<Group> init_process_group(const InitOptions& in) {
     if (o.rank == 0) store->set("skyrun/world_size", bytes_of(std::to_string(o.world_size)));
     if (store->add(joined_key(o.rank), 1) > 1)
       fail("rank " + std::to_string(o.rank) + " joined the rendezvous at " + master +
-           " twice: two processes were given the same RANK");
+           " twice: two processes were given the same RANK, or a replaced worker tried to rejoin a running group "
+           "(not supported yet: restart the pool)");
     wait_all_ranks(*store, 1, [](int) { return std::string("skyrun/world_size"); }, o.timeout,
                    "rendezvous at " + master + " (waiting for rank 0's world size)");
     auto ws = store->get("skyrun/world_size");

@@ -55,7 +55,7 @@ T.test("a master address nothing answers on is a connect timeout naming it, with
   local results = run_ranks("print('unreachable')", { hosts = { 2 }, world = 2, master = net:unused_address(), timeout = 2 })
   T.eq(results[2].code, 1)
   T.contains(results[2].err, "rank 1 of 2 cannot reach the rendezvous store at " .. net:unused_address() .. ":" .. PORT)
-  T.ok(os.time() - t0 <= 8, "gave up within the timeout (plus process start)")
+  T.ok(os.time() - t0 <= 15, "gave up within the timeout (plus process start on a loaded machine)")
 end)
 
 -- the namespaces go when this process ends (netns registers their removal)

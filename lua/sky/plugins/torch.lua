@@ -1,0 +1,90 @@
+-- sky.plugins.torch: a c10d process group across the pool's workers, created before any task runs.
+--   plugins = { sky.plugins.torch { backend = "gloo" } }   -- or "nccl"; port=, timeout=
+-- Each worker is one rank (rank = the pool's worker rank, world size = nodes * concurrency). The
+-- driver hands every worker RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR
+-- (the head node's address as the pool reports it) and MASTER_PORT through the pool's protocol;
+-- each worker's setup joins the group (rank 0, on the head node, hosts the TCPStore) and tasks
+-- reach it as sky.dist. Torn down with the pool. Written with the same hooks as user plugins:
+--   env(info, pool)   driver side, per worker: environment for that worker
+--   setup(info)       worker side, before tasks
+--   teardown(info)    worker side, at pool close
+--   close(pool)       driver side, at pool close
+
+local M = {}
+
+local BACKENDS = { gloo = true, nccl = true }
+
+--- sky.plugins.torch{backend="gloo"|"nccl", port=, timeout=}: backend defaults to "gloo"; port to a port free on
+--- the driver when the pool opens (pass one when the head node is another host and you know what
+--- is free there); timeout (seconds, 300) bounds the rendezvous and each collective.
+local function new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("sky.plugins.torch: expected an option table, got " .. type(opts), 2) end
+  local known = { backend = true, port = true, timeout = true }
+  for k in pairs(opts) do
+    if not known[k] then
+      error(string.format("sky.plugins.torch: unknown option '%s' (expected backend, port, timeout)", tostring(k)), 2)
+    end
+  end
+  local backend = opts.backend or "gloo"
+  if not BACKENDS[backend] then
+    error(string.format("sky.plugins.torch: backend must be \"gloo\" or \"nccl\" (got %s)", tostring(backend)), 2)
+  end
+  local port = opts.port
+  if port ~= nil and (type(port) ~= "number" or port ~= math.floor(port) or port < 1 or port > 65535) then
+    error("sky.plugins.torch: port must be a TCP port number (1-65535), got " .. tostring(port), 2)
+  end
+  local timeout = opts.timeout or 300
+  if type(timeout) ~= "number" or not (timeout > 0) then
+    error("sky.plugins.torch: timeout must be a positive number of seconds", 2)
+  end
+
+  local ports = setmetatable({}, { __mode = "k" })  -- pool -> its MASTER_PORT (driver side)
+
+  local plugin = { name = "torch", backend = backend }
+
+  function plugin.env(info, pool)
+    local p = ports[pool]
+    if not p then
+      p = port or require("sky.dist").free_port()
+      ports[pool] = p
+    end
+    local head = info.head_address
+    local local_world = pool and pool.concurrency or 1
+    return {
+      RANK = info.rank, WORLD_SIZE = info.world_size, LOCAL_RANK = info.local_rank,
+      LOCAL_WORLD_SIZE = local_world, NODE_RANK = info.node - 1,
+      MASTER_ADDR = head, MASTER_PORT = p,
+    }
+  end
+
+  -- Runs on the worker: only plain values travel with it (backend, timeout).
+  function plugin.setup(info)
+    local dist = require "sky.dist"
+    local head = info.head_address or os.getenv("MASTER_ADDR") or ""
+    -- Local-provider nodes share this machine's GPUs: one device per rank, not per node slot.
+    local local_rank = tonumber(os.getenv("LOCAL_RANK")) or 0
+    if backend == "nccl" and (head == "localhost" or head == "::1" or head:match("^127%.")) then
+      local_rank = tonumber(os.getenv("RANK")) or local_rank
+    end
+    dist.init_process_group { backend = backend, timeout = timeout, local_rank = local_rank }
+  end
+
+  function plugin.teardown()
+    local dist = require "sky.dist"
+    if dist.is_initialized() then dist.destroy_process_group() end
+  end
+
+  function plugin.close(pool)
+    ports[pool] = nil
+  end
+
+  return setmetatable(plugin, {
+    __tostring = function() return string.format("sky.plugins.torch{backend=%q}", backend) end,
+  })
+end
+
+M.new = new
+
+-- The module is the factory: require("sky.plugins.torch") { backend = "gloo" }.
+return setmetatable(M, { __call = function(_, opts) return new(opts) end })

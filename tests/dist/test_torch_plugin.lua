@@ -1,0 +1,50 @@
+-- The torch plugin on the local pool (issue 3, acceptance 5): every worker joins one Gloo group
+-- before tasks run, tasks reach it as sky.dist, and the group goes with the pool.
+local T = require "testlib"
+local sky = require "sky"
+local torch_plugin = require "sky.plugins.torch"
+
+T.test("torch{backend='gloo'} on 4 local nodes: all_reduce of each node's rank sums to 6 on every node", function()
+  local pool = sky.ComputePool { nodes = 4, plugins = { torch_plugin { backend = "gloo" } } }
+  local per_node = pool:with(function()
+    return pool:broadcast(sky.compute(function()
+      local info = sky.info()
+      local d = sky.dist
+      return {
+        node = info.node, rank = d.rank(), world_size = d.world_size(), backend = d.backend(),
+        sum = d.all_reduce(d.rank()),
+        max = d.all_reduce({ d.rank(), -d.rank() }, "max"),
+        from_last = d.broadcast(d.rank() == 3 and ("node " .. info.node) or nil, 3),
+        env = { os.getenv("RANK"), os.getenv("WORLD_SIZE"), os.getenv("LOCAL_RANK"), os.getenv("MASTER_ADDR") },
+        port = os.getenv("MASTER_PORT"),
+      }
+    end)())
+  end)
+  T.eq(#per_node, 4)
+  local port = per_node[1].port
+  T.ok(tonumber(port) and tonumber(port) > 0, "MASTER_PORT is a port")
+  for i, r in ipairs(per_node) do
+    T.eq(r.node, i)
+    T.eq(r.rank, i - 1, "rank of node " .. i)
+    T.eq(r.world_size, 4)
+    T.eq(r.backend, "gloo")
+    T.eq(r.sum, 6, "all_reduce on node " .. i)
+    T.eq(r.max, { 3, 0 })
+    T.eq(r.from_last, "node 4")
+    T.eq(r.env, { tostring(i - 1), "4", "0", "127.0.0.1" })
+    T.eq(r.port, port, "one MASTER_PORT for the whole pool")
+  end
+end)
+
+T.test("sky.dist in a pool without the plugin says to add it; bad plugin options are refused", function()
+  local pool = sky.ComputePool { nodes = 1 }
+  local err = T.raises(function()
+    pool:with(function() return pool:run(sky.compute(function() return sky.dist.rank() end)()) end)
+  end, "no process group in this process")
+  T.contains(err, "sky.plugins.torch")
+  T.raises(function() torch_plugin { backend = "mpi" } end, 'backend must be "gloo" or "nccl" (got mpi)')
+  T.raises(function() torch_plugin { prot = 1 } end, "unknown option 'prot'")
+  T.raises(function() torch_plugin { port = 70000 } end, "port must be a TCP port number")
+end)
+
+T.run()
