@@ -2,10 +2,10 @@
 -- before tasks run, tasks reach it as sky.dist, and the group goes with the pool.
 local T = require "testlib"
 local sky = require "sky"
-local torch_plugin = require "sky.plugins.torch"
+local torch_plugin = require "sky.plugins.torch"  -- the same table as sky.plugins.torch
 
 T.test("torch{backend='gloo'} on 4 local nodes: all_reduce of each node's rank sums to 6 on every node", function()
-  local pool = sky.ComputePool { nodes = 4, plugins = { torch_plugin { backend = "gloo" } } }
+  local pool = sky.ComputePool { nodes = 4, plugins = { sky.plugins.torch { backend = "gloo" } } }
   local per_node = pool:with(function()
     return pool:broadcast(sky.compute(function()
       local info = sky.info()
@@ -45,6 +45,8 @@ T.test("sky.dist in a pool without the plugin says to add it; bad plugin options
   T.raises(function() torch_plugin { backend = "mpi" } end, 'backend must be "gloo" or "nccl" (got mpi)')
   T.raises(function() torch_plugin { prot = 1 } end, "unknown option 'prot'")
   T.raises(function() torch_plugin { port = 70000 } end, "port must be a TCP port number")
+  T.eq(sky.plugins.torch, torch_plugin)
+  T.raises(function() return sky.plugins.horovod end, "no plugin 'horovod' under lua/sky/plugins/")
 end)
 
 T.run()
