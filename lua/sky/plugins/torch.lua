@@ -4,7 +4,9 @@
 -- driver hands every worker RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR
 -- (the head node's address as the pool reports it) and MASTER_PORT through the pool's protocol;
 -- each worker's setup joins the group (rank 0, on the head node, hosts the TCPStore) and tasks
--- reach it as sky.dist. Torn down with the pool. Written with the same hooks as user plugins:
+-- reach it as sky.dist. Torn down with the pool. Written with the same hooks as user plugins
+-- (lua/sky/plugins/init.lua lists them all):
+--   open(pool)        driver side, before workers start: picks MASTER_PORT
 --   env(info, pool)   driver side, per worker: environment for that worker
 --   setup(info)       worker side, before tasks
 --   teardown(info)    worker side, at pool close
@@ -43,18 +45,21 @@ local function new(opts)
 
   local plugin = { name = "torch", backend = backend }
 
+  -- One MASTER_PORT per pool, picked before any worker starts.
+  function plugin.open(pool)
+    ports[pool] = port or require("sky.dist").free_port()
+  end
+
   function plugin.env(info, pool)
     local p = ports[pool]
-    if not p then
+    if not p then  -- a pool that did not call open (older hook order): pick now, once
       p = port or require("sky.dist").free_port()
       ports[pool] = p
     end
-    local head = info.head_address
-    local local_world = pool and pool.concurrency or 1
     return {
       RANK = info.rank, WORLD_SIZE = info.world_size, LOCAL_RANK = info.local_rank,
-      LOCAL_WORLD_SIZE = local_world, NODE_RANK = info.node - 1,
-      MASTER_ADDR = head, MASTER_PORT = p,
+      LOCAL_WORLD_SIZE = pool and pool.concurrency or 1, NODE_RANK = info.node - 1,
+      MASTER_ADDR = info.head_address, MASTER_PORT = p,
     }
   end
 
