@@ -2,6 +2,7 @@
 // optional row mapping (select/shuffle/filter make mappings, not copies); lua/datasets/init.lua
 // builds the HF-shaped methods on the primitives here (their names start with '_').
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -787,6 +788,13 @@ int core_is_dataset(lua_State* L) {
   return 1;
 }
 
+int core_cpu_time(lua_State* L) {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  lua_pushnumber(L, static_cast<lua_Number>(ts.tv_sec) + ts.tv_nsec * 1e-9);
+  return 1;
+}
+
 int core_now(lua_State* L) {
   using namespace std::chrono;
   lua_pushnumber(L, duration<double>(steady_clock::now().time_since_epoch()).count());
@@ -878,6 +886,7 @@ extern "C" int luaopen_datasets_core(lua_State* L) {
       {"set_index_handler", sky::safe<sky::core_set_index_handler>},
       {"is_dataset", sky::core_is_dataset},
       {"now", sky::core_now},
+      {"cpu_time", sky::core_cpu_time},
       {"stderr_is_tty", sky::core_stderr_is_tty},
       {"stat", sky::safe<sky::core_stat>},
       {"glob", sky::safe<sky::core_glob>},

@@ -7,6 +7,12 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 
@@ -362,6 +368,10 @@ void decode_delta_bp(Cursor& c, int64_t n_expected, bool is32, std::vector<int64
 
 void decompress(int64_t codec, const uint8_t* src, size_t n, size_t expect, std::vector<uint8_t>& dst,
                 const std::string& what) {
+  if (dst.capacity() < expect) {
+    dst.clear();
+    dst.shrink_to_fit();
+  }
   dst.resize(expect);
   switch (codec) {
     case 0:
@@ -696,6 +706,7 @@ class ChunkReader {
       case P_BYTE_ARRAY: {
         if (static_cast<uint64_t>(n) > c.left() / 4 + 1 && n > 0) c.need(static_cast<size_t>(n) * 4);
         out.offsets.reserve(out.offsets.size() + n);
+        if (!f_.float16) out.chars.reserve(out.chars.size() + c.left());
         for (int64_t i = 0; i < n; i++) {
           uint32_t len = c.u32();
           c.need(len);
@@ -1103,9 +1114,31 @@ TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string
   return table_concat(parts);
 }
 
+// The file is mapped, not read: after each row group its pages are dropped from this process
+// (MADV_DONTNEED; the page cache keeps them), so streaming a file costs one row group of memory.
 TablePtr read_parquet(const std::string& path, const ChunkFn& on_chunk) {
-  std::string bytes = read_file_bytes(path);
-  return read_parquet_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path, on_chunk);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error("cannot read " + path + ": not a regular file");
+  }
+  size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    throw Error(path + ": not a parquet file (empty)");
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) throw Error("cannot map " + path + ": " + std::strerror(errno));
+  std::shared_ptr<void> unmap(p, [size](void* q) { ::munmap(q, size); });
+  auto* data = static_cast<const uint8_t*>(p);
+  if (!on_chunk) return read_parquet_memory(data, size, path, on_chunk);
+  return read_parquet_memory(data, size, path, [&](const Table& t) {
+    on_chunk(t);
+    ::madvise(p, size, MADV_DONTNEED);
+  });
 }
 
 // ---- writer --------------------------------------------------------------------------------------------------------
