@@ -90,6 +90,25 @@ end
 
 local function model_load(model, dir) native().load_weights(model, dir) end
 
+-- The tokenizer's files beside the model: its save_pretrained when it has one, else a copy of the
+-- tokenizer files of the folder it was loaded from (name_or_path).
+local TOKENIZER_FILES = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+  "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja" }
+local function save_processing_class(pc, dir)
+  if pc == nil then return end
+  local ok, save = pcall(function() return pc.save_pretrained end)
+  if ok and type(save) == "function" then
+    pc:save_pretrained(dir)
+    return
+  end
+  local ok2, src = pcall(function() return pc.name_or_path end)
+  if not ok2 or type(src) ~= "string" or not is_dir(src) then return end
+  for _, f in ipairs(TOKENIZER_FILES) do
+    local data = read_file(src .. "/" .. f)
+    if data then write_file_atomic(dir .. "/" .. f, data) end
+  end
+end
+
 -- ---- callbacks ---------------------------------------------------------------------------------
 
 local EVENTS = { "on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_step_begin",
@@ -495,10 +514,7 @@ function Trainer:_save_checkpoint()
   local tmp = string.format("%s/.%s.tmp-%d", a.output_dir, name, math.random(1, 1e9))
   mkdir_p(tmp)
   model_save(self.model, tmp)
-  if self.processing_class ~= nil then
-    local ok = pcall(function() return self.processing_class.save_pretrained end)
-    if ok and self.processing_class.save_pretrained then self.processing_class:save_pretrained(tmp) end
-  end
+  save_processing_class(self.processing_class, tmp)
   if not a.save_only_model then self.engine:state_save(tmp) end
   local s = self.state
   if a.metric_for_best_model and s.best_global_step then
@@ -639,10 +655,7 @@ function Trainer:save_model(dir)
   dir = dir or self.args.output_dir
   mkdir_p(dir)
   model_save(self.model, dir)
-  if self.processing_class ~= nil then
-    local ok = pcall(function() return self.processing_class.save_pretrained end)
-    if ok and self.processing_class.save_pretrained then self.processing_class:save_pretrained(dir) end
-  end
+  save_processing_class(self.processing_class, dir)
   write_file_atomic(dir .. "/training_args.json", json_encode(self.args:to_dict(), 2))
 end
 
