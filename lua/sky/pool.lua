@@ -155,7 +155,7 @@ function Pool:_info(w)
   return {
     node = w.node, nodes = self.nodes, slot = w.slot, rank = w.rank, world_size = self.nodes * self.concurrency,
     local_rank = w.slot - 1, head_address = self:head_address(), pool = self.name,
-    accelerator = self.accelerator ~= "auto" and self.accelerator or compute.accelerator_seen(),
+    accelerator = self.accelerator,  -- "auto": the worker says what it sees
   }
 end
 

@@ -32,11 +32,17 @@ end
 
 -- xpcall handler: the message and the traceback of the task's own frames.
 local function handler(e)
+  local text = error_text(e)
+  local global = type(e) == "string" and (e:match("global '([%w_]+)' %(a nil value%)"))
+  if global then
+    text = text .. " (globals of the driver's script do not travel with a task: make '" .. global ..
+      "' a local the function uses, or put it in a module)"
+  end
   local tb = debug.traceback("", 2)
   local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
   if cut then tb = tb:sub(1, cut - 1) end
   tb = tb:gsub("^\n", "")
-  return { message = secret.mask(error_text(e)), traceback = secret.mask(tb) }
+  return { message = secret.mask(text), traceback = secret.mask(tb) }
 end
 
 local function pack(...) return { n = select("#", ...), ... } end
@@ -89,8 +95,9 @@ local maps = {}
 local function run_batch(payload)
   local map_id, rest = split_header(payload)
   local base, body = split_header(rest)
-  local fn = maps[map_id]
-  local items = wire.decode(body)
+  local m = maps[map_id]
+  local fn = m.fn
+  local items = wire.decode(body, m.env)
   local values, errors = {}, nil
   for j = 1, items.n do
     local ok, v = xpcall(invoke, handler, fn, items[j])
@@ -123,6 +130,9 @@ local function setup(payload)
   end
   M.info = s.info
   M.info.pid = core.getpid()
+  if M.info.accelerator == nil or M.info.accelerator == "auto" then
+    M.info.accelerator = require("sky.compute").accelerator_seen()
+  end
   for _, p in ipairs(s.plugins or {}) do
     if p.setup then
       local ok, e = xpcall(p.setup, handler, M.info)
@@ -161,12 +171,13 @@ function M.main()
       run_batch(payload)
     elseif kind == K.MAP_FN then
       local map_id, body = split_header(payload)
-      local ok, fn = pcall(wire.decode, body, task_env())
+      local env = task_env()
+      local ok, fn = pcall(wire.decode, body, env)
       if ok then
-        maps[map_id] = fn
+        maps[map_id] = { fn = fn, env = env }
       else
         local msg = secret.mask(tostring(fn))
-        maps[map_id] = function() error(msg, 0) end
+        maps[map_id] = { fn = function() error(msg, 0) end, env = env }
       end
     elseif kind == K.MAP_END then
       maps[payload] = nil

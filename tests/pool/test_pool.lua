@@ -270,6 +270,8 @@ T.test("unsendable values are refused before dispatch, naming the path", functio
     T.raises(function() pool:run(sky.compute(function() return coroutine.create(print) end)()) end,
       "cannot send result")
     T.eq(pool:run(echo("still fine")), "still fine")
+    T.raises(function() pool:run(sky.compute(function() return undefined_helper_fn(1) end)()) end,
+      "globals of the driver's script do not travel with a task: make 'undefined_helper_fn' a local")
   end)
 end)
 
