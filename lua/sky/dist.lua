@@ -24,9 +24,25 @@ local names = {
   "all_reduce_mean",    -- ({arrays}, {bucket_bytes=}) -> the arrays averaged over ranks (gradient sync)
   "destroy_process_group",
 }
+-- Why this process has no group although it should have one (a worker that replaced a dead
+-- rank: rejoining a running group is not supported yet); raised by every group call.
+local unavailable
+local needs_group = { rank = true, world_size = true, backend = true, barrier = true, all_reduce = true,
+                      broadcast = true, all_reduce_mean = true }
+
 for _, name in ipairs(names) do
-  M[name] = function(...) return lib()[name](...) end
+  if needs_group[name] then
+    M[name] = function(...)
+      if unavailable and not M.is_initialized() then error(unavailable, 2) end
+      return lib()[name](...)
+    end
+  else
+    M[name] = function(...) return lib()[name](...) end
+  end
 end
+
+--- Marks this process as one that cannot have a group, with the message group calls raise.
+function M.set_unavailable(msg) unavailable = msg end
 
 -- Address helpers that need no LibTorch (the driver picks a port with them).
 local core = require "sky.dist.core"

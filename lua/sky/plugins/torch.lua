@@ -42,6 +42,7 @@ local function new(opts)
   end
 
   local ports = setmetatable({}, { __mode = "k" })  -- pool -> its MASTER_PORT (driver side)
+  local joined = setmetatable({}, { __mode = "k" }) -- pool -> { [rank] = true } once a worker was set up
 
   local plugin = { name = "torch", backend = backend }
 
@@ -56,16 +57,28 @@ local function new(opts)
       p = port or require("sky.dist").free_port()
       ports[pool] = p
     end
+    local seen = joined[pool] or {}
+    joined[pool] = seen
+    local replaced = seen[info.rank]
+    seen[info.rank] = true
     return {
       RANK = info.rank, WORLD_SIZE = info.world_size, LOCAL_RANK = info.local_rank,
       LOCAL_WORLD_SIZE = pool and pool.concurrency or 1, NODE_RANK = info.node - 1,
       MASTER_ADDR = info.head_address, MASTER_PORT = p,
+      -- a worker started again for a rank that died cannot rejoin the running group
+      SKYRUN_DIST_REPLACED = replaced and "1" or "",
     }
   end
 
   -- Runs on the worker: only plain values travel with it (backend, timeout).
   function plugin.setup(info)
     local dist = require "sky.dist"
+    if os.getenv("SKYRUN_DIST_REPLACED") == "1" then
+      dist.set_unavailable(string.format("sky.dist: this worker replaced rank %s of the torch plugin's group after " ..
+        "it died; rejoining a running group is not supported yet: close the pool and open a new one",
+        tostring(info.rank)))
+      return
+    end
     local head = info.head_address or os.getenv("MASTER_ADDR") or ""
     -- Local-provider nodes share this machine's GPUs: one device per rank, not per node slot.
     local local_rank = tonumber(os.getenv("LOCAL_RANK")) or 0
@@ -82,6 +95,7 @@ local function new(opts)
 
   function plugin.close(pool)
     ports[pool] = nil
+    joined[pool] = nil
   end
 
   return setmetatable(plugin, {
