@@ -100,7 +100,8 @@ end
 local function fail(host, msg) error("ssh " .. host .. ": " .. msg, 0) end
 
 --- Prepares one host. session: a sky.ssh.core session. opts:
----   image (an object with :script(), optional), sudo (run the image script and apt through
+---   image (an object with :script(lines), optional), bootstrap (plugins' extra script lines),
+---   workdir (where the script runs: the workers' folder), sudo (run the image script and apt through
 ---   `sudo -n`), install_libraries (apt-get install missing libraries), quiet (no streamed output),
 ---   binary ("/proc/self/exe"), out (function(line) for streamed lines; default io.stdout).
 --- Returns { path = remote skyrun, home = remote $HOME, os =, arch =, uploaded = bool, checked = bool }.
@@ -149,9 +150,17 @@ function M.prepare(session, opts)
   end
   local sudo = opts.sudo and "sudo -n " or ""
 
-  if opts.image then
-    local script = opts.image:script()
-    local c = run_streamed(sudo .. "sh -s", script)
+  local bootstrap_lines = opts.bootstrap or {}
+  if opts.image or #bootstrap_lines > 0 then
+    local image = opts.image or require("sky.image").Image {}
+    local script = image:script(bootstrap_lines)
+    -- the image's relative file paths are the workers' folder
+    local cd = ""
+    if opts.workdir then
+      local dir = opts.workdir:sub(1, 2) == "~/" and ('"$HOME"/' .. shq(opts.workdir:sub(3))) or shq(opts.workdir)
+      cd = "mkdir -p " .. dir .. " && cd " .. dir .. " && "
+    end
+    local c = run_streamed(cd .. sudo .. "sh -s", script)
     if c ~= 0 then fail(host, "the image's bootstrap script failed (exit " .. c .. "); its output is above, prefixed with " .. prefix) end
   end
 

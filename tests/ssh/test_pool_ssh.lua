@@ -58,6 +58,33 @@ T.test("workdir sets the workers' folder; nodes may not exceed the hosts; option
     'sky.providers.ssh{hosts={' .. server.spec .. '}, host_key_policy="accept-new"}')
 end)
 
+T.test("the image is applied on the host: env, files in the workers' folder, setup once, output prefixed", function()
+  local dir = T.tmpdir()
+  T.write_file(dir .. "/vocab.txt", "hello\nworld\n")
+  local job = dir .. "/job.lua"
+  T.write_file(job, string.format([[
+    local sky = require "sky"
+    local pool = sky.ComputePool { provider = sky.providers.ssh { hosts = { %q }, key = %q, known_hosts = %q, workdir = "~/img" },
+      nodes = 1, image = sky.Image { env = { GREETING = "hi there" }, files = { ["data/vocab.txt"] = %q },
+      setup = { "echo setting up", "echo ran >> \"$HOME/setup-count\"" } } }
+    pool:with(function()
+      print(pool:run(sky.compute(function()
+        local f = io.open("data/vocab.txt") local v = f:read("*a") f:close()
+        return os.getenv("GREETING") .. "|" .. v:gsub("\n", ",")
+      end)()))
+    end)
+  ]], server.spec, key.private, kh, dir .. "/vocab.txt"))
+  local out, err, code = T.skyrun({ job })
+  T.eq(code, 0, err)
+  T.contains(out, "[" .. server.spec .. "] setting up\n")
+  T.contains(out, "hi there|hello,world,")
+  out, err, code = T.skyrun({ job })
+  T.eq(code, 0, err)
+  T.not_contains(out, "setting up", "setup runs once per distinct text")
+  T.eq(T.read_file(server.home .. "/setup-count"), "ran\n")
+  T.eq(T.read_file(server.home .. "/img/data/vocab.txt"), "hello\nworld\n")
+end)
+
 T.test("closing the pool stops the remote workers", function()
   local pool = sky.ComputePool { provider = provider(), nodes = 1, concurrency = 2 }
   pool:open()
@@ -97,8 +124,9 @@ T.test("the HF token is sent in the protocol: never on a command line, in output
   T.write_file(dir .. "/job.lua", string.format([[
     local sky = require "sky"
     local pool = sky.ComputePool { provider = sky.providers.ssh { hosts = { %q }, key = %q, known_hosts = %q },
-                                   nodes = 1, env = { HF_TOKEN = %q } }
+                                   nodes = 1, plugins = { sky.plugins.huggingface { token = %q } } }
     print(pool)
+    print(pool:script())
     pool:with(function()
       local f = pool:submit(sky.compute(function(marker)
         local g = io.open(marker, "w") g:write("up") g:close()
@@ -125,6 +153,9 @@ T.test("the HF token is sent in the protocol: never on a command line, in output
   T.contains(out, "length\t" .. #token)
   T.not_contains(out, token, "driver output")
   T.not_contains(server:log(), token, "sshd log")
+  -- where huggingface_hub looks for it on the host, readable by the user only
+  T.eq(T.read_file(server.home .. "/.cache/huggingface/token"), token)
+  T.eq(T.sh("stat -c %a " .. q(server.home .. "/.cache/huggingface/token")), "600\n")
 end)
 
 T.run()

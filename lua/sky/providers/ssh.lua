@@ -41,8 +41,8 @@ function Ssh:open(ctx, pool)
   for i = 1, nodes do
     local s = connect(self, i)
     self.sessions[i] = s
-    self.prepared[i] = boot.prepare(s, { image = ctx.image, sudo = self.sudo, install_libraries = self.install_libraries,
-                                          quiet = self.quiet })
+    self.prepared[i] = boot.prepare(s, { image = ctx.image, bootstrap = ctx.bootstrap, workdir = self.workdir,
+                                          sudo = self.sudo, install_libraries = self.install_libraries, quiet = self.quiet })
   end
 end
 
