@@ -480,7 +480,9 @@ function Dataset:map(fn, opts)
     input_columns = opts.input_columns and name_list(opts.input_columns, "input_columns"),
   }
   local n = #self
-  if not o.batch_size or o.batch_size <= 0 then o.batch_size = math.max(n, 1) end
+  -- HF's default is 1000; batch_size <= 0 (HF's None) means the whole dataset as one batch
+  if o.batch_size == nil then o.batch_size = 1000 end
+  if o.batch_size <= 0 then o.batch_size = math.max(n, 1) end
   local remove = opts.remove_columns and name_list(opts.remove_columns, "remove_columns") or {}
   check_columns(self, remove, "map remove_columns")
   if o.input_columns then check_columns(self, o.input_columns, "map input_columns") end
@@ -515,7 +517,12 @@ function Dataset:map(fn, opts)
   local function flush(upto)
     local out = b:finish()
     local merged = self:_range(pending, upto - pending):_merge(out, remove)
-    if writer then writer:append(merged) else chunks[#chunks + 1] = merged end
+    if writer then
+      writer:append(merged)
+      self:_release_pages()  -- what was read is on its way to disk: keep the scan's memory flat
+    else
+      chunks[#chunks + 1] = merged
+    end
     pending = upto
   end
   local bar = progress.new(opts.desc or "Map", n)

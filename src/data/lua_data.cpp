@@ -485,6 +485,13 @@ int ds_tostring(lua_State* L) {
   return 1;
 }
 
+// self:_release_pages(): drops the mapped pages of the table from memory (see Buffer::release_pages)
+int ds_release_pages(lua_State* L) {
+  const auto& d = check_ds(L, 1);
+  for (auto& c : d.table->columns) data::column_release_pages(*c);
+  return 0;
+}
+
 const ClassSpec kDatasetSpec{
     "skyrun.Dataset",
     "Dataset",
@@ -501,6 +508,7 @@ const ClassSpec kDatasetSpec{
      {"_to_json", safe<ds_to_json>},
      {"_to_parquet", safe<ds_to_parquet>},
      {"_save", safe<ds_save>},
+     {"_release_pages", safe<ds_release_pages>},
      {"_set_fingerprint", safe<ds_set_fingerprint>}},
     {{"num_rows", safe<ds_num_rows>, nullptr},
      {"column_names", safe<ds_column_names>, nullptr},

@@ -435,7 +435,9 @@ constexpr int64_t kMaxPageValues = int64_t{1} << 26;
 
 class ChunkReader {
  public:
-  ChunkReader(const FieldPlan& f, const std::string& what) : f_(f), what_(what) {}
+  // page_buf and dict_buf outlive the reader: reused across row groups, they are allocated once.
+  ChunkReader(const FieldPlan& f, const std::string& what, std::vector<uint8_t>& page_buf, std::vector<uint8_t>& dict_buf)
+      : f_(f), what_(what), page_buf_(page_buf), dict_buf_(dict_buf) {}
 
   void read(const uint8_t* file, size_t file_size, const TVal& meta, LeafData& out) {
     int64_t codec = meta.get_i(4, 0);
@@ -449,8 +451,11 @@ class ChunkReader {
       throw Error(what_ + ": column chunk outside the file (corrupt metadata)");
     const uint8_t* p = file + start;
     const uint8_t* end = p + total;
-    while (out.levels < num_values) {
-      if (p >= end) throw Error(what_ + ": column chunk ends after " + std::to_string(out.levels) + " of " + std::to_string(num_values) + " values");
+    chunk_start_ = out.levels;  // out may already hold earlier row groups (accumulating reads)
+    while (out.levels - chunk_start_ < num_values) {
+      if (p >= end)
+        throw Error(what_ + ": column chunk ends after " + std::to_string(out.levels - chunk_start_) + " of " +
+                    std::to_string(num_values) + " values");
       ThriftReader tr(p, static_cast<size_t>(end - p), what_ + " page header");
       TVal h = tr.read_struct();
       p += tr.consumed();
@@ -477,7 +482,7 @@ class ChunkReader {
         if (!dh) throw Error(what_ + ": data page without its header");
         decompress(codec, body, static_cast<size_t>(csize), static_cast<size_t>(usize), page_buf_, what_);
         int64_t n = dh->get_i(1, -1);
-        if (n < 0 || n > num_values - out.levels) throw Error(what_ + ": page holds more values than the column chunk");
+        if (n < 0 || n > num_values - (out.levels - chunk_start_)) throw Error(what_ + ": page holds more values than the column chunk");
         if (n > kMaxPageValues) throw Error(what_ + ": page of " + std::to_string(n) + " values (corrupt page header)");
         Cursor c{page_buf_.data(), page_buf_.data() + page_buf_.size(), &what_};
         int64_t def_enc = dh->get_i(3, E_RLE), rep_enc = dh->get_i(4, E_RLE);
@@ -488,7 +493,7 @@ class ChunkReader {
         const TVal* dh = h.field(8);
         if (!dh) throw Error(what_ + ": data page v2 without its header");
         int64_t n = dh->get_i(1, -1), dlen = dh->get_i(5, -1), rlen = dh->get_i(6, -1);
-        if (n < 0 || n > num_values - out.levels) throw Error(what_ + ": page holds more values than the column chunk");
+        if (n < 0 || n > num_values - (out.levels - chunk_start_)) throw Error(what_ + ": page holds more values than the column chunk");
         if (n > kMaxPageValues) throw Error(what_ + ": page of " + std::to_string(n) + " values (corrupt page header)");
         if (dlen < 0 || rlen < 0 || dlen + rlen > csize || dlen + rlen > usize) throw Error(what_ + ": bad level sizes in a v2 page header");
         Cursor lc{body, body + rlen + dlen, &what_};
@@ -551,7 +556,7 @@ class ChunkReader {
       throw Error(what_ + ": definition levels missing");
     if (f_.max_rep > 0) {
       if (out.rep.size() != static_cast<size_t>(out.levels + n_levels)) throw Error(what_ + ": repetition levels missing");
-      if (out.levels == 0 && n_levels > 0 && out.rep[0] != 0) throw Error(what_ + ": repetition levels start inside a list (corrupt page)");
+      if (out.levels == chunk_start_ && n_levels > 0 && out.rep[chunk_start_] != 0) throw Error(what_ + ": repetition levels start inside a list (corrupt page)");
     }
     int64_t n = present(out, n_levels);
     out.levels += n_levels;
@@ -603,7 +608,7 @@ class ChunkReader {
         decode_delta_bp(c, n, true, lens);
         if (static_cast<int64_t>(prefix.size()) != n || static_cast<int64_t>(lens.size()) != n)
           throw Error(what_ + ": DELTA_BYTE_ARRAY lengths do not match the values");
-        std::string prev = last_delta_;
+        std::string prev;  // prefixes refer to the previous value of the same page
         for (int64_t k = 0; k < n; k++) {
           if (prefix[k] < 0 || lens[k] < 0 || static_cast<size_t>(prefix[k]) > prev.size())
             throw Error(what_ + ": bad DELTA_BYTE_ARRAY prefix (corrupt page)");
@@ -614,7 +619,6 @@ class ChunkReader {
           push_bytes(out, v.data(), v.size());
           prev = std::move(v);
         }
-        last_delta_ = prev;
         out.count += n;
         break;
       }
@@ -755,19 +759,35 @@ class ChunkReader {
 
   const FieldPlan& f_;
   const std::string& what_;
-  std::vector<uint8_t> page_buf_, dict_buf_;
+  std::vector<uint8_t>& page_buf_;
+  std::vector<uint8_t>& dict_buf_;
+  int64_t chunk_start_ = 0;
   LeafData dict_;
   bool has_dict_ = false;
-  std::string last_delta_;
 };
 
 // Turns a leaf's values and levels into a column of `rows` rows.
-ColumnPtr assemble(const FieldPlan& f, LeafData& d, int64_t rows, const std::string& what) {
+// borrow: the column's buffers point into d (valid until d changes) instead of taking them over;
+// the streaming reader hands each row group to its consumer that way and reuses d's memory.
+ColumnPtr assemble(const FieldPlan& f, LeafData& d, int64_t rows, const std::string& what, bool borrow) {
+  auto view = [](const void* p, size_t n) {
+    Buffer b;
+    b.data = static_cast<const uint8_t*>(p);
+    b.size = n;
+    return b;
+  };
   auto values_col = [&](int64_t n) {
     auto c = std::make_shared<Column>();
     c->type = f.out_type;
     c->length = n;
-    if (f.out_type == DType::String) {
+    if (borrow) {
+      if (f.out_type == DType::String) {
+        c->offsets = view(d.offsets.data(), d.offsets.size() * 8);
+        c->values = view(d.chars.data(), d.chars.size());
+      } else {
+        c->values = view(d.fixed.data(), d.fixed.size());
+      }
+    } else if (f.out_type == DType::String) {
       c->offsets = Buffer::from_pod(std::move(d.offsets));
       c->values = Buffer::from_pod(std::move(d.chars));
     } else {
@@ -1026,13 +1046,42 @@ struct ParquetFile {
     num_leaves = leaf;
   }
 
-  void read(const ChunkFn& on_chunk) {
+  struct FieldState {
+    LeafData d;
+    std::vector<uint8_t> page_buf, dict_buf;
+    void reset() {
+      d.fixed.clear();
+      d.offsets.resize(1);
+      d.chars.clear();
+      d.def.clear();
+      d.rep.clear();
+      d.count = d.levels = 0;
+    }
+  };
+
+  // Streaming (accumulate=false): each row group becomes a Table handed to on_chunk, its buffers
+  // borrowed from memory reused for the next one. Accumulate: every row group decodes into the same
+  // buffers (reserved from the footer's sizes) and on_chunk gets one Table owning them.
+  void read(const ChunkFn& on_chunk, bool accumulate) {
     for (auto& f : fields)
       if (!f.unsupported.empty()) throw Error(f.unsupported);
     const auto* rgs = meta.list(4);
     int64_t total_rows = meta.get_i(3, 0);
     if (total_rows < 0) throw Error(name + ": negative row count in the footer");
     int64_t seen = 0;
+    std::vector<FieldState> state(fields.size());
+    if (rgs && accumulate) {
+      for (size_t i = 0; i < fields.size(); i++) {
+        int64_t bytes = 0;
+        for (auto& rg : *rgs) {
+          const auto* cols = rg.list(1);
+          const TVal* cm = cols && fields[i].leaf < static_cast<int>(cols->size()) ? (*cols)[fields[i].leaf].field(3) : nullptr;
+          if (cm) bytes += std::max<int64_t>(0, cm->get_i(6, 0));
+        }
+        bytes = std::min<int64_t>(bytes, int64_t{1} << 32);
+        if (fields[i].out_type == DType::String) state[i].d.chars.reserve(static_cast<size_t>(bytes));
+      }
+    }
     if (rgs) {
       int gi = 0;
       for (auto& rg : *rgs) {
@@ -1044,7 +1093,8 @@ struct ParquetFile {
           throw Error(name + ": row group " + std::to_string(gi) + " has " + std::to_string(cols ? cols->size() : 0) +
                       " column chunks, the schema " + std::to_string(num_leaves));
         Table t;
-        for (auto& f : fields) {
+        for (size_t i = 0; i < fields.size(); i++) {
+          auto& f = fields[i];
           const TVal& cc = (*cols)[f.leaf];
           const TVal* cm = cc.field(3);
           std::string what = "column '" + f.name + "' (row group " + std::to_string(gi) + ") of " + name;
@@ -1052,19 +1102,37 @@ struct ParquetFile {
           if (!cm) throw Error(what + ": column chunk without metadata");
           if (cm->get_i(1, -1) != f.ptype)
             throw Error(what + ": chunk type " + ptype_name(cm->get_i(1, -1)) + " differs from the schema's " + ptype_name(f.ptype));
-          LeafData d;
-          ChunkReader r(f, what);
-          r.read(data, size, *cm, d);
-          t.add(f.name, assemble(f, d, rows, what));
+          FieldState& st = state[i];
+          if (!accumulate) st.reset();
+          int64_t levels_before = st.d.levels, count_before = st.d.count;
+          ChunkReader r(f, what, st.page_buf, st.dict_buf);
+          r.read(data, size, *cm, st.d);
+          if (accumulate) {  // the chunk must hold exactly its rows, as the streaming check does
+            int64_t got = f.is_list ? 0 : (f.max_def > 0 ? st.d.levels - levels_before : st.d.count - count_before);
+            if (f.is_list)
+              for (size_t k = static_cast<size_t>(levels_before); k < st.d.rep.size(); k++) got += st.d.rep[k] == 0;
+            if (got != rows)
+              throw Error(what + ": " + std::to_string(got) + " values for " + std::to_string(rows) + " rows");
+          } else {
+            t.add(f.name, assemble(f, st.d, rows, what, true));
+          }
         }
         t.num_rows = rows;
         seen += rows;
-        on_chunk(t);
+        if (!accumulate) on_chunk(t);
       }
     }
-    if (fields.empty() && seen == 0) on_chunk(Table{});
     if (seen != total_rows)
       throw Error(name + ": the row groups hold " + std::to_string(seen) + " rows, the footer says " + std::to_string(total_rows));
+    if (accumulate) {
+      Table t;
+      for (size_t i = 0; i < fields.size(); i++)
+        t.add(fields[i].name, assemble(fields[i], state[i].d, seen, "column '" + fields[i].name + "' of " + name, false));
+      t.num_rows = seen;
+      if (seen > 0 || !fields.empty()) on_chunk(t);
+    } else if (fields.empty() && seen == 0) {
+      on_chunk(Table{});
+    }
   }
 };
 
@@ -1075,10 +1143,12 @@ TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string
   f.open();
   if (on_chunk) {
     bool any = false;
-    f.read([&](const Table& t) {
-      any = true;
-      on_chunk(t);
-    });
+    f.read(
+        [&](const Table& t) {
+          any = true;
+          on_chunk(t);
+        },
+        false);
     if (!any) {
       Table empty;
       for (auto& fp : f.fields) {
@@ -1100,18 +1170,9 @@ TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string
     }
     return nullptr;
   }
-  std::vector<TablePtr> parts;
-  f.read([&](const Table& t) { parts.push_back(std::make_shared<Table>(t)); });
-  if (parts.empty()) {
-    auto t = std::make_shared<Table>();
-    for (auto& fp : f.fields) {
-      ColumnBuilder b;
-      auto c = b.finish();
-      t->add(fp.name, c);
-    }
-    return t;
-  }
-  return table_concat(parts);
+  auto out = std::make_shared<Table>();
+  f.read([&](const Table& t) { *out = t; }, true);
+  return out;
 }
 
 // The file is mapped, not read: after each row group its pages are dropped from this process

@@ -38,6 +38,22 @@ std::string Column::type_string() const {
 
 Buffer Buffer::from_vector(std::vector<uint8_t>&& v) { return from_pod<uint8_t>(std::move(v)); }
 
+void Buffer::release_pages() const {
+  if (!mapped || size == 0) return;
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  // the mapping starts on a page and ends in its last page, so rounding outwards stays inside it
+  uintptr_t b = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(data) + size + page - 1) & ~(page - 1);
+  ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
+void column_release_pages(const Column& c) {
+  c.validity.release_pages();
+  c.values.release_pages();
+  c.offsets.release_pages();
+  if (c.child) column_release_pages(*c.child);
+}
+
 int Table::find(std::string_view name) const {
   for (size_t i = 0; i < names.size(); i++)
     if (names[i] == name) return static_cast<int>(i);
@@ -220,6 +236,7 @@ static Buffer sub_buffer(const Buffer& b, size_t off, size_t len) {
   r.data = b.data + off;
   r.size = len;
   r.owner = b.owner;
+  r.mapped = b.mapped;
   return r;
 }
 
@@ -559,6 +576,7 @@ static Buffer map_file(const std::string& path, size_t expect, const std::string
   ::close(fd);
   if (p == MAP_FAILED) throw Error("cannot map " + path + ": " + std::strerror(errno));
   b.data = static_cast<const uint8_t*>(p);
+  b.mapped = true;
   b.owner = std::shared_ptr<const void>(p, [expect](const void* q) { ::munmap(const_cast<void*>(q), expect); });
   return b;
 }

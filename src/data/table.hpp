@@ -25,6 +25,11 @@ struct Buffer {
   const uint8_t* data = nullptr;
   size_t size = 0;
   std::shared_ptr<const void> owner;
+  bool mapped = false;  // memory-mapped from a file: release_pages() may drop it from memory
+
+  // Drops the pages of a mapped buffer from this process (they come back from the file on the
+  // next read); keeps a long scan over a mapped table from holding all of it. No-op otherwise.
+  void release_pages() const;
 
   template <class T>
   const T* as() const { return reinterpret_cast<const T*>(data); }
@@ -60,6 +65,9 @@ struct Column {
   std::string type_string() const;  // "int64", "list<string>"
 };
 using ColumnPtr = std::shared_ptr<const Column>;
+
+// Releases the pages of every mapped buffer of the column (children included).
+void column_release_pages(const Column& c);
 
 struct Table {
   std::vector<std::string> names;
