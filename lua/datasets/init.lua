@@ -502,10 +502,16 @@ function Dataset:map(fn, opts)
 
   local num_proc = opts.num_proc or 1
   if num_proc > 1 and n > 1 then
-    local out = core.parallel_map(self, fn, o, remove, num_proc)
+    local shards = core.parallel_map(self, fn, o, remove, num_proc)
+    local out
     if cache_path and opts.keep_in_memory ~= true then
-      out:_save(cache_path)
+      local w = core.new_writer(cache_path)
+      for _, shard in ipairs(shards) do w:append(shard) end
+      w:finish()
       out = core.load_table(cache_path)
+    else
+      out = core.concat(shards)
+      fp = nil
     end
     return copy_format(self, with_fp(out, fp))
   end

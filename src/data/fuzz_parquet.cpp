@@ -9,9 +9,13 @@
 #include "data/readers.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  try {
+  try {  // streaming: row group by row group
     int64_t rows = 0;
     sky::data::read_parquet_memory(data, size, "fuzz.parquet", [&](const sky::data::Table& t) { rows += t.num_rows; });
+  } catch (const sky::data::Error&) {
+  }
+  try {  // whole file into one table
+    sky::data::read_parquet_memory(data, size, "fuzz.parquet");
   } catch (const sky::data::Error&) {
   }
   return 0;

@@ -47,7 +47,7 @@ void run_shard(const std::string& payload, DatasetPtr shard, ShardResult& res) {
   runtime_free_state(L);
 }
 
-// parallel_map(ds, fn, opts, remove, num_proc) -> Dataset (in memory, rows in order)
+// parallel_map(ds, fn, opts, remove, num_proc) -> { Dataset per shard, in row order }
 int core_parallel_map(lua_State* L) {
   DatasetPtr ds = check_dataset(L, 1);
   check_function(L, 2);
@@ -90,16 +90,14 @@ int core_parallel_map(lua_State* L) {
   std::vector<std::thread> threads;
   for (int64_t s = 0; s < shards; s++) threads.emplace_back(run_shard, std::cref(payload), parts[s], std::ref(results[s]));
   for (auto& t : threads) t.join();
-  std::vector<TablePtr> tables;
-  for (int64_t s = 0; s < shards; s++) {
+  for (int64_t s = 0; s < shards; s++)
     if (!results[s].error.empty())
       raise_error(L, "map worker " + std::to_string(s) + " of " + std::to_string(shards) + " failed: " + results[s].error);
-    const Dataset& o = *results[s].out;
-    tables.push_back(o.indices ? table_take(*o.table, o.indices->data(), o.size()) : o.table);
+  lua_createtable(L, static_cast<int>(shards), 0);  // [results]
+  for (int64_t s = 0; s < shards; s++) {
+    push_dataset(L, results[s].out);
+    lua_rawseti(L, -2, static_cast<int>(s + 1));
   }
-  auto out = std::make_shared<Dataset>();
-  out->table = table_concat(tables);
-  push_dataset(L, out);
   return 1;
 }
 
