@@ -40,11 +40,13 @@ enum Tag : uint8_t {
   TAG_REDUCE = 15,   // function value, argument table; the receiver calls function(args...)
   TAG_GLOBALS = 16,  // the receiving side's globals (a function's environment)
   TAG_END = 17,
+  TAG_GLOBALS_WITH = 18,  // globals plus the ones the function reads: varint n, n x (string name, value)
 };
 
 // Registry keys (addresses of these statics).
 char kReducersKey;
 char kInt64HelperKey;
+char kGlobalsHelperKey;
 
 std::mutex& codecs_mutex() {
   static std::mutex m;
@@ -106,6 +108,55 @@ void push_int64_helper(lua_State* L) {
   lua_rawset(L, LUA_REGISTRYINDEX);  // [helper]
 }
 
+// Pushes the helper that lists the globals a Lua function (and the functions nested in it) reads:
+// the string constants of its GGET instructions, found with jit.util (cached per closure).
+// Pushes 1: the helper, or false when this LuaJIT has no jit.util.
+void push_globals_helper(lua_State* L) {
+  lua_pushlightuserdata(L, &kGlobalsHelperKey);
+  lua_rawget(L, LUA_REGISTRYINDEX);  // [helper|false|nil]
+  if (!lua_isnil(L, -1)) return;
+  lua_pop(L, 1);
+  static const char kSrc[] =
+      "local ok, ju = pcall(require, 'jit.util')\n"
+      "if not ok then return false end\n"
+      "local band, rshift = bit.band, bit.rshift\n"
+      "local probe = loadstring('return sky_wire_probe_global')\n"
+      "local GGET = band(ju.funcbc(probe, 1), 0xff)\n"
+      "if ju.funck(probe, -rshift(ju.funcbc(probe, 1), 16) - 1) ~= 'sky_wire_probe_global' then return false end\n"
+      "local cache = setmetatable({}, { __mode = 'k' })\n"
+      "local function scan(f, names, seen)\n"
+      "  if seen[f] then return end\n"
+      "  seen[f] = true\n"
+      "  local info = ju.funcinfo(f)\n"
+      "  if not info.bytecodes then return end\n"
+      "  for pc = 1, info.bytecodes do\n"
+      "    local ins = ju.funcbc(f, pc)\n"
+      "    if ins and band(ins, 0xff) == GGET then\n"
+      "      local k = ju.funck(f, -rshift(ins, 16) - 1)\n"
+      "      if type(k) == 'string' and not names[k] then names[k] = true names[#names + 1] = k end\n"
+      "    end\n"
+      "  end\n"
+      "  if info.children then\n"
+      "    for i = 1, info.gcconsts or 0 do\n"
+      "      local k = ju.funck(f, -i)\n"
+      "      if type(k) == 'proto' then scan(k, names, seen) end\n"
+      "    end\n"
+      "  end\n"
+      "end\n"
+      "return function(f)\n"
+      "  local names = cache[f]\n"
+      "  if not names then names = {} scan(f, names, {}) cache[f] = names end\n"
+      "  return names\n"
+      "end\n";
+  if (luaL_loadbuffer(L, kSrc, sizeof kSrc - 1, "=wire.globals") != 0 || lua_pcall(L, 0, 1, 0) != 0) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 0);
+  }
+  lua_pushlightuserdata(L, &kGlobalsHelperKey);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);  // [helper|false]
+}
+
 bool is_std_module(std::string_view n) {
   static const char* names[] = {"_G", "string", "table", "math", "io", "os", "debug", "coroutine",
                                 "package", "jit", "bit", "ffi", "jit.opt", "jit.util", "jit.profile",
@@ -145,6 +196,7 @@ class Encoder {
   void encode_number(double d);
   void encode_table(int idx, int depth);
   void encode_function(int idx, int depth);
+  void encode_read_globals(int idx, int depth);
   void encode_userdata(int idx, int depth);
   void encode_cdata(int idx);
   std::string userdata_description(int idx);
@@ -159,6 +211,7 @@ class Encoder {
   std::unordered_map<const void*, std::pair<uint32_t, int>> upvalues_;  // upvalue id -> (function id, n)
   bool index_built_ = false;
   bool have_index_ = false;
+  std::unordered_set<std::string> globals_sent_;  // globals already carried by an earlier function
 };
 
 bool Encoder::assign_id(const void* p) {
@@ -455,6 +508,68 @@ int dump_writer(lua_State*, const void* p, size_t sz, void* ud) {
   return 0;
 }
 
+// The environment of a function whose environment is the globals: TAG_GLOBALS, or
+// TAG_GLOBALS_WITH and the globals it reads that the receiver would not have: values of the
+// sender's own making (its script's global functions and tables), not C functions and not loaded
+// modules (those exist there already).
+void Encoder::encode_read_globals(int idx, int depth) {
+  std::vector<std::string> names;
+  {
+    StackGuard guard(L_);
+    push_globals_helper(L_);  // [helper|false]
+    if (lua_isfunction(L_, -1)) {
+      lua_pushvalue(L_, idx);
+      if (lua_pcall(L_, 1, 1, 0) == 0 && lua_istable(L_, -1)) {  // [names]
+        int n = static_cast<int>(lua_objlen(L_, -1));
+        for (int i = 1; i <= n; ++i) {
+          lua_rawgeti(L_, -1, i);
+          if (lua_type(L_, -1) == LUA_TSTRING) names.emplace_back(lua_tostring(L_, -1));
+          lua_pop(L_, 1);
+        }
+      }
+    }
+    lua_pop(L_, 1);
+  }
+  std::vector<std::string> capture;
+  for (const std::string& name : names) {
+    if (name == "_G" || globals_sent_.count(name)) continue;
+    StackGuard guard(L_);
+    lua_getfield(L_, LUA_GLOBALSINDEX, name.c_str());  // [v]
+    int t = lua_type(L_, -1);
+    bool keep = t != LUA_TNIL && !lua_iscfunction(L_, -1);
+    if (keep && (t == LUA_TTABLE || t == LUA_TFUNCTION)) {
+      lua_getglobal(L_, "package");
+      if (lua_istable(L_, -1)) {
+        lua_getfield(L_, -1, "loaded");  // [v, package, loaded]
+        if (lua_istable(L_, -1)) {
+          lua_getfield(L_, -1, name.c_str());
+          if (lua_rawequal(L_, -1, -4)) keep = false;  // a module under its own name
+          lua_pop(L_, 1);
+        }
+        lua_pop(L_, 1);
+      }
+      lua_pop(L_, 1);
+    }
+    lua_pop(L_, 1);
+    if (keep) capture.push_back(name);
+  }
+  if (capture.empty()) {
+    out_.push_back(TAG_GLOBALS);
+    return;
+  }
+  out_.push_back(TAG_GLOBALS_WITH);
+  put_varint(out_, capture.size());
+  for (const std::string& name : capture) globals_sent_.insert(name);
+  for (const std::string& name : capture) {
+    put_string(out_, name);
+    lua_getfield(L_, LUA_GLOBALSINDEX, name.c_str());  // [v]
+    path_.push_back("global '" + name + "'");
+    value(-1, depth + 1);
+    path_.pop_back();
+    lua_pop(L_, 1);
+  }
+}
+
 void Encoder::encode_function(int idx, int depth) {
   idx = idx < 0 ? lua_gettop(L_) + idx + 1 : idx;
   if (lua_iscfunction(L_, idx)) {
@@ -495,7 +610,7 @@ void Encoder::encode_function(int idx, int depth) {
   out_.push_back(static_cast<char>(nups));
   lua_getfenv(L_, idx);  // [env]
   if (lua_rawequal(L_, -1, LUA_GLOBALSINDEX)) {
-    out_.push_back(TAG_GLOBALS);
+    encode_read_globals(idx, depth);
   } else {
     path_.push_back("environment");
     value(-1, depth + 1);
@@ -808,10 +923,21 @@ void Decoder::function(int depth) {
     ++have;
   }
   if (have != nups) bad("function has " + std::to_string(have) + " upvalues, the sender gave " + std::to_string(nups));
-  if (p_ < end_ && static_cast<uint8_t>(*p_) == TAG_GLOBALS) {
+  if (p_ < end_ && (static_cast<uint8_t>(*p_) == TAG_GLOBALS || static_cast<uint8_t>(*p_) == TAG_GLOBALS_WITH)) {
+    bool with = static_cast<uint8_t>(*p_) == TAG_GLOBALS_WITH;
     ++p_;
     if (opts_.env_index) lua_pushvalue(L_, opts_.env_index);
-    else lua_pushvalue(L_, LUA_GLOBALSINDEX);
+    else lua_pushvalue(L_, LUA_GLOBALSINDEX);  // [f, ..., env]
+    if (with) {
+      uint64_t n = varint();
+      if (n > static_cast<uint64_t>(end_ - p_)) bad("more globals than bytes");
+      for (uint64_t i = 0; i < n; ++i) {
+        std::string_view name = string();
+        lua_pushlstring(L_, name.data(), name.size());
+        value(depth + 1);  // [f, ..., env, name, v]
+        lua_rawset(L_, -3);
+      }
+    }
   } else {
     value(depth + 1);
     if (!lua_istable(L_, -1)) bad("function environment is not a table");

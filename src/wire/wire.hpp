@@ -28,7 +28,8 @@ struct WireError : std::runtime_error {
 //
 // What travels: nil, booleans, numbers bit-exact (-0.0, inf, NaN), int64_t/uint64_t cdata, strings
 // with any bytes, tables (shared references and cycles kept, holes kept, metatables by value),
-// Lua functions as bytecode with debug info plus their upvalues (shared upvalues stay shared),
+// Lua functions as bytecode with debug info plus their upvalues (shared upvalues stay shared) and
+// the globals they read that the receiver lacks (the sender's own global functions and tables),
 // C functions that are fields of a loaded module (by name), values that are loaded modules (by
 // name; a module loaded from a file also carries its source, for a worker that cannot find it),
 // userdata whose metatable has a registered codec. Anything else is refused with its path:

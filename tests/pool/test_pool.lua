@@ -48,6 +48,25 @@ T.test("a value zoo goes to a worker and comes back equal", function()
   end)
 end)
 
+T.test("a task carries the driver's global functions and tables it reads, not modules", function()
+  local dir = T.tmpdir()
+  T.write_file(dir .. "/globals.lua", [[
+    local sky = require "sky"
+    function scale(x) return x * SETTINGS.factor + offset() end
+    function offset() return 1 end
+    SETTINGS = { factor = 10 }
+    local pool = sky.ComputePool {}
+    pool:with(function()
+      print(pool:run(sky.compute(function(x) return scale(x), string.format("%s", "fmt"), SETTINGS == _G.SETTINGS end)(4)))
+      print(pool:map(function(x) return scale(x) end, { 1, 2 })[2])
+      print(pool:run(sky.compute(function() return rawget(_G, "offset") ~= nil, SETTINGS.factor end)()))
+    end)
+  ]])
+  local out, err, rc = T.skyrun({ dir .. "/globals.lua" })
+  T.eq(rc, 0, err)
+  T.eq(out, "41\tfmt\ttrue\n21\nfalse\t10\n")
+end)
+
 T.test("broadcast on 4 nodes returns 4 results in node order with distinct nodes", function()
   local pool = pool_of(4)
   pool:with(function()
@@ -172,6 +191,35 @@ T.test("a worker killed with SIGKILL fails its task within 2 s and the pool goes
     T.eq(#again, 2)
     T.ok(again[1] ~= victim and again[2] ~= victim, "the dead worker was replaced")
   end)
+end)
+
+T.test("a segfaulting task names the signal and the pool goes on", function()
+  local pool = pool_of(1)
+  pool:with(function()
+    local crash = sky.compute(function() return require("ffi").cast("int*", 0)[0] end)
+    T.raises(function() pool:run(crash()) end, "worker died (killed by signal 11 (SIGSEGV))")
+    T.eq(type(pool:run(pid_task())), "number")
+  end)
+end)
+
+T.test("a driver script that raises without pool:with leaves no worker behind", function()
+  local dir = T.tmpdir()
+  T.write_file(dir .. "/err.lua", [[
+    local sky = require "sky"
+    local pool = sky.ComputePool { nodes = 2 }
+    pool:open()
+    local pids = {}
+    for _, w in pairs(pool:workers_info()) do pids[#pids + 1] = w.pid end
+    print("pids " .. table.concat(pids, " "))
+    error("the driver failed")
+  ]])
+  local out, err, rc = T.skyrun({ dir .. "/err.lua" })
+  T.eq(rc, 1)
+  T.contains(err, "the driver failed")
+  local pids = {}
+  for p in (out:match("pids ([%d ]+)") or ""):gmatch("%d+") do pids[#pids + 1] = tonumber(p) end
+  T.eq(#pids, 2, out)
+  for _, p in ipairs(pids) do T.eq(alive(p), false) end
 end)
 
 T.test("a timeout fails the task and replaces the worker", function()

@@ -107,6 +107,17 @@ TEST_CASE("standard library functions and modules travel by name") {
         "truetruetrue");
 }
 
+TEST_CASE("functions carry the globals they read, except C functions and modules") {
+  State a, b;
+  std::string bytes = encode_code(a,
+      "function twice(x) return 2 * x end LIMIT = 7 return function(x) return math.min(twice(x), LIMIT) end");
+  sky::wire::decode(b.L, bytes);
+  CHECK(b.check("return v(3) .. ' ' .. v(5) .. ' ' .. tostring(rawequal(math, package.loaded.math))") == "6 7 true");
+  a.push("FILE_HANDLE = io.stdout return function() return FILE_HANDLE end");
+  CHECK_THROWS_WITH_AS(sky::wire::encode(a.L, -1), "cannot send value \xe2\x86\x92 global 'FILE_HANDLE': userdata (FILE*: open file)",
+                       sky::wire::WireError);
+}
+
 TEST_CASE("unsendable values are refused with their path") {
   State a;
   a.push("local f = io.stdout local db = {conn = f} return function() return db end");
