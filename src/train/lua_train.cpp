@@ -24,6 +24,16 @@ extern const ClassSpec kBatchSpec;
 extern const ClassSpec kEngineSpec;
 extern const ClassSpec kTinySpec;
 
+// LibTorch's errors carry a C++ backtrace in what(); users get the message alone.
+template <class F>
+auto torch_call(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(e.what_without_backtrace());
+  }
+}
+
 // ---- batches ---------------------------------------------------------------------------------
 
 struct Column {
@@ -302,7 +312,7 @@ int lua_engine_new(lua_State* L) {
   cfg.bf16 = o.boolean("bf16", false);
   std::string dev = o.string("device", "cpu");
   cfg.device = at::Device(dev);
-  class_push(L, kEngineSpec, std::make_shared<Engine>(std::move(model), cfg));
+  class_push(L, kEngineSpec, torch_call([&] { return std::make_shared<Engine>(std::move(model), cfg); }));
   return 1;
 }
 
@@ -315,13 +325,14 @@ int engine_forward_backward(lua_State* L) {
   std::optional<double> items;
   if (!lua_isnoneornil(L, 3)) items = luaL_checknumber(L, 3);
   int64_t accum = lua_isnoneornil(L, 4) ? 1 : check_int64(L, 4);
-  lua_pushnumber(L, e.forward_backward(b, items, accum));
+  lua_pushnumber(L, torch_call([&] { return e.forward_backward(b, items, accum); }));
   return 1;
 }
 
 // engine:optimizer_step() -> grad_norm (nil when clipping is off), lr used
 int engine_optimizer_step(lua_State* L) {
-  StepResult r = check_engine(L).optimizer_step();
+  Engine& e = check_engine(L);
+  StepResult r = torch_call([&] { return e.optimizer_step(); });
   if (std::isnan(r.grad_norm)) lua_pushnil(L);
   else lua_pushnumber(L, r.grad_norm);
   lua_pushnumber(L, r.lr);
@@ -333,7 +344,7 @@ int engine_eval_batch(lua_State* L) {
   Engine& e = check_engine(L);
   auto& b = class_check<Batch>(L, 2, kBatchSpec);
   bool want = opt_boolean(L, 3, false);
-  ModelOutput out = e.eval_batch(b);
+  ModelOutput out = torch_call([&] { return e.eval_batch(b); });
   if (out.loss.defined()) lua_pushnumber(L, out.loss.item<double>());
   else lua_pushnil(L);
   if (want && out.logits.defined()) push_tensor_table(L, out.logits);
@@ -353,7 +364,9 @@ int engine_state_save(lua_State* L) {
 }
 
 int engine_state_load(lua_State* L) {
-  check_engine(L).state_load(std::string(check_string_view(L, 2)));
+  Engine& e = check_engine(L);
+  std::string dir(check_string_view(L, 2));
+  torch_call([&] { e.state_load(dir); });
   return 0;
 }
 

@@ -150,13 +150,24 @@ double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
   for (const NamedParam& p : params)
     if (p.param.grad().defined()) grads.push_back(p.param.grad());
   if (grads.empty()) return 0.0;
-  for (const at::Tensor& g : grads) norms.push_back(at::linalg_vector_norm(g, 2));
+  // torch takes the foreach kernels on CUDA (one launch for all norms, one for the scaling) and
+  // one op per tensor on the CPU; so do we.
+  const bool foreach = SKY_TORCH_AT_LEAST(2, 1) && grads[0].is_cuda();
+#if SKY_TORCH_AT_LEAST(2, 1)
+  if (foreach) norms = at::_foreach_norm(grads, 2);
+#endif
+  if (!foreach)
+    for (const at::Tensor& g : grads) norms.push_back(at::linalg_vector_norm(g, 2));
   at::Tensor total = at::linalg_vector_norm(at::stack(norms), 2);
   if (max_norm > 0) {
     // Python's `max_norm / (total_norm + 1e-6)` is Tensor.__rtruediv__: reciprocal, then multiply
     at::Tensor coef = (total + 1e-6).reciprocal() * max_norm;
     at::Tensor clamped = at::clamp_max(coef, 1.0);
-    for (at::Tensor& g : grads) g.mul_(clamped);
+#if SKY_TORCH_AT_LEAST(2, 1)
+    if (foreach) at::_foreach_mul_(grads, clamped);
+#endif
+    if (!foreach)
+      for (at::Tensor& g : grads) g.mul_(clamped);
   }
   return total.item<double>();
 }
