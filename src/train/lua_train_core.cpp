@@ -229,7 +229,7 @@ int core_json_decode(lua_State* L) {
   std::string_view s = check_string_view(L, 1);
   const char* what = luaL_optstring(L, 2, "JSON text");
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseNanAndInfFlag>(s.data(), s.size());
+  doc.Parse<rapidjson::kParseNanAndInfFlag | rapidjson::kParseFullPrecisionFlag>(s.data(), s.size());  // exact doubles
   if (doc.HasParseError())
     luaL_error(L, "%s: invalid JSON at offset %d: %s", what, static_cast<int>(doc.GetErrorOffset()),
                rapidjson::GetParseError_En(doc.GetParseError()));

@@ -268,6 +268,17 @@ T.test("collators pad to the longest, mask pads in LM labels, and refuse ragged 
   T.eq(d.rows, 2)
 end)
 
+T.test("trainer_state JSON keeps doubles exact through a write and a read (found by fuzz_train_json)", function()
+  for _, v in ipairs { 1 / 6, 0.1, 2 / 3 * 1e-7, 4.969246864318848, 1e300, -5e-324, 2 ^ 53 + 2 } do
+    T.eq(tcore.json_decode(tcore.json_encode({ v }))[1], v, tostring(v))
+  end
+  local text = '{"epoch": 0.16666666666666666, "loss": 3.0282788276672363}'
+  local once = tcore.json_encode(tcore.json_decode(text))
+  T.eq(tcore.json_encode(tcore.json_decode(once)), once)
+  T.eq(tcore.json_decode(text).epoch, 1 / 6)
+  T.raises(function() tcore.json_decode("{\"a\": [1,", "state.json") end, "state.json: invalid JSON at offset")
+end)
+
 T.test("group_by_length batches rows of similar length; the order is a permutation", function()
   local rows = rows_of(64, 5)
   local t = transformers.Trainer { model = tiny(), train_dataset = rows, processing_class = tok,
