@@ -19,16 +19,20 @@ local names = {
   "world_size",
   "backend",            -- "gloo" | "nccl"
   "barrier",
-  "all_reduce",         -- (number | {numbers}, op = "sum"|"max"|"min"|"avg"|"product") -> same shape
-  "broadcast",          -- (value, src = 0): nil, boolean, string, number or {numbers} from rank src
+  "all_reduce",         -- (number | {numbers} | Tensor, op = "sum"|"max"|"min"|"avg"|"product") -> same
+                        -- shape (a Tensor is reduced in place and returned)
+  "broadcast",          -- (value, src = 0): nil, boolean, string, number, {numbers} from rank src, or a
+                        -- Tensor overwritten in place on every rank
   "all_reduce_mean",    -- ({arrays}, {bucket_bytes=}) -> the arrays averaged over ranks (gradient sync)
+  "sync_parameters",    -- ({Tensors}, src = 0): DDP's start, every rank takes rank src's values
+  "sync_gradients",     -- ({Tensors}): DDP's step, each parameter's .grad averaged over ranks
   "destroy_process_group",
 }
 -- Why this process has no group although it should have one (a worker that replaced a dead
 -- rank: rejoining a running group is not supported yet); raised by every group call.
 local unavailable
 local needs_group = { rank = true, world_size = true, backend = true, barrier = true, all_reduce = true,
-                      broadcast = true, all_reduce_mean = true }
+                      broadcast = true, all_reduce_mean = true, sync_parameters = true, sync_gradients = true }
 
 for _, name in ipairs(names) do
   if needs_group[name] then

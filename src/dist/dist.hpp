@@ -93,6 +93,15 @@ class Group {
   std::chrono::milliseconds timeout_;
 };
 
+// The Trainer's DDP hooks. Both are no-ops without a default group of more than one rank.
+// sync_parameters: at wrap time, every parameter (and buffer) takes rank src's value.
+void sync_parameters(const std::vector<at::Tensor>& parameters, int src = 0);
+// sync_gradients: after backward (and gradient accumulation), before clipping and the optimizer
+// step: every parameter's gradient becomes the mean over ranks. A parameter that requires grad
+// but got none this step counts as zeros (as DDP's find_unused_parameters does), so ranks agree
+// on the bucket layout.
+void sync_gradients(const std::vector<at::Tensor>& parameters);
+
 // Fills the unset fields of `opts` from the environment; throws naming the missing variable.
 InitOptions init_options_resolve(InitOptions opts);
 

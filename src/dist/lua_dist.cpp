@@ -9,6 +9,7 @@
 
 #include "dist/dist.hpp"
 #include "host/bind.hpp"
+#include "torch/lua_tensor.hpp"
 
 namespace sky::dist {
 
@@ -125,8 +126,73 @@ std::string shape_text(int64_t code) {
   return code == 0 ? "a number" : "an array of " + std::to_string(code - 1) + " numbers";
 }
 
+// Every rank must pass a tensor of the same number of elements: checked with one small
+// all_reduce first, so a mismatch is the same error everywhere instead of a hang.
+void check_same_numel(Group& g, int64_t numel, const char* fname) {
+  at::Tensor n = torch::tensor({numel, -numel}, torch::kInt64);  // [2]
+  g.all_reduce(n, ReduceOp::Max);
+  int64_t hi = n[0].item<int64_t>(), lo = -n[1].item<int64_t>();
+  if (hi != lo)
+    throw Error(std::string("dist.") + fname + ": ranks passed tensors of different sizes (" + std::to_string(lo) +
+                " to " + std::to_string(hi) + " elements; this rank: " + std::to_string(numel) + ")");
+}
+
+std::vector<at::Tensor> check_tensor_list(lua_State* L, int idx, const char* fname) {
+  check_table(L, idx);
+  std::vector<at::Tensor> out;
+  int n = static_cast<int>(lua_objlen(L, idx));
+  for (int i = 1; i <= n; ++i) {
+    lua_rawgeti(L, idx, i);  // [t]
+    if (!lua_is_tensor(L, -1)) {
+      const char* msg = lua_pushfstring(L, "list of Tensors expected, element %d is %s", i, type_name_at(L, -1));
+      luaL_argerror(L, idx, msg);
+    }
+    out.push_back(lua_check_tensor(L, -1));
+    lua_pop(L, 1);
+  }
+  return out;
+}
+
+// sync_parameters(params [, src]): DDP's start, every tensor takes rank src's values.
+int dist_sync_parameters(lua_State* L) {
+  auto g = check_group("sync_parameters");
+  std::vector<at::Tensor> ts = check_tensor_list(L, 1, "sync_parameters");
+  int64_t src = lua_isnoneornil(L, 2) ? 0 : check_int64(L, 2);
+  int64_t numel = 0;
+  for (auto& t : ts) numel += t.numel();
+  check_same_numel(*g, numel, "sync_parameters");
+  if (src < 0 || src >= g->world_size())
+    throw Error("dist.sync_parameters: source rank " + std::to_string(src) + " is not in 0.." +
+                std::to_string(g->world_size() - 1));
+  sync_parameters(ts, static_cast<int>(src));
+  return 0;
+}
+
+// sync_gradients(params): DDP's gradient all-reduce, the gradients averaged over ranks in place.
+int dist_sync_gradients(lua_State* L) {
+  auto g = check_group("sync_gradients");
+  std::vector<at::Tensor> ts = check_tensor_list(L, 1, "sync_gradients");
+  int64_t numel = 0;
+  for (auto& t : ts)
+    if (t.requires_grad()) numel += t.numel();
+  check_same_numel(*g, numel, "sync_gradients");
+  sync_gradients(ts);
+  return 0;
+}
+
 int dist_all_reduce(lua_State* L) {
   auto g = check_group("all_reduce");
+  if (lua_is_tensor(L, 1)) {  // in place, as torch.distributed.all_reduce
+    at::Tensor t = lua_check_tensor(L, 1);
+    ReduceOp op = reduce_op_from_name(luaL_optstring(L, 2, "sum"));
+    check_same_numel(*g, t.numel(), "all_reduce");
+    {
+      torch::NoGradGuard no_grad;
+      g->all_reduce(t, op);
+    }
+    lua_pushvalue(L, 1);  // [t]
+    return 1;
+  }
   std::vector<double> values;
   bool array = read_numbers(L, 1, "all_reduce", values);
   std::string op_name = luaL_optstring(L, 2, "sum");
@@ -191,6 +257,16 @@ int dist_broadcast(lua_State* L) {
   if (src < 0 || src >= g->world_size())
     throw Error("dist.broadcast: source rank " + std::to_string(src) + " is not in 0.." +
                 std::to_string(g->world_size() - 1));
+  if (lua_is_tensor(L, 1)) {  // in place on every rank, as torch.distributed.broadcast
+    at::Tensor t = lua_check_tensor(L, 1);
+    check_same_numel(*g, t.numel(), "broadcast");
+    {
+      torch::NoGradGuard no_grad;
+      g->broadcast(t, static_cast<int>(src));
+    }
+    lua_pushvalue(L, 1);  // [t]
+    return 1;
+  }
   bool is_src = g->rank() == src;
 
   std::vector<double> numbers;
@@ -259,10 +335,12 @@ extern "C" __attribute__((visibility("default"))) int luaopen_skyrun_dist(lua_St
       {"all_reduce", sky::safe<dist_all_reduce>},
       {"broadcast", sky::safe<dist_broadcast>},
       {"all_reduce_mean", sky::safe<dist_all_reduce_mean>},
+      {"sync_parameters", sky::safe<dist_sync_parameters>},
+      {"sync_gradients", sky::safe<dist_sync_gradients>},
       {"destroy_process_group", sky::safe<dist_destroy_process_group>},
       {nullptr, nullptr},
   };
-  lua_createtable(L, 0 /* narr */, 10);  // [M]
+  lua_createtable(L, 0 /* narr */, 12);  // [M]
   luaL_register(L, nullptr, fns);
   return 1;
 }

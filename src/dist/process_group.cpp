@@ -415,4 +415,23 @@ void Group::broadcast_tensors(std::vector<at::Tensor>& tensors, int src, size_t 
   for_each_bucket(tensors, bucket_bytes, device_, [&](at::Tensor& flat) { broadcast(flat, src); });
 }
 
+void sync_parameters(const std::vector<at::Tensor>& parameters, int src) {
+  auto g = default_group();
+  if (!g || g->world_size() == 1) return;
+  std::vector<at::Tensor> ts(parameters.begin(), parameters.end());
+  g->broadcast_tensors(ts, src);
+}
+
+void sync_gradients(const std::vector<at::Tensor>& parameters) {
+  auto g = default_group();
+  if (!g || g->world_size() == 1) return;
+  std::vector<at::Tensor> grads;
+  for (at::Tensor p : parameters) {
+    if (!p.defined() || !p.requires_grad()) continue;
+    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    grads.push_back(p.grad());
+  }
+  g->all_reduce_mean(grads);
+}
+
 }  // namespace sky::dist

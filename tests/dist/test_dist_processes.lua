@@ -29,6 +29,10 @@ T.test("four ranks all_reduce their ranks to 6, and broadcast, barrier and array
     line("bcast_string", dist.broadcast(r == 3 and "from \0 rank 3" or nil, 3):gsub("%z", "NUL"))
     line("bcast_nil", dist.broadcast(nil, 1))
     line("bcast_bool", dist.broadcast(r == 1, 1))
+    local t = require("torch").tensor({ r + 0.5, 1 })  -- float32
+    line("tensor_sum", table.concat(dist.all_reduce(t):tolist(), ","))
+    line("tensor_in_place", table.concat(t:tolist(), ","))
+    line("tensor_bcast", table.concat(dist.broadcast(require("torch").tensor({ r, r }), 1):tolist(), ","))
     dist.barrier()
     dist.destroy_process_group()
     line("after_destroy", dist.is_initialized())
@@ -39,7 +43,8 @@ T.test("four ranks all_reduce their ranks to 6, and broadcast, barrier and array
     T.eq(res.out, table.concat({
       "rank=" .. r, "world_size=4", "backend=gloo", "sum=6", "max=3", "min=0", "avg=1.5", "product=24",
       "array={6,4,-6,2}", "empty={}", "big=6", "bcast_number=42.5", "bcast_array={1,2,3}",
-      "bcast_string=from NUL rank 3", "bcast_nil=nil", "bcast_bool=true", "after_destroy=false", "",
+      "bcast_string=from NUL rank 3", "bcast_nil=nil", "bcast_bool=true", "tensor_sum=8,4",
+      "tensor_in_place=8,4", "tensor_bcast=1,1", "after_destroy=false", "",
     }, "\n"), "rank " .. r .. " output")
   end
 end)
@@ -95,6 +100,67 @@ T.test("DDP-style sync: two ranks end with identical parameters, equal to full-b
   for v in results[1].out:match("final ([^\n]+)"):gmatch("%S+") do got[#got + 1] = tonumber(v) end
   for j = 1, 3 do T.near(got[j], w[j], 1e-12, "w" .. j) end
   T.near(got[4], b, 1e-12, "b")
+end)
+
+-- The same model on autograd tensors: torch's matmul/backward, then sync_gradients (what the
+-- Trainer calls after backward) and a plain SGD step.
+local TORCH_MODEL = [[
+  local torch = require "torch"
+  local X = { { 1, 2, 0.5 }, { -1, 0, 2 }, { 0.3, -0.7, 1 }, { 2, 2, -1 },
+              { 0, 1, 1 }, { -2, 0.5, 0 }, { 1.5, -1, -1 }, { 0.1, 0.2, 0.3 } }
+  local Y = { { 3 }, { -1 }, { 0.5 }, { 2 }, { 1.5 }, { -2 }, { 0 }, { 0.4 } }
+  local function rows(t, first, last)
+    local out = {}
+    for i = first, last do out[#out + 1] = t[i] end
+    return torch.tensor(out, { dtype = "float32" })
+  end
+  local function sgd(p) return torch.tensor((p - p.grad * 0.1):tolist(), { requires_grad = true }) end
+  local function show(w, b)
+    local v = w:tolist()
+    return string.format("%.9g %.9g %.9g %.9g", v[1][1], v[2][1], v[3][1], b:tolist()[1])
+  end
+]]
+
+T.test("sync_parameters and sync_gradients on autograd tensors: two ranks stay identical and match full-batch SGD", function()
+  local results = run_ranks(2, TORCH_MODEL .. [[
+    local r = dist.rank()
+    torch.manual_seed(10 + r)  -- different initial weights on each rank until sync_parameters
+    local w = torch.randn(3, 1, { requires_grad = true })
+    local b = torch.randn(1, { requires_grad = true })
+    dist.sync_parameters({ w, b })
+    print("init " .. show(w, b))
+    local x, y = rows(X, r * 4 + 1, r * 4 + 4), rows(Y, r * 4 + 1, r * 4 + 4)
+    for _ = 1, 3 do
+      local loss = ((x:matmul(w) + b - y) ^ 2):mean()
+      loss:backward()
+      dist.sync_gradients({ w, b })
+      w, b = sgd(w), sgd(b)
+    end
+    print("final " .. show(w, b))
+  ]])
+  for r = 0, 1 do check_ok(results[r + 1], r) end
+  T.eq(results[1].out, results[2].out, "both ranks print the same parameters")
+  local ref = assert(loadstring(TORCH_MODEL .. [[
+    local init = {}
+    for v in (...):gmatch("%S+") do init[#init + 1] = tonumber(v) end
+    local w = torch.tensor({ { init[1] }, { init[2] }, { init[3] } }, { requires_grad = true })
+    local b = torch.tensor({ init[4] }, { requires_grad = true })
+    local x, y = rows(X, 1, 8), rows(Y, 1, 8)
+    for _ = 1, 3 do
+      local loss = ((x:matmul(w) + b - y) ^ 2):mean()
+      loss:backward()
+      w, b = sgd(w), sgd(b)
+    end
+    return show(w, b)
+  ]]))
+  local want = {}
+  for v in ref(results[1].out:match("init ([^\n]+)")):gmatch("%S+") do want[#want + 1] = tonumber(v) end
+  local j = 0
+  for v in results[1].out:match("final ([^\n]+)"):gmatch("%S+") do
+    j = j + 1
+    T.near(tonumber(v), want[j], 1e-5, "parameter " .. j .. " (float32)")
+  end
+  T.eq(j, 4)
 end)
 
 T.run()
