@@ -38,11 +38,12 @@ std::string read_whole_file(const std::string& path) {
   return data;
 }
 
-// connect{target=, key=, known_hosts=, config=, host_key_policy=, connect_timeout=} -> session
+// connect{target=, key=, known_hosts=, config=, host_key_policy=, connect_timeout=, dead_after=} -> session
 int ssh_connect_lua(lua_State* L) {
   Options o(L, 1, "ssh.connect",
             {{"target", OptType::String}, {"key", OptType::String}, {"known_hosts", OptType::String},
-             {"config", OptType::String}, {"host_key_policy", OptType::String}, {"connect_timeout", OptType::Number}});
+             {"config", OptType::String}, {"host_key_policy", OptType::String}, {"connect_timeout", OptType::Number},
+             {"dead_after", OptType::Number}});
   ssh::ConnectOptions c;
   c.target = o.string("target", "");
   if (c.target.empty()) throw Error("ssh.connect: option 'target' is required");
@@ -55,6 +56,7 @@ int ssh_connect_lua(lua_State* L) {
   else throw Error("option 'host_key_policy' must be \"strict\" or \"accept-new\" (got \"" + policy + "\")");
   c.connect_timeout = o.number("connect_timeout", 10);
   if (c.connect_timeout <= 0) throw Error("option 'connect_timeout' must be positive");
+  c.dead_after = o.number("dead_after", 30);
   std::shared_ptr<ssh::Session> s = ssh::Session::connect(c);
   class_push(L, session_spec(), s);
   return 1;

@@ -113,6 +113,21 @@ int tcp_connect(const std::string& host, int port, double timeout, bool& timed_o
   throw Error(last);
 }
 
+// Keepalive probes on an idle connection, and a limit on unacknowledged data, so that a host
+// that disappears silently is noticed after about `seconds`.
+void set_dead_after(int fd, double seconds) {
+  if (seconds <= 0) return;
+  int on = 1;
+  int idle = seconds >= 3 ? static_cast<int>(seconds / 3) : 1;
+  int interval = idle, count = 2;
+  unsigned int user_timeout = static_cast<unsigned int>(seconds * 1000);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+}
+
 bool config_uses_proxy(const std::string& path) {
   FILE* f = fopen(path.c_str(), "r");
   if (!f) return false;
@@ -263,6 +278,7 @@ std::unique_ptr<Session> Session::connect(const ConnectOptions& opts) {
     int fd;
     try {
       fd = tcp_connect(self->host_, self->port_, timeout, timed_out);
+      set_dead_after(fd, opts.dead_after);
     } catch (const Error& e) {
       if (timed_out) self->fail("connect timed out after " + format_seconds(timeout) + " (connect_timeout)");
       self->fail(std::string("cannot connect: ") + e.what());

@@ -30,6 +30,9 @@ struct ConnectOptions {
   std::string config;             // empty: ~/.ssh/config when it exists; "none": no config
   HostKeyPolicy policy = HostKeyPolicy::strict;
   double connect_timeout = 10;    // seconds, for TCP connect, key exchange and authentication
+  // A host that vanishes without closing the connection (power loss, network cut) is declared
+  // lost after about this many silent seconds (TCP keepalive probes and TCP_USER_TIMEOUT).
+  double dead_after = 30;
 };
 
 // Where a target spec points. parse_target("alice@10.0.0.1:2222") = {alice, 10.0.0.1, 2222}.

@@ -11,6 +11,8 @@
 --   host_key_policy  "strict" (default: unknown keys refused) or "accept-new" (unknown keys added,
 --                    changed keys refused)
 --   connect_timeout  seconds (10)
+--   dead_after       seconds of silence after which a host that vanished without closing its
+--                    connection (power loss, network cut) is declared lost (30)
 --   ssh_config       ssh_config file (default ~/.ssh/config; "none" for none)
 --   sudo             run the image script (and apt) through `sudo -n` (default false)
 --   install_libraries  apt-get install the packages of missing shared libraries (needs root or sudo)
@@ -26,7 +28,7 @@ Ssh.__index = Ssh
 local function connect(self, i)
   return ssh.connect {
     target = self.hosts[i], key = self.key, known_hosts = self.known_hosts, config = self.ssh_config,
-    host_key_policy = self.host_key_policy, connect_timeout = self.connect_timeout,
+    host_key_policy = self.host_key_policy, connect_timeout = self.connect_timeout, dead_after = self.dead_after,
   }
 end
 
@@ -46,18 +48,15 @@ function Ssh:open(ctx, pool)
   end
 end
 
---- A fresh worker on node's host, on a new exec channel of that host's session (reconnecting
---- once when the session was lost).
+--- A fresh worker on node's host, on a new exec channel of that host's session. A host whose
+--- session was lost is not dialled again here: a connect blocks the pool's loop for up to
+--- connect_timeout, so the node fails at once and the other nodes carry on.
 function Ssh:spawn(node, slot, ctx)
   local s = self.sessions and self.sessions[node]
   if not s then error("sky.providers.ssh: node " .. node .. " was not opened", 0) end
-  local ok, conn = pcall(s.start_worker, s, { path = self.prepared[node].path, workdir = self.workdir,
-                                              label = "node " .. node })
-  if ok then return conn end
-  if s.connected then error(conn, 0) end
-  pcall(s.close, s)
-  s = connect(self, node)
-  self.sessions[node] = s
+  if not s.connected then
+    error("ssh " .. s:describe() .. ": the connection was lost; node " .. node .. " has no worker now", 0)
+  end
   return s:start_worker { path = self.prepared[node].path, workdir = self.workdir, label = "node " .. node }
 end
 
@@ -92,7 +91,7 @@ end
 return function(opts)
   opts = core.check_options(opts, {
     hosts = "table", key = "string", known_hosts = "string", host_key_policy = "string", connect_timeout = "number",
-    ssh_config = "string", sudo = "boolean", install_libraries = "boolean", workdir = "string", quiet = "boolean",
+    ssh_config = "string", sudo = "boolean", dead_after = "number", install_libraries = "boolean", workdir = "string", quiet = "boolean",
   }, "sky.providers.ssh", 3)
   if type(opts.hosts) ~= "table" or #opts.hosts == 0 then
     error("sky.providers.ssh: option 'hosts' must list at least one host (\"user@host:port\" or an ssh_config alias)", 2)
@@ -113,7 +112,7 @@ return function(opts)
   end
   return setmetatable({
     name = "ssh", hosts = hosts, key = opts.key, known_hosts = opts.known_hosts, host_key_policy = policy,
-    connect_timeout = opts.connect_timeout or 10, ssh_config = opts.ssh_config, sudo = opts.sudo == true,
+    connect_timeout = opts.connect_timeout or 10, dead_after = opts.dead_after or 30, ssh_config = opts.ssh_config, sudo = opts.sudo == true,
     install_libraries = opts.install_libraries == true, workdir = opts.workdir, quiet = opts.quiet == true,
   }, Ssh)
 end
