@@ -175,7 +175,7 @@ end
 local function apply_format(ds, value, is_batch)
   local f = formats[ds]
   if not f then return value end
-  return M._format_value(f, value, is_batch)
+  return M._format_value(f, value, is_batch, ds._types)
 end
 
 core.set_index_handler(function(self, key)
@@ -618,12 +618,19 @@ end
 
 M.format_tag = { __name = "datasets.formatted" }
 
--- Converts a row (or a batch) for format f: selected columns of numbers or lists become tensors
--- when the torch module is available, else stay Lua arrays tagged with M.format_tag.
-function M._format_value(f, value, is_batch)
+-- Converts a row (or a batch) for format f: selected columns of numbers, bools or lists of them
+-- become tensors (int64 for integer columns, float32 for floats, as HF's torch formatter does)
+-- when the torch module is available, else stay Lua arrays; the result is tagged with M.format_tag.
+local TORCH_DTYPE = { int64 = "int64", float64 = "float32", bool = "bool", ["list<int64>"] = "int64",
+  ["list<float64>"] = "float32", ["list<bool>"] = "bool" }
+
+function M._format_value(f, value, is_batch, types)
   local out = {}
-  local ok, torch = pcall(require, "torch")
-  if not ok or type(torch) ~= "table" or type(torch.tensor) ~= "function" then torch = nil end
+  local torch
+  if f.type == "torch" then
+    local ok, t = pcall(require, "torch")
+    if ok and type(t) == "table" and type(t.tensor) == "function" then torch = t end
+  end
   local selected
   if f.columns then
     selected = {}
@@ -631,8 +638,10 @@ function M._format_value(f, value, is_batch)
   end
   for k, v in pairs(value) do
     if not selected or selected[k] then
-      if torch and type(v) == "table" or (torch and type(v) == "number") then
-        local okc, tv = pcall(torch.tensor, v)
+      local t = types and types[k]
+      local dtype = t and TORCH_DTYPE[t]  -- ragged lists fail in torch.tensor and stay Lua arrays
+      if torch and dtype and (type(v) == "table" or type(v) == "number" or type(v) == "boolean") then
+        local okc, tv = pcall(torch.tensor, v, { dtype = dtype })
         out[k] = okc and tv or v
       else
         out[k] = v

@@ -710,7 +710,8 @@ class ChunkReader {
       case P_BYTE_ARRAY: {
         if (static_cast<uint64_t>(n) > c.left() / 4 + 1 && n > 0) c.need(static_cast<size_t>(n) * 4);
         out.offsets.reserve(out.offsets.size() + n);
-        if (!f_.float16) out.chars.reserve(out.chars.size() + c.left());
+        if (!f_.float16 && out.chars.capacity() < out.chars.size() + c.left())  // grow geometrically
+          out.chars.reserve(std::max(out.chars.size() + c.left(), 2 * out.chars.capacity()));
         for (int64_t i = 0; i < n; i++) {
           uint32_t len = c.u32();
           c.need(len);

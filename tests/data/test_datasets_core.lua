@@ -182,15 +182,29 @@ T.test("to_json writes JSON lines that load back", function()
   T.eq(back:to_list(), ds:to_list())
 end)
 
-T.test("with_format('torch') tags rows and batches for the collators", function()
-  local ds = small():with_format("torch")
-  T.eq(ds:format(), "torch")
-  local row = ds[1]
-  T.ok(getmetatable(row) == datasets.format_tag or type(row.label) ~= "number")
-  local b = ds:get_batch(1, 2)
-  T.ok(b.label ~= nil)
-  T.eq(small():format(), nil)
-  T.raises(function() small():with_format("arrow") end, "not supported yet: format 'arrow'")
+T.test("with_format('torch') gives tensors (int64 ids, float32 floats) and keeps strings", function()
+  local ds = Dataset.from_list { { ids = { 1, 2, 3 }, label = 1, score = 0.5, text = "a" },
+    { ids = { 4, 5, 6 }, label = 0, score = 1.5, text = "b" } }
+  local t = ds:with_format("torch")
+  T.eq(t:format(), "torch")
+  T.eq(ds:format(), nil)
+  local row, batch = t[1], t:get_batch(1, 2)
+  T.ok(getmetatable(row) == datasets.format_tag)
+  T.eq(row.text, "a")
+  local ok, torch = pcall(require, "torch")
+  if ok and type(torch) == "table" and torch.tensor then
+    T.eq(row.ids.dtype, "int64")
+    T.eq(row.ids:tolist(), { 1, 2, 3 })
+    T.eq(row.score.dtype, "float32")
+    T.eq(batch.ids:tolist(), { { 1, 2, 3 }, { 4, 5, 6 } })
+    T.eq(batch.label:tolist(), { 1, 0 })
+    T.eq(batch.text, { "a", "b" })
+  else
+    T.eq(row.ids, { 1, 2, 3 })  -- no torch in this build: tagged Lua arrays
+  end
+  local only = ds:with_format("torch", { columns = { "label" } })[2]
+  T.eq(only.text, nil)
+  T.raises(function() ds:with_format("arrow") end, "not supported yet: format 'arrow'")
 end)
 
 T.run()

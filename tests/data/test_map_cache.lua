@@ -64,4 +64,25 @@ T.test("the cache lives in HF_DATASETS_CACHE, else HF_HOME/datasets", function()
   T.contains(out, "/x/hf/datasets")
 end)
 
+T.test("long maps draw a progress bar on a terminal and stay quiet otherwise", function()
+  local H = require "hub_testing"
+  local code = [[
+local datasets = require "datasets"
+local t = {}
+for i = 1, 30000 do t[i] = "x" end
+local ds = datasets.Dataset.from_dict { text = t }
+ds:map(function(b) return { n = { #b.text } } end, { batched = true, batch_size = 30000, remove_columns = "text" })
+ds:map(function(r) return { n = 1 } end)
+print("done")
+]]
+  local out = H.run_child(code, {}, { tty = true })
+  T.contains(out, "Map: 100%|####################| 30000/30000")
+  T.contains(out, "examples/s]")
+  local plain, err = H.run_child(code, {})
+  T.eq(plain, "done\n")
+  T.eq(err, "")
+  local quiet = H.run_child(code, { HF_DATASETS_DISABLE_PROGRESS_BARS = "1" }, { tty = true })
+  T.not_contains(quiet, "Map:")
+end)
+
 T.run()
