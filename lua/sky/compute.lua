@@ -54,7 +54,8 @@ RemoteError.__concat = function(a, b)
 end
 
 --- A task's failure: fields kind ("error", "timeout", "died", "cancelled", "closed"), task (its
---- name), node (index), where ("node 2 (local pid 4242)"), message, traceback (remote).
+--- name), node (index), where ("node 2 (local pid 4242)"), message, traceback (remote), value (the
+--- error object the task raised, when it was a table that could travel).
 function M.remote_error(fields) return setmetatable(fields, RemoteError) end
 function M.is_remote_error(v) return getmetatable(v) == RemoteError end
 

@@ -213,7 +213,8 @@ function Pool:_emit(w, line, stream, out)
   if out == false then return end
   line = secret.mask(line)
   if type(out) == "function" then
-    out(w.node, line, stream == K.STDERR and "stderr" or "stdout")
+    local ok, err = pcall(out, w.node, line, stream == K.STDERR and "stderr" or "stdout")
+    if not ok then io.stderr:write("[pool] the output function failed: ", secret.mask(tostring(err)), "\n") end
     return
   end
   local f = stream == K.STDERR and io.stderr or io.stdout
@@ -361,7 +362,7 @@ function Pool:_on_result(w, payload)
     self:_finish(rec, r[2])
   else
     self:_finish(rec, nil, compute.remote_error({ kind = "error", task = rec.name, node = w.node, where = worker_where(w),
-      message = r[2].message, traceback = r[2].traceback }))
+      message = r[2].message, traceback = r[2].traceback, value = r[2].value }))
   end
 end
 
@@ -707,7 +708,7 @@ function Pool:_on_batch(w, payload)
     elseif r.errors and r.errors[j] then
       local e = r.errors[j]
       self:_map_item(job, i, nil, compute.remote_error({ kind = "error", task = job.name, node = w.node, where = where,
-        message = e.message, traceback = e.traceback, item = i }))
+        message = e.message, traceback = e.traceback, value = e.value, item = i }))
     else
       self:_map_item(job, i, r.values[j])
     end

@@ -42,7 +42,8 @@ local function handler(e)
   local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
   if cut then tb = tb:sub(1, cut - 1) end
   tb = tb:gsub("^\n", "")
-  return { message = secret.mask(text), traceback = secret.mask(tb) }
+  -- A structured error (a table) travels too when it can: the driver's error carries it as .value.
+  return { message = secret.mask(text), traceback = secret.mask(tb), value = type(e) == "table" and e or nil }
 end
 
 local function pack(...) return { n = select("#", ...), ... } end
@@ -67,6 +68,11 @@ end
 local function encode_result(ok, value)
   local okenc, bytes = pcall(wire.encode, { ok, value }, "result")
   if okenc then return bytes end
+  if not ok and value.value ~= nil then  -- an error object that cannot travel: its text still does
+    value.value = nil
+    okenc, bytes = pcall(wire.encode, { ok, value }, "result")
+    if okenc then return bytes end
+  end
   return wire.encode({ false, { message = secret.mask(tostring(bytes)), traceback = "" } })
 end
 

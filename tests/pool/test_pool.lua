@@ -97,6 +97,10 @@ T.test("map over 1000 items returns them in order; unordered and return_errors w
     local r = pool:map(function(x) return x * 2 end, items)
     T.eq(#r, 1000)
     for i = 1, 1000 do if r[i] ~= 2 * i then error("item " .. i .. " is " .. tostring(r[i])) end end
+    local okp, structured = pcall(pool.run, pool, sky.compute(function() error({ code = 42, why = "quota" }) end)())
+    T.eq(okp, false)
+    T.eq(structured.value, { code = 42, why = "quota" })
+    T.eq(structured.node, 1)
     local u = pool:map(function(x) return x end, items, { ordered = false })
     table.sort(u)
     T.eq(u[1], 1); T.eq(u[1000], 1000)
