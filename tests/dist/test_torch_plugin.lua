@@ -67,4 +67,14 @@ T.test("a worker that replaced a dead rank says it cannot rejoin; the survivors'
   end)
 end)
 
+T.test("with concurrency 2 each node's first worker is its rank and broadcast's collectives meet", function()
+  local pool = sky.ComputePool { nodes = 2, concurrency = 2, plugins = { sky.plugins.torch { backend = "gloo", timeout = 30 } } }
+  pool:with(function()
+    local per_node = pool:broadcast(sky.compute(function()
+      return { sky.dist.world_size(), sky.dist.all_reduce(sky.dist.rank() + 1), sky.info().slot }
+    end)())
+    T.eq(per_node, { { 2, 3, 1 }, { 2, 3, 1 } })
+  end)
+end)
+
 T.run()

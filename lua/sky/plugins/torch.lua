@@ -1,7 +1,8 @@
 -- sky.plugins.torch: a c10d process group across the pool's workers, created before any task runs.
 --   plugins = { sky.plugins.torch { backend = "gloo" } }   -- or "nccl"; port=, timeout=
--- Each worker is one rank (rank = the pool's worker rank, world size = nodes * concurrency). The
--- driver hands every worker RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR
+-- Each node is one rank (rank = node - 1, world size = nodes): its first worker, where
+-- pool:broadcast runs tasks, joins the group; further workers of a node (concurrency > 1) do not.
+-- The driver hands those workers RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR
 -- (the head node's address as the pool reports it) and MASTER_PORT through the pool's protocol;
 -- each worker's setup joins the group (rank 0, on the head node, hosts the TCPStore) and tasks
 -- reach it as sky.dist. Torn down with the pool. Written with the same hooks as user plugins
@@ -57,26 +58,37 @@ local function new(opts)
       p = port or require("sky.dist").free_port()
       ports[pool] = p
     end
+    -- One rank per node: pool:broadcast runs a task on each node's first worker, so those are the
+    -- processes that can meet in a collective. Further workers of a node (concurrency > 1) stay
+    -- out of the group.
+    if (info.slot or 1) ~= 1 then return { SKYRUN_DIST_OUTSIDE = tostring(info.slot) } end
+    local rank = info.node - 1
     local seen = joined[pool] or {}
     joined[pool] = seen
-    local replaced = seen[info.rank]
-    seen[info.rank] = true
+    local replaced = seen[rank]
+    seen[rank] = true
     return {
-      RANK = info.rank, WORLD_SIZE = info.world_size, LOCAL_RANK = info.local_rank,
-      LOCAL_WORLD_SIZE = pool and pool.concurrency or 1, NODE_RANK = info.node - 1,
+      RANK = rank, WORLD_SIZE = info.nodes, LOCAL_RANK = 0, LOCAL_WORLD_SIZE = 1, NODE_RANK = rank,
       MASTER_ADDR = info.head_address, MASTER_PORT = p,
       -- a worker started again for a rank that died cannot rejoin the running group
-      SKYRUN_DIST_REPLACED = replaced and "1" or "",
+      SKYRUN_DIST_REPLACED = replaced and "1" or "", SKYRUN_DIST_OUTSIDE = "",
     }
   end
 
   -- Runs on the worker: only plain values travel with it (backend, timeout).
   function plugin.setup(info)
     local dist = require "sky.dist"
+    local outside = os.getenv("SKYRUN_DIST_OUTSIDE") or ""
+    if outside ~= "" then
+      dist.set_unavailable(string.format("sky.dist: the torch plugin's group has one rank per node, its first " ..
+        "worker; this is worker %s of node %d (concurrency > 1): run collectives with pool:broadcast",
+        outside, info.node))
+      return
+    end
     if os.getenv("SKYRUN_DIST_REPLACED") == "1" then
-      dist.set_unavailable(string.format("sky.dist: this worker replaced rank %s of the torch plugin's group after " ..
+      dist.set_unavailable(string.format("sky.dist: this worker replaced rank %d of the torch plugin's group after " ..
         "it died; rejoining a running group is not supported yet: close the pool and open a new one",
-        tostring(info.rank)))
+        info.node - 1))
       return
     end
     local head = info.head_address or os.getenv("MASTER_ADDR") or ""
