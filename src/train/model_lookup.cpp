@@ -39,7 +39,9 @@ class NnModel : public TrainableModel {
   void set_training(bool training) override { m_->train(training); }
 
   void to_device(const at::Device& d) override {
-    if (m_->device() != d) m_->to(d, std::nullopt);
+    const at::Device cur = m_->device();
+    // "cuda" means the current device: a model already on cuda:0 stays where it is
+    if (cur.type() != d.type() || (d.has_index() && cur.index() != d.index())) m_->to(d, std::nullopt);
   }
 
   // HF 5.x: these models take **kwargs, so the Trainer passes num_items_in_batch and does not
