@@ -776,7 +776,7 @@ function Trainer:train(opts)
         if a.save_strategy == "steps" and s.global_step % s.save_steps == 0 then self.control.should_save = true end
         if s.global_step >= max_steps then
           self.control.should_training_stop = true
-          if a.save_strategy ~= "no" and a.save_strategy ~= "best" then self.control.should_save = true end
+          if a.save_strategy == "steps" then self.control.should_save = true end  -- HF's DefaultFlowCallback
         end
         if mi >= steps_in_epoch then
           if a.logging_strategy == "epoch" then self.control.should_log = true end
