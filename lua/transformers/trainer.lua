@@ -278,7 +278,7 @@ function Trainer:_engine(max_steps)
     optim = a.optim, learning_rate = a.learning_rate, weight_decay = a.weight_decay, adam_beta1 = a.adam_beta1,
     adam_beta2 = a.adam_beta2, adam_epsilon = a.adam_epsilon, lr_scheduler_type = a.lr_scheduler_type,
     warmup_steps = a:get_warmup_steps(max_steps), total_steps = max_steps, num_cycles = kw.num_cycles,
-    min_lr_rate = min_lr_rate, max_grad_norm = a.max_grad_norm, bf16 = a.bf16 and device ~= "cpu", device = device,
+    min_lr_rate = min_lr_rate, max_grad_norm = a.max_grad_norm, bf16 = a.bf16 and device ~= "cpu", fp16 = a.fp16, device = device,
   })
   return self.engine
 end
@@ -713,7 +713,7 @@ function Trainer:train(opts)
   if self:_progress_enabled() then self._progress = { t0 = wall(), start_step = s.global_step, tokens = 0 } end
   if a.disable_tqdm ~= true and not self._progress then
     print(string.format("***** Running training *****  %d examples, %d epochs, batch %d x %d accumulation, %d steps, %s parameters on %s%s",
-      n, num_epochs, bs, ga, max_steps, fmt_num(info.trainable_parameters), info.device, a.bf16 and info.device ~= "cpu" and " (bf16 autocast)" or ""))
+      n, num_epochs, bs, ga, max_steps, fmt_num(info.trainable_parameters), info.device, a.bf16 and info.device ~= "cpu" and " (bf16 autocast)" or (a.fp16 and " (fp16 autocast, loss scaling)" or "")))
     io.stdout:flush()
   end
   self:_call_event("on_train_begin")

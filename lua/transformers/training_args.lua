@@ -194,7 +194,6 @@ local function build(opts)
       table.concat(M.OPTIMIZERS, "', '"), hint and (" (did you mean '" .. hint .. "'?)") or ""))
   end
   if self.bf16 and self.fp16 then bad("At most one of fp16 and bf16 can be True, but not both") end
-  if self.fp16 then error("not supported yet: TrainingArguments.fp16 (use bf16)", 3) end
 
   for _, k in ipairs { "logging_strategy", "eval_strategy", "save_strategy" } do
     local v = self[k]

@@ -21,17 +21,17 @@ namespace sky::train {
 
 namespace {
 
-// bf16 autocast on CUDA for the scope (HF's bf16=True: fp32 weights, bf16 matmuls).
+// bf16 (or fp16) autocast on CUDA for the scope (HF's bf16=True: fp32 weights, bf16 matmuls).
 class AutocastScope {
  public:
-  explicit AutocastScope(bool on) : on_(on) {
+  explicit AutocastScope(bool on, at::ScalarType dtype = at::kBFloat16) : on_(on) {
     if (!on_) return;
 #if SKY_TORCH_AT_LEAST(2, 4)
     at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_dtype(at::kCUDA, dtype);
 #else
     at::autocast::set_enabled(true);
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_autocast_gpu_dtype(dtype);
 #endif
   }
   ~AutocastScope() {
@@ -53,6 +53,10 @@ class AutocastScope {
 Engine::Engine(std::shared_ptr<TrainableModel> model, EngineConfig cfg) : model_(std::move(model)), cfg_(cfg) {
   if (cfg_.bf16 && !cfg_.device.is_cuda())
     throw std::runtime_error("not supported yet: bf16 on the CPU (bf16 autocast runs on CUDA)");
+  if (cfg_.fp16 && !cfg_.device.is_cuda())
+    throw std::runtime_error("not supported yet: fp16 on the CPU (fp16 autocast runs on CUDA)");
+  scaler_.enabled = cfg_.fp16 || cfg_.loss_scaling;
+  scaler_.scale = cfg_.init_scale;
   model_->to_device(cfg_.device);
   std::vector<NamedParam> params;
   for (NamedParam& p : model_->named_parameters())
@@ -84,7 +88,7 @@ double Engine::forward_backward(const Batch& batch, std::optional<double> num_it
   Batch b = to_device(batch);
   at::Tensor loss;
   {
-    AutocastScope autocast(cfg_.bf16);
+    AutocastScope autocast(cfg_.bf16 || cfg_.fp16, cfg_.fp16 ? at::kHalf : at::kBFloat16);
     bool pass_items = model_->accepts_loss_kwargs() && num_items.has_value();
     ModelOutput out = model_->forward(b, pass_items ? num_items : std::nullopt);
     if (!out.loss.defined())
@@ -93,14 +97,39 @@ double Engine::forward_backward(const Batch& batch, std::optional<double> num_it
     // HF: divide by the accumulation steps unless the model normalised by num_items_in_batch
     if (!pass_items) loss = loss / static_cast<double>(accumulation_steps);
   }
-  loss.backward();
+  if (scaler_.enabled) (loss.to(at::kFloat) * scaler_.scale).backward();
+  else loss.backward();
   return loss.detach().to(at::kFloat).item<double>();
 }
 
 StepResult Engine::optimizer_step() {
   StepResult r;
-  r.grad_norm = cfg_.max_grad_norm > 0 ? clip_grad_norm(optim_->params(), cfg_.max_grad_norm) : NAN;
   r.lr = current_lr();
+  if (scaler_.enabled) {
+    // GradScaler.unscale_ then the inf check; a bad step changes nothing but the scale
+    at::NoGradGuard no_grad;
+    const double inv = 1.0 / scaler_.scale;
+    bool found_inf = false;
+    for (const NamedParam& p : optim_->params()) {
+      at::Tensor g = p.param.grad();
+      if (!g.defined()) continue;
+      g.mul_(inv);
+      if (!found_inf && !g.isfinite().all().item<bool>()) found_inf = true;
+    }
+    if (found_inf) {
+      scaler_.scale *= scaler_.backoff_factor;
+      scaler_.growth_tracker = 0;
+      optim_->zero_grad();
+      r.grad_norm = NAN;
+      r.skipped = true;
+      return r;
+    }
+    if (++scaler_.growth_tracker == scaler_.growth_interval) {
+      scaler_.scale *= scaler_.growth_factor;
+      scaler_.growth_tracker = 0;
+    }
+  }
+  r.grad_norm = cfg_.max_grad_norm > 0 ? clip_grad_norm(optim_->params(), cfg_.max_grad_norm) : NAN;
   optim_->set_lr(r.lr);
   optim_->step();
   ++scheduler_steps_;
@@ -113,7 +142,7 @@ ModelOutput Engine::eval_batch(const Batch& batch) {
   model_->set_training(false);
   at::NoGradGuard no_grad;
   Batch b = to_device(batch);
-  AutocastScope autocast(cfg_.bf16);
+  AutocastScope autocast(cfg_.bf16 || cfg_.fp16, cfg_.fp16 ? at::kHalf : at::kBFloat16);
   // HF 5.17 passes num_items_in_batch in evaluation too (counted per batch with the same rule as
   // in training), which is why GPT2LMHeadModel's eval loss divides by the unshifted label count.
   std::optional<double> items;
@@ -138,6 +167,8 @@ void Engine::state_save(const std::string& folder) const {
     torch::serialize::OutputArchive ar;
     ar.write("last_epoch", at::full({}, static_cast<double>(scheduler_steps_), at::kDouble));
     ar.write("base_lr", at::full({}, cfg_.optim.lr, at::kDouble));
+    ar.write("loss_scale", at::full({}, scaler_.scale, at::kDouble));
+    ar.write("loss_scale_growth_tracker", at::full({}, static_cast<double>(scaler_.growth_tracker), at::kDouble));
     ar.save_to(folder + "/scheduler.pt");
   }
   {
@@ -165,6 +196,11 @@ void Engine::state_load(const std::string& folder) {
     at::Tensor last;
     ar.read("last_epoch", last);
     scheduler_steps_ = static_cast<int64_t>(last.item<double>());
+    at::Tensor scale, tracker;
+    if (ar.try_read("loss_scale", scale) && ar.try_read("loss_scale_growth_tracker", tracker)) {
+      scaler_.scale = scale.item<double>();
+      scaler_.growth_tracker = static_cast<int64_t>(tracker.item<double>());
+    }
     optim_->set_lr(current_lr());
   }
   {

@@ -48,17 +48,32 @@ class TrainableModel {
   virtual bool shifts_labels() const { return false; }
 };
 
+// torch.amp.GradScaler's dynamic loss scale (fp16): scale the loss, unscale the grads, skip the
+// step (and the schedule) when a grad is inf/NaN and halve the scale; double it after
+// growth_interval good steps.
+struct LossScaler {
+  bool enabled = false;
+  double scale = 65536.0;
+  double growth_factor = 2.0, backoff_factor = 0.5;
+  int64_t growth_interval = 2000;
+  int64_t growth_tracker = 0;
+};
+
 struct EngineConfig {
   OptimConfig optim;
   Schedule schedule;
   double max_grad_norm = 1.0;
   bool bf16 = false;
+  bool fp16 = false;            // fp16 autocast on CUDA, with the loss scaler
+  bool loss_scaling = false;    // the scaler without fp16 (tests: scaling by 2^k is exact in fp32)
+  double init_scale = 65536.0;
   at::Device device = at::kCPU;
 };
 
 struct StepResult {
   double grad_norm = 0;  // before clipping; NaN when clipping is off
   double lr = 0;         // the lr this step used
+  bool skipped = false;  // fp16: inf/NaN grads, no update, schedule not advanced
 };
 
 class Engine {
@@ -74,6 +89,7 @@ class Engine {
   ModelOutput eval_batch(const Batch& batch);
 
   int64_t scheduler_steps() const { return scheduler_steps_; }
+  double loss_scale() const { return scaler_.enabled ? scaler_.scale : 1.0; }
   double current_lr() const;
   TrainableModel& model() { return *model_; }
   const EngineConfig& config() const { return cfg_; }
@@ -92,6 +108,7 @@ class Engine {
   EngineConfig cfg_;
   std::unique_ptr<Optimizer> optim_;
   int64_t scheduler_steps_ = 0;
+  LossScaler scaler_;
 };
 
 // Seeds torch's CPU (and CUDA) generators, as transformers.set_seed does for torch.

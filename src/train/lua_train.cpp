@@ -295,7 +295,9 @@ int lua_engine_new(lua_State* L) {
                              {"lr_scheduler_type", OptType::String}, {"warmup_steps", OptType::Integer},
                              {"total_steps", OptType::Integer}, {"num_cycles", OptType::Number},
                              {"min_lr_rate", OptType::Number}, {"max_grad_norm", OptType::Number},
-                             {"bf16", OptType::Boolean}, {"device", OptType::String}});
+                             {"bf16", OptType::Boolean}, {"fp16", OptType::Boolean},
+                             {"loss_scaling", OptType::Boolean}, {"init_scale", OptType::Number},
+                             {"device", OptType::String}});
   EngineConfig cfg;
   cfg.optim.kind = optim_kind_from_name(o.string("optim", "adamw_torch"));
   cfg.optim.lr = o.number("learning_rate", 5e-5);
@@ -310,6 +312,9 @@ int lua_engine_new(lua_State* L) {
   cfg.schedule.min_lr_rate = o.number("min_lr_rate", 0.0);
   cfg.max_grad_norm = o.number("max_grad_norm", 1.0);
   cfg.bf16 = o.boolean("bf16", false);
+  cfg.fp16 = o.boolean("fp16", false);
+  cfg.loss_scaling = o.boolean("loss_scaling", false);
+  cfg.init_scale = o.number("init_scale", 65536.0);
   std::string dev = o.string("device", "cpu");
   cfg.device = at::Device(dev);
   class_push(L, kEngineSpec, torch_call([&] { return std::make_shared<Engine>(std::move(model), cfg); }));
@@ -329,14 +334,15 @@ int engine_forward_backward(lua_State* L) {
   return 1;
 }
 
-// engine:optimizer_step() -> grad_norm (nil when clipping is off), lr used
+// engine:optimizer_step() -> grad_norm (nil when clipping is off), lr used, skipped (fp16 overflow)
 int engine_optimizer_step(lua_State* L) {
   Engine& e = check_engine(L);
   StepResult r = torch_call([&] { return e.optimizer_step(); });
   if (std::isnan(r.grad_norm)) lua_pushnil(L);
   else lua_pushnumber(L, r.grad_norm);
   lua_pushnumber(L, r.lr);
-  return 2;
+  lua_pushboolean(L, r.skipped);
+  return 3;
 }
 
 // engine:eval_batch(batch, want_logits) -> loss|nil, logits table|nil
@@ -398,6 +404,8 @@ int engine_info(lua_State* L) {
   lua_setfield(L, -2, "scheduler_steps");
   lua_pushboolean(L, e.model().accepts_loss_kwargs());
   lua_setfield(L, -2, "model_accepts_loss_kwargs");
+  lua_pushnumber(L, e.loss_scale());
+  lua_setfield(L, -2, "loss_scale");
   return 1;
 }
 

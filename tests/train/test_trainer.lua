@@ -279,6 +279,34 @@ T.test("trainer_state JSON keeps doubles exact through a write and a read (found
   T.raises(function() tcore.json_decode("{\"a\": [1,", "state.json") end, "state.json: invalid JSON at offset")
 end)
 
+T.test("the fp16 loss scaler leaves fp32 results unchanged and skips a step whose grads overflow", function()
+  local rows = rows_of(8, 3)
+  local b = transformers.DataCollatorWithPadding(tok)(rows)
+  local function run(opts)
+    local e = train.engine(tiny(), opts)
+    local out = {}
+    for i = 1, 3 do
+      local loss = e:forward_backward(b, nil, 1)
+      local gn, lr, skipped = e:optimizer_step()
+      out[i] = { loss = loss, grad_norm = gn, lr = lr, skipped = skipped }
+    end
+    return out, e
+  end
+  local plain = run { learning_rate = 0.05, lr_scheduler_type = "constant" }
+  local scaled = run { learning_rate = 0.05, lr_scheduler_type = "constant", loss_scaling = true, init_scale = 1024 }
+  for i = 1, 3 do
+    T.eq(scaled[i].loss, plain[i].loss, "scaling by 2^k is exact: loss of step " .. i)
+    T.eq(scaled[i].grad_norm, plain[i].grad_norm)
+    T.eq(scaled[i].skipped, false)
+  end
+  local over, e = run { learning_rate = 0.05, lr_scheduler_type = "linear", total_steps = 10, loss_scaling = true, init_scale = 1e300 }
+  T.eq(over[1].skipped, true, "inf grads: the step is skipped")
+  T.eq(over[2].loss, over[1].loss, "the weights did not move")
+  T.eq(e:info().scheduler_steps, 0, "nor did the schedule")
+  T.ok(e:info().loss_scale < 1e300 / 4, "the scale backs off")
+  T.raises(function() train.engine(tiny(), { fp16 = true }) end, "not supported yet: fp16 on the CPU")
+end)
+
 T.test("group_by_length batches rows of similar length; the order is a permutation", function()
   local rows = rows_of(64, 5)
   local t = transformers.Trainer { model = tiny(), train_dataset = rows, processing_class = tok,
