@@ -127,8 +127,10 @@ class SshTransport final : public pool::Transport {
   std::string exit_reason(int timeout_ms) override {
     auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
     while (alive() && !lost_ && exit_status_ < 0 && exit_signal_.empty() && Clock::now() < deadline) {
-      int r = ssh_channel_poll(ch_, 1);
-      if (r == SSH_ERROR || !ssh_is_connected(session_->raw())) {
+      // One non-blocking pass over incoming packets (ssh_channel_poll stops reading them once the
+      // channel saw EOF, and the exit-status/exit-signal request comes after the EOF).
+      ssh_channel_get_exit_status(ch_);
+      if (session_->raw() == nullptr || !ssh_is_connected(session_->raw())) {
         lost_ = true;
         lost_reason_ = ssh_get_error(session_->raw());
         break;

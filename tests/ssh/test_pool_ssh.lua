@@ -85,6 +85,27 @@ T.test("the image is applied on the host: env, files in the workers' folder, set
   T.eq(T.read_file(server.home .. "/img/data/vocab.txt"), "hello\nworld\n")
 end)
 
+T.test("a task timeout kills the remote worker and replaces it; a worker killed on the host is reported", function()
+  local pool = sky.ComputePool { provider = provider(), nodes = 1, output = false }
+  pool:with(function()
+    local spin = sky.compute(function() while true do end end, { timeout = 1 })
+    local pid_of = sky.compute(function() return sky.info().pid end)
+    local first = pool:run(pid_of())
+    T.raises(function() pool:run(spin()) end, "no result after 1 s")
+    local second = pool:run(pid_of())
+    T.ok(second ~= first, "a new worker")
+    T.ok(wait_for(function() return os.execute("kill -0 " .. first .. " 2>/dev/null") ~= 0 end, 3), "the stuck worker is gone")
+    -- killed from outside, on the host: the task fails with how it died, the next one runs
+    local f = pool:submit(sky.compute(function() local t0 = os.time() while os.time() - t0 < 10 do end end)())
+    os.execute("sleep 0.3")
+    T.exec("kill -9 " .. second)
+    local err = T.raises(function() f:get() end, "killed by signal SIGKILL on " .. server.spec)
+    T.contains(err, "node 1 (ssh " .. server.spec .. ")")
+    T.ok(pool:run(pid_of()) ~= second)
+  end)
+  T.eq(server:wait_no_processes(5), {})
+end)
+
 T.test("closing the pool stops the remote workers", function()
   local pool = sky.ComputePool { provider = provider(), nodes = 1, concurrency = 2 }
   pool:open()
