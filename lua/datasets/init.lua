@@ -139,7 +139,16 @@ local function describe(v, out, seen)
       local ok, m = pcall(function() return v.fingerprint end)
       if ok and type(m) == "function" then f = m end
     end
-    if not f then return false end
+    if not f then
+      -- a userdata that can travel to a worker (a codec or reducer registered with sky.wire, e.g.
+      -- a tokenizer sent as its files) is described by what it sends
+      local okw, wire = pcall(require, "sky.wire")
+      if not okw then return false end
+      local oke, bytes = pcall(wire.encode, v)
+      if not oke or type(bytes) ~= "string" then return false end
+      out[#out + 1] = "wire" .. #bytes .. ":" .. bytes
+      return true
+    end
     local ok, fp = pcall(f, v)
     if not ok or type(fp) ~= "string" then return false end
     out[#out + 1] = "userdata:" .. fp
@@ -188,6 +197,12 @@ core.set_index_handler(function(self, key)
       error(string.format("index %s out of range for a dataset of %d rows", tostring(key), n), 2)
     end
     return apply_format(self, self:_row(key - 1), false)
+  elseif key == "features" then  -- { column = "int64" | "string" | "list<int64>" ... }
+    return self._types
+  elseif key == "num_columns" then
+    return #self.column_names
+  elseif key == "shape" then
+    return { #self, #self.column_names }
   elseif kt == "string" then
     for _, name in ipairs(self.column_names) do
       if name == key then return self:_column(key) end
@@ -272,6 +287,7 @@ end
 
 --- ds:shuffle{ seed = 42 } (a permutation; no seed: a random one)
 function Dataset:shuffle(opts)
+  if type(opts) == "number" then opts = { seed = opts } end  -- shuffle(42), as HF's positional seed
   opts = check_options(opts, { seed = "integer", generator = "any", keep_in_memory = "boolean",
     load_from_cache_file = "boolean" }, "shuffle")
   local seed = opts.seed
@@ -286,6 +302,7 @@ end
 
 --- ds:train_test_split{ test_size = 0.1, seed = 42 } -> DatasetDict{ train, test }
 function Dataset:train_test_split(opts)
+  if type(opts) == "number" then opts = { test_size = opts } end  -- train_test_split(0.1)
   opts = check_options(opts, { test_size = "number", train_size = "number", seed = "integer", shuffle = "boolean",
     stratify_by_column = "string" }, "train_test_split")
   if opts.stratify_by_column then error("not supported yet: train_test_split stratify_by_column", 2) end
