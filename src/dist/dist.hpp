@@ -42,6 +42,9 @@ struct InitOptions {
   std::string master_addr;  // the host of rank 0's store
   int master_port = -1;
   std::chrono::milliseconds timeout{300000};  // rendezvous and each collective
+  // Polled while waiting for other ranks; true stops the wait with an "interrupted" error
+  // (the Lua binding passes Ctrl-C through it).
+  std::function<bool()> cancelled;
 };
 
 enum class ReduceOp { Sum, Max, Min, Avg, Product };

@@ -9,6 +9,7 @@
 
 #include "dist/dist.hpp"
 #include "host/bind.hpp"
+#include "host/runtime.hpp"
 #include "torch/lua_tensor.hpp"
 
 namespace sky::dist {
@@ -39,7 +40,15 @@ int dist_init_process_group(lua_State* L) {
   double timeout = opts.number("timeout", 300.0);
   if (!(timeout > 0) || timeout > 1e7) throw Error("init_process_group: timeout must be a positive number of seconds");
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000.0));
-  auto g = init_process_group(o);
+  o.cancelled = [L] { return runtime_interrupt_pending(L); };
+  std::shared_ptr<Group> g;
+  try {
+    g = init_process_group(o);
+  } catch (const std::exception& e) {
+    // Ctrl-C stopped the wait: one "interrupted!" error, not a second one from the hook.
+    if (runtime_interrupt_take(L)) throw Error(std::string(e.what()) + ": interrupted!");
+    throw;
+  }
   lua_pushinteger(L, g->rank());        // [rank]
   lua_pushinteger(L, g->world_size());  // [rank, world_size]
   return 2;

@@ -43,6 +43,10 @@ struct DistError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+struct Interrupted : DistError {
+  using DistError::DistError;
+};
+
 [[noreturn]] void fail(const std::string& msg) { throw DistError("dist: " + msg); }
 
 // c10::Error's what() carries a C++ backtrace; users get the message alone.
@@ -80,7 +84,7 @@ std::string ready_key(int r) { return "skyrun/ready/" + std::to_string(r); }
 // Polls with check() rather than a blocking wait: TCPStore's client drops its connection when a
 // wait times out, and we still need it to ask which ranks are missing.
 void wait_all_ranks(c10d::Store& store, int world_size, std::string (*key_of)(int), std::chrono::milliseconds timeout,
-                    const std::string& what) {
+                    const std::string& what, const std::function<bool()>& cancelled) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<bool> seen(static_cast<size_t>(world_size), false);
   int n_seen = 0;
@@ -99,6 +103,7 @@ void wait_all_ranks(c10d::Store& store, int world_size, std::string (*key_of)(in
       break;
     }
     if (n_seen == world_size) return;
+    if (cancelled && cancelled()) throw Interrupted("dist: " + what);
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(50));
@@ -227,7 +232,7 @@ std::shared_ptr<Group> init_process_group(const InitOptions& in) {
            " twice: two processes were given the same RANK, or a replaced worker tried to rejoin a running group "
            "(not supported yet: restart the pool)");
     wait_all_ranks(*store, 1, [](int) { return std::string("skyrun/world_size"); }, o.timeout,
-                   "rendezvous at " + master + " (waiting for rank 0's world size)");
+                   "rendezvous at " + master + " (waiting for rank 0's world size)", o.cancelled);
     auto ws = store->get("skyrun/world_size");
     std::string ws0(ws.begin(), ws.end());
     if (ws0 != std::to_string(o.world_size))
@@ -237,7 +242,7 @@ std::shared_ptr<Group> init_process_group(const InitOptions& in) {
   } catch (const std::exception& e) {
     fail("rendezvous at " + master + " failed on " + who + ": " + message_of(e));
   }
-  wait_all_ranks(*store, o.world_size, joined_key, o.timeout, "rendezvous at " + master);
+  wait_all_ranks(*store, o.world_size, joined_key, o.timeout, "rendezvous at " + master, o.cancelled);
 
   at::Device device(at::kCPU);
   c10::intrusive_ptr<Backend> backend;
@@ -257,7 +262,7 @@ std::shared_ptr<Group> init_process_group(const InitOptions& in) {
   // Every rank has built its backend (Gloo: connected its pairs) before any rank moves on, so
   // rank 0 never drops the store while a peer still reads it.
   store->set(ready_key(o.rank), bytes_of("1"));
-  wait_all_ranks(*store, o.world_size, ready_key, o.timeout, o.backend + " group setup at " + master);
+  wait_all_ranks(*store, o.world_size, ready_key, o.timeout, o.backend + " group setup at " + master, o.cancelled);
 
   g_default = std::make_shared<Group>(store, backend, o.backend, o.rank, o.world_size, device, master, o.timeout);
   return g_default;

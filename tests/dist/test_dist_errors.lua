@@ -76,4 +76,17 @@ T.test("sky.dist reaches the same group and answers is_initialized without loadi
   T.eq(sky.dist.is_initialized(), false)
 end)
 
+T.test("Ctrl-C while rank 0 waits for the others stops the rendezvous at once", function()
+  local port = require("sky.dist").free_port()
+  local t0 = os.time()
+  local _, err = T.sh(string.format(
+    "RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=%d timeout -s INT 4 %s -e %s", port,
+    T.shell_quote(T.skyrun_bin), T.shell_quote("require('sky.dist').init_process_group { timeout = 120 }")))
+  -- (on a very loaded machine the signal may land while LibTorch still loads: then the Lua hook
+  -- raises the bare "interrupted!"; either way the process stops long before the timeout)
+  T.contains(err, "interrupted!")
+  if err:find("rendezvous", 1, true) then T.contains(err, "dist: rendezvous at 127.0.0.1:" .. port .. ": interrupted!") end
+  T.ok(os.time() - t0 < 60, "stopped long before the 120 s timeout")
+end)
+
 T.run()
