@@ -175,8 +175,8 @@ local function derived_fingerprint(ds, ...)
   return M.fingerprint(fp, ...)
 end
 
-local function with_fp(ds, fp)
-  return ds:_set_fingerprint(fp)
+local function with_fp(ds, fp, cache_dir)
+  return ds:_set_fingerprint(fp, cache_dir)
 end
 
 -- ---- indexing -------------------------------------------------------------------------------------------
@@ -460,8 +460,9 @@ local function map_rows(ds, fn, opts, first, count, b, flush, bar)
   end
 end
 
-local function map_cache_path(fp)
-  return M.cache_dir() .. "/skyrun-cache/cache-" .. fp
+-- Beside the input's own cache files (load_dataset's cache_dir), as HF keeps cache-<fp>.arrow.
+local function map_cache_path(ds, fp)
+  return (ds._cache_dir or M.cache_dir()) .. "/skyrun-cache/cache-" .. fp
 end
 
 M._calls = { map_computed = 0, map_cached = 0 }
@@ -509,11 +510,11 @@ function Dataset:map(fn, opts)
     fp = M.fingerprint(self._fingerprint, "map", fn, o.batched, o.batch_size, remove, o.with_indices or false,
       o.input_columns or false)
   end
-  local cache_path = opts.cache_file_name or (fp and map_cache_path(fp))
+  local cache_path = opts.cache_file_name or (fp and map_cache_path(self, fp))
   if cache_path and opts.load_from_cache_file ~= false and opts.keep_in_memory ~= true
       and core.table_exists(cache_path) then
     M._calls.map_cached = M._calls.map_cached + 1
-    return copy_format(self, with_fp(core.load_table(cache_path), fp))
+    return copy_format(self, with_fp(core.load_table(cache_path), fp, self._cache_dir))
   end
   M._calls.map_computed = M._calls.map_computed + 1
 
@@ -530,7 +531,7 @@ function Dataset:map(fn, opts)
       out = core.concat(shards)
       fp = nil
     end
-    return copy_format(self, with_fp(out, fp))
+    return copy_format(self, with_fp(out, fp, self._cache_dir))
   end
 
   local writer = cache_path and opts.keep_in_memory ~= true and core.new_writer(cache_path) or nil
@@ -559,7 +560,7 @@ function Dataset:map(fn, opts)
   else
     result = #chunks == 1 and chunks[1] or core.concat(chunks)
   end
-  return copy_format(self, with_fp(result, writer and fp or nil))
+  return copy_format(self, with_fp(result, writer and fp or nil, self._cache_dir))
 end
 
 --- ds:filter(fn, { batched=, batch_size=, with_indices=, input_columns= }): rows where fn is true.

@@ -198,7 +198,7 @@ local function load_split(fmt, files, o, split, cache_dir, hashed_paths)
   end
   local fp = core.hash(table.concat(parts, "\0"))
   local dir = cache_dir .. "/" .. fmt .. "/default-" .. fp:sub(1, 16) .. "/" .. fp .. "/" .. split
-  if core.table_exists(dir) then return with_fp((core.load_table(dir)), fp) end
+  if core.table_exists(dir) then return with_fp((core.load_table(dir)), fp, cache_dir) end
   local writer = core.new_writer(dir)
   local bar = progress.new("Generating " .. split .. " split", #files, 2)
   for _, f in ipairs(files) do
@@ -208,7 +208,7 @@ local function load_split(fmt, files, o, split, cache_dir, hashed_paths)
   end
   bar:close()
   writer:finish('{"fingerprint":"' .. fp .. '"}')
-  return with_fp((core.load_table(dir)), fp)
+  return with_fp((core.load_table(dir)), fp, cache_dir)
 end
 L.load_split = load_split
 

@@ -184,11 +184,20 @@ int ds_fingerprint(lua_State* L) {
   return 1;
 }
 
+// self:_set_fingerprint(fp [, cache_dir]) -> a new handle with them (cache_dir absent: kept)
 int ds_set_fingerprint(lua_State* L) {
   auto p = check_ds_ptr(L, 1);
   auto copy = std::make_shared<data::Dataset>(*p);
   copy->fingerprint = lua_isnil(L, 2) ? std::string() : std::string(check_string_view(L, 2));
+  if (lua_isstring(L, 3)) copy->cache_dir = lua_tostring(L, 3);
   push_ds(L, copy);
+  return 1;
+}
+
+int ds_cache_dir(lua_State* L) {
+  const auto& d = check_ds(L, 1);
+  if (d.cache_dir.empty()) lua_pushnil(L);
+  else lua_pushlstring(L, d.cache_dir.data(), d.cache_dir.size());
   return 1;
 }
 
@@ -412,7 +421,10 @@ int ds_add_column(lua_State* L) {
   auto t = std::make_shared<Table>(*flat_table(*p));
   t->add(name, b.finish());
   t->num_rows = n;
-  push_ds(L, ds_from_table(t));
+  auto r = std::make_shared<data::Dataset>(*p);
+  r->table = t;
+  r->indices.reset();
+  push_ds(L, r);
   return 1;
 }
 
@@ -513,6 +525,7 @@ const ClassSpec kDatasetSpec{
     {{"num_rows", safe<ds_num_rows>, nullptr},
      {"column_names", safe<ds_column_names>, nullptr},
      {"_fingerprint", safe<ds_fingerprint>, nullptr},
+     {"_cache_dir", safe<ds_cache_dir>, nullptr},
      {"_types", safe<ds_features>, nullptr}},
     safe<ds_tostring>,
     nullptr,

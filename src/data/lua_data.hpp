@@ -16,6 +16,7 @@ struct Dataset {
   TablePtr table;
   std::shared_ptr<const std::vector<int64_t>> indices;  // nullptr: every row in order
   std::string fingerprint;                              // empty: not reproducible (no cache)
+  std::string cache_dir;                                // where map results go (empty: the default)
 
   int64_t size() const { return indices ? static_cast<int64_t>(indices->size()) : table->num_rows; }
   int64_t row(int64_t i) const { return indices ? (*indices)[i] : i; }

@@ -2,6 +2,7 @@
 -- split names, split slicing; malformed files give errors naming the file and the row or column.
 local T = require "testlib"
 local datasets = require "datasets"
+local core_glob = require("datasets.core").glob
 
 local function load(...)
   return datasets.load_dataset(...)
@@ -97,6 +98,10 @@ T.test("the loaded table is cached and reused until the file changes", function(
   T.exec("touch -d '2031-01-01' " .. T.shell_quote(dir .. "/a.jsonl"))
   local d = load("json", with(c, { data_files = dir .. "/a.jsonl", split = "train" }))
   T.eq(d.x, { 1, 2 })
+  -- map results are cached beside the loaded table, in the same cache_dir
+  local m = d:map(function(r) return { y = r.x * 2 } end)
+  T.eq(m.y, { 2, 4 })
+  T.eq(#core_glob(c.cache_dir .. "/skyrun-cache/cache-*"), 1)
 end)
 
 T.test("malformed json, jsonl and csv name the file and the row or line", function()
