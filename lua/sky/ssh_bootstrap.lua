@@ -182,7 +182,7 @@ function M.prepare(session, opts)
       end
       if c ~= 0 then
         local hint = #pkgs > 0 and ("; install them with: apt-get install " .. table.concat(pkgs, " ") ..
-          " (or pass install_libraries=true with sudo=true)") or ""
+          " (or list them in the pool's sky.Image{apt={...}}, or pass install_libraries=true to the provider)") or ""
         fail(host, "skyrun cannot start there: missing shared libraries " .. names .. hint)
       end
     end

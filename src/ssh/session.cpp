@@ -284,6 +284,11 @@ std::unique_ptr<Session> Session::connect(const ConnectOptions& opts) {
       self->fail(std::string("cannot connect: ") + e.what());
     }
     ssh_options_set(s, SSH_OPTIONS_FD, &fd);
+    struct stat st;
+    if (::fstat(fd, &st) == 0) {
+      self->own_fd_ = fd;
+      self->own_ino_ = static_cast<unsigned long>(st.st_ino);
+    }
   }
   if (ssh_connect(s) != SSH_OK) {
     std::string err = ssh_get_error(s);
@@ -370,6 +375,13 @@ void Session::disconnect() {
   ssh_disconnect(session_);
   ssh_free(session_);
   session_ = nullptr;
+  // libssh does not close a socket it was given; close ours unless that number now names
+  // something else
+  struct stat st;
+  if (own_fd_ >= 0 && ::fstat(own_fd_, &st) == 0 && S_ISSOCK(st.st_mode) &&
+      static_cast<unsigned long>(st.st_ino) == own_ino_)
+    ::close(own_fd_);
+  own_fd_ = -1;
 }
 
 // ---- exec channels ----------------------------------------------------------------------------

@@ -96,6 +96,8 @@ class Session {
   [[noreturn]] void fail(const std::string& what);
 
   ssh_session_struct* session_ = nullptr;
+  int own_fd_ = -1;          // the socket we connected (libssh leaves a given fd open)
+  unsigned long own_ino_ = 0;
   std::string name_, user_, host_, fingerprint_;
   int port_ = 22;
   bool host_key_added_ = false;

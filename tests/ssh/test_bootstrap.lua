@@ -86,6 +86,7 @@ T.test("missing shared libraries on the host are named with their Debian package
   T.contains(err, "libssh.so.4 (Debian/Ubuntu package libssh-4)")
   T.contains(err, "libedit.so.2 (Debian/Ubuntu package libedit2)")
   T.contains(err, "apt-get install libedit2 libssh-4")
+  T.contains(err, "sky.Image{apt={...}}")
   -- nothing was marked as checked: the next start checks again
   local _, out = s:run("ls ~/.cache/skyrun/bin/*/")
   T.eq(out, "skyrun\n")

@@ -45,6 +45,29 @@ T.test("a session runs commands with stdin, stdout, stderr and exit status", fun
   T.raises(function() s:run("true") end, "closed")
 end)
 
+T.test("closed sessions leave no descriptor open", function()
+  local pid = io.open("/proc/self/stat"):read("*a"):match("^(%d+)")
+  local function fds()
+    collectgarbage()
+    collectgarbage()
+    local f = io.popen("ls /proc/" .. pid .. "/fd")
+    local n = select(2, f:read("*a"):gsub("\n", ""))
+    f:close()
+    return n
+  end
+  local kh = known_hosts_with(server)
+  local s = ssh.connect { target = server.spec, key = key.private, known_hosts = kh }
+  s:close()
+  local before = fds()
+  for _ = 1, 5 do
+    s = ssh.connect { target = server.spec, key = key.private, known_hosts = kh }
+    s:run("true")
+    s:close()
+  end
+  local after = fds()
+  T.ok(after <= before, string.format("%d descriptors before, %d after", before, after))
+end)
+
 T.test("an upload lands under the remote home with its mode, through a temp name", function()
   local s = ssh.connect { target = server.spec, key = key.private, known_hosts = known_hosts_with(server) }
   local dir = T.tmpdir()
