@@ -45,6 +45,8 @@ for _, name in ipairs(names) do
   end
 end
 
+M.destroy = M.destroy_process_group  -- short name
+
 --- Marks this process as one that cannot have a group, with the message group calls raise.
 function M.set_unavailable(msg) unavailable = msg end
 

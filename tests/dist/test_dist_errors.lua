@@ -72,7 +72,7 @@ T.test("sky.dist reaches the same group and answers is_initialized without loadi
     master_port = require("sky.dist").free_port(), timeout = 5 }
   T.eq(dist.is_initialized(), true)
   T.eq(sky.dist.all_reduce({ 3 }, "max"), { 3 })
-  sky.dist.destroy_process_group()
+  sky.dist.destroy()
   T.eq(sky.dist.is_initialized(), false)
 end)
 
