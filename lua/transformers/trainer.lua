@@ -52,6 +52,16 @@ local function list_dir(dir)
   return out
 end
 
+-- ---- distributed: DDP over sky.dist's process group, when one of several ranks exists --------
+
+local function dist_ctx()
+  local ok, dist = pcall(require, "skyrun.dist")  -- the native module: a group made by any means
+  if ok and dist.is_initialized() and dist.world_size() > 1 then
+    return { dist = dist, rank = dist.rank(), world = dist.world_size() }
+  end
+  return { rank = 0, world = 1 }
+end
+
 -- ---- datasets: plain Lua lists of rows, or datasets.Dataset (1-based ds[i], #ds) --------------
 
 local function ds_len(ds) return #ds end
@@ -234,6 +244,7 @@ local function build_trainer(opts)
   self.state = new_state()
   self.control = new_control()
   self.label_names = args.label_names or { "labels" }
+  self._dist = dist_ctx()
   return self
 end
 
@@ -279,6 +290,7 @@ function Trainer:_engine(max_steps)
     adam_beta2 = a.adam_beta2, adam_epsilon = a.adam_epsilon, lr_scheduler_type = a.lr_scheduler_type,
     warmup_steps = a:get_warmup_steps(max_steps), total_steps = max_steps, num_cycles = kw.num_cycles,
     min_lr_rate = min_lr_rate, max_grad_norm = a.max_grad_norm, bf16 = a.bf16 and device ~= "cpu", fp16 = a.fp16, device = device,
+    world_size = self._dist.world,
   })
   return self.engine
 end
@@ -377,7 +389,7 @@ end
 -- ---- logging: progress line, plain lines, jsonl, tensorboard -----------------------------------
 
 function Trainer:_progress_enabled()
-  if self.args.disable_tqdm == true then return false end
+  if self.args.disable_tqdm == true or self._dist.rank ~= 0 then return false end
   return core.isatty(1)
 end
 
@@ -413,6 +425,7 @@ function Trainer:_emit(logs)
   local hist = self.state.log_history
   hist[#hist + 1] = entry
   self:_call_event("on_log", logs)
+  if self._dist.rank ~= 0 then return end
   if self._progress then
     if logs.loss then self._progress.last_loss = logs.loss end
     if logs.eval_loss or logs.train_runtime then
@@ -653,6 +666,7 @@ end
 --- save_model([output_dir]): the model (and the tokenizer) in HF's layout.
 function Trainer:save_model(dir)
   dir = dir or self.args.output_dir
+  if self._dist.rank ~= 0 then return end  -- the main process saves, as HF's
   mkdir_p(dir)
   model_save(self.model, dir)
   save_processing_class(self.processing_class, dir)
@@ -680,7 +694,10 @@ function Trainer:train(opts)
   local n = ds_len(self.train_dataset)
   if n == 0 then error("Trainer: the train_dataset is empty", 2) end
   local bs, ga = a.per_device_train_batch_size, a.gradient_accumulation_steps
+  local D = self._dist
   local len_dataloader = a.dataloader_drop_last and math.floor(n / bs) or math.ceil(n / bs)
+  -- DDP: rank r takes micro-batches r, r + world, ... (accelerate's batch sharding, even_batches)
+  if D.world > 1 then len_dataloader = math.ceil(len_dataloader / D.world) end
   if len_dataloader == 0 then
     error(string.format("Trainer: %d training rows make no batch of %d with dataloader_drop_last", n, bs), 2)
   end
@@ -711,7 +728,7 @@ function Trainer:train(opts)
   local info = engine:info()
   self._progress = nil
   if self:_progress_enabled() then self._progress = { t0 = wall(), start_step = s.global_step, tokens = 0 } end
-  if a.disable_tqdm ~= true and not self._progress then
+  if a.disable_tqdm ~= true and not self._progress and D.rank == 0 then
     print(string.format("***** Running training *****  %d examples, %d epochs, batch %d x %d accumulation, %d steps, %s parameters on %s%s",
       n, num_epochs, bs, ga, max_steps, fmt_num(info.trainable_parameters), info.device, a.bf16 and info.device ~= "cpu" and " (bf16 autocast)" or (a.fp16 and " (fp16 autocast, loss scaling)" or "")))
     io.stdout:flush()
@@ -729,6 +746,14 @@ function Trainer:train(opts)
     for st = 1, n, bs do
       if st + bs - 1 > n and a.dataloader_drop_last then break end
       micro[#micro + 1] = { first = st, last = math.min(st + bs - 1, n) }
+    end
+    if D.world > 1 then
+      local mine = {}
+      for k = 1, len_dataloader do
+        local idx = (k - 1) * D.world + D.rank + 1
+        mine[k] = micro[(idx - 1) % #micro + 1]  -- short last round: wrap to the first batches
+      end
+      micro = mine
     end
     local steps_in_epoch = #micro
     local remainder = steps_in_epoch % ga
@@ -753,6 +778,7 @@ function Trainer:train(opts)
         if info.model_accepts_loss_kwargs then
           num_items = 0
           for _, b in ipairs(batches) do num_items = num_items + engine:count_items(b) end
+          if D.world > 1 then num_items = D.dist.all_reduce(num_items) end  -- average_tokens_across_devices
         end
         self:_call_event("on_step_begin")
         for _, b in ipairs(batches) do
@@ -790,8 +816,8 @@ function Trainer:train(opts)
         end
         self:_maybe_log_save_evaluate(tr_loss, grad_norm, lr, last_logged)
         if self._logged then
-          total_loss = total_loss + tr_loss
-          tr_loss, last_logged, self._logged = 0, s.global_step, false
+          total_loss = total_loss + self._logged
+          tr_loss, last_logged, self._logged = 0, s.global_step, nil
         end
         if self.control.should_training_stop then stop = true break end
       end
@@ -815,7 +841,7 @@ function Trainer:train(opts)
   }
   self:_emit(metrics)
   if self._progress then self:_draw_progress(true) end
-  if a.disable_tqdm ~= true then
+  if a.disable_tqdm ~= true and D.rank == 0 then
     print(string.format("Training done: %d steps in %.1fs, train_loss %.4f, %s tokens/s", steps_run, runtime, train_loss,
       fmt_num(runtime > 0 and math.floor(tokens_total / runtime) or 0)))
     io.stdout:flush()
@@ -832,17 +858,21 @@ end
 function Trainer:_maybe_log_save_evaluate(tr_loss, grad_norm, lr, last_logged)
   local s, c = self.state, self.control
   if c.should_log and s.global_step > last_logged then
+    if self._dist.world > 1 then tr_loss = self._dist.dist.all_reduce(tr_loss, "avg") end  -- HF logs the mean over ranks
     local logs = { loss = tr_loss / (s.global_step - last_logged), learning_rate = lr }
     if grad_norm ~= nil then logs.grad_norm = grad_norm end
     self:_emit(logs)
-    self._logged = true
+    self._logged = tr_loss  -- the logged sum (averaged over ranks)
   end
   if c.should_evaluate then
     local metrics = self:evaluate()
     local is_new_best = self:_determine_best_metric(metrics)
     if self.args.save_strategy == "best" then c.should_save = is_new_best end
   end
-  if c.should_save then self:_save_checkpoint() end
+  if c.should_save then
+    if self._dist.rank == 0 then self:_save_checkpoint() end
+    if self._dist.world > 1 then self._dist.dist.barrier() end  -- the others may load it next
+  end
 end
 
 M.is_trainer = function(v) return getmetatable(v) == Trainer end

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "dist/dist.hpp"
 #include "sky_config.h"
 #include "torch/compat.hpp"
 
@@ -63,7 +64,16 @@ Engine::Engine(std::shared_ptr<TrainableModel> model, EngineConfig cfg) : model_
     if (p.param.requires_grad()) params.push_back(p);
   optim_ = std::make_unique<Optimizer>(std::move(params), cfg_.optim);
   optim_->set_lr(current_lr());
+  if (cfg_.world_size > 1) sync_params_from_rank0();
 }
+
+std::vector<at::Tensor> Engine::param_tensors() const {
+  std::vector<at::Tensor> ts;
+  for (const NamedParam& p : optim_->params()) ts.push_back(p.param);
+  return ts;
+}
+
+void Engine::sync_params_from_rank0() { sky::dist::sync_parameters(param_tensors(), 0); }
 
 double Engine::current_lr() const { return cfg_.optim.lr * schedule_factor(cfg_.schedule, scheduler_steps_); }
 
@@ -96,6 +106,7 @@ double Engine::forward_backward(const Batch& batch, std::optional<double> num_it
     loss = out.loss;
     // HF: divide by the accumulation steps unless the model normalised by num_items_in_batch
     if (!pass_items) loss = loss / static_cast<double>(accumulation_steps);
+    else if (cfg_.world_size > 1) loss = loss * static_cast<double>(cfg_.world_size);
   }
   if (scaler_.enabled) (loss.to(at::kFloat) * scaler_.scale).backward();
   else loss.backward();
@@ -105,6 +116,7 @@ double Engine::forward_backward(const Batch& batch, std::optional<double> num_it
 StepResult Engine::optimizer_step() {
   StepResult r;
   r.lr = current_lr();
+  if (cfg_.world_size > 1) sky::dist::sync_gradients(param_tensors());  // DDP: mean over ranks
   if (scaler_.enabled) {
     // GradScaler.unscale_ then the inf check; a bad step changes nothing but the scale
     at::NoGradGuard no_grad;

@@ -68,6 +68,11 @@ struct EngineConfig {
   bool loss_scaling = false;    // the scaler without fp16 (tests: scaling by 2^k is exact in fp32)
   double init_scale = 65536.0;
   at::Device device = at::kCPU;
+  // DDP over sky::dist's default group (when one of several ranks exists): parameters start
+  // from rank 0's, gradients are averaged before clipping. With num_items_in_batch counted over
+  // every rank (HF's average_tokens_across_devices), each rank's loss is multiplied by the world
+  // size so that the averaged gradient is the one of the global batch.
+  int64_t world_size = 1;
 };
 
 struct StepResult {
@@ -104,6 +109,8 @@ class Engine {
 
  private:
   Batch to_device(const Batch& b) const;
+  std::vector<at::Tensor> param_tensors() const;
+  void sync_params_from_rank0();
   std::shared_ptr<TrainableModel> model_;
   EngineConfig cfg_;
   std::unique_ptr<Optimizer> optim_;

@@ -297,7 +297,7 @@ int lua_engine_new(lua_State* L) {
                              {"min_lr_rate", OptType::Number}, {"max_grad_norm", OptType::Number},
                              {"bf16", OptType::Boolean}, {"fp16", OptType::Boolean},
                              {"loss_scaling", OptType::Boolean}, {"init_scale", OptType::Number},
-                             {"device", OptType::String}});
+                             {"device", OptType::String}, {"world_size", OptType::Integer}});
   EngineConfig cfg;
   cfg.optim.kind = optim_kind_from_name(o.string("optim", "adamw_torch"));
   cfg.optim.lr = o.number("learning_rate", 5e-5);
@@ -315,6 +315,7 @@ int lua_engine_new(lua_State* L) {
   cfg.fp16 = o.boolean("fp16", false);
   cfg.loss_scaling = o.boolean("loss_scaling", false);
   cfg.init_scale = o.number("init_scale", 65536.0);
+  cfg.world_size = o.integer("world_size", 1);
   std::string dev = o.string("device", "cpu");
   cfg.device = at::Device(dev);
   class_push(L, kEngineSpec, torch_call([&] { return std::make_shared<Engine>(std::move(model), cfg); }));
