@@ -16,7 +16,7 @@ namespace sky::hub::detail {
 
 namespace {
 
-std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+std::string single_quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 // Sleeps for `seconds`, returning early (true) when the call is cancelled.
 bool sleep_cancellable(const Call& c, double seconds) {
@@ -98,17 +98,17 @@ Call call_new(std::string_view repo_id, const RepoOptions& opts) {
                                      std::string_view revision) {
   std::string code = r.header("x-error-code").value_or("");
   std::string server_msg = c.mask(r.header("x-error-message").value_or(""));
-  std::string repo = quoted(c.repo_id);
+  std::string repo = single_quoted(c.repo_id);
   std::string type_note = c.type == RepoType::model ? "" : " (repo_type '" + std::string(repo_type_name(c.type)) + "')";
   std::string license_hint = "accept its license at " + c.repo_url() + " and set HF_TOKEN (or log in with `hf auth login`)";
   std::string status = "HTTP " + std::to_string(r.status);
 
   if (code == "RevisionNotFound")
     throw HubError(ErrorKind::revision_not_found,
-                   "revision " + quoted(revision) + " not found in " + repo + type_note + " at " + c.endpoint, r.status);
+                   "revision " + single_quoted(revision) + " not found in " + repo + type_note + " at " + c.endpoint, r.status);
   if (code == "EntryNotFound" || (r.status == 404 && code.empty() && !filename.empty()))
-    throw HubError(ErrorKind::entry_not_found, "file " + quoted(filename) + " not found in " + repo + type_note +
-                                                   " at revision " + quoted(revision), r.status);
+    throw HubError(ErrorKind::entry_not_found, "file " + single_quoted(filename) + " not found in " + repo + type_note +
+                                                   " at revision " + single_quoted(revision), r.status);
   if (r.status == 401 && server_msg == "Invalid credentials in Authorization header")
     throw HubError(ErrorKind::gated, "the token sent to " + c.endpoint + " was refused as invalid (" + status +
                                          ") while fetching " + repo + ": check HF_TOKEN or log in again", r.status);
@@ -122,9 +122,9 @@ Call call_new(std::string_view repo_id, const RepoOptions& opts) {
     if (r.status == 401 || c.token.empty()) msg += "; if it is private or gated, " + license_hint;
     throw HubError(ErrorKind::repo_not_found, msg, r.status);
   }
-  std::string what = filename.empty() ? repo : quoted(filename) + " of " + repo;
+  std::string what = filename.empty() ? repo : single_quoted(filename) + " of " + repo;
   std::string msg = "the Hub at " + c.endpoint + " answered " + status + " for " + what + " (revision " +
-                    quoted(revision) + ")";
+                    single_quoted(revision) + ")";
   if (!server_msg.empty()) msg += ": " + server_msg;
   throw HubError(ErrorKind::http, msg, r.status);
 }
