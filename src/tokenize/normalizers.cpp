@@ -1,0 +1,512 @@
+// Normalizers of HF tokenizers: NFC/NFD/NFKC/NFKD (utf8proc), Lowercase, Strip, StripAccents,
+// Replace, Prepend, BertNormalizer, Precompiled (SentencePiece charsmap), Sequence. Each keeps
+// the byte alignments to the original text as HF's NormalizedString::transform does.
+#include <utf8proc.h>
+
+#include <cstring>
+
+#include "tokenize/components.hpp"
+
+namespace sky::tok {
+
+namespace {
+
+// Visits the chars of n: f(cp, byte_index, byte_len).
+template <class F>
+void for_chars(const std::string& s, F f) {
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t len;
+    uint32_t c = utf8_next(s, i, &len);
+    f(c, i, len);
+    i += len;
+  }
+}
+
+// ---- Unicode normalization forms ----------------------------------------------------------------
+
+enum class Form { NFC, NFD, NFKC, NFKD };
+
+bool is_segment_start(uint32_t c, bool compat) {
+  if (c < 0x80) return true;
+  const utf8proc_property_t* p = utf8proc_get_property(static_cast<utf8proc_int32_t>(c));
+  if (p->combining_class != 0 || (p->comb_index != UINT16_MAX && p->comb_index >= 0x8000)) return false;
+  if (c >= 0x1100 && c <= 0x11FF) return false;  // Hangul jamo compose across chars
+  if (p->decomp_seqindex != UINT16_MAX && (compat || !p->decomp_type)) {
+    utf8proc_int32_t buf[32];
+    int opts = UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0);
+    int last = 0;
+    utf8proc_ssize_t n = utf8proc_decompose_char(static_cast<utf8proc_int32_t>(c), buf, 32,
+                                                 static_cast<utf8proc_option_t>(opts), &last);
+    if (n > 0) {
+      const utf8proc_property_t* q = utf8proc_get_property(buf[0]);
+      if (q->combining_class != 0 || (q->comb_index != UINT16_MAX && q->comb_index >= 0x8000)) return false;
+    }
+  }
+  return true;
+}
+
+struct UnicodeForm : Normalizer {
+  Form form;
+  explicit UnicodeForm(Form f) : form(f) {}
+  void normalize(Normalized& n) const override {
+    const std::string& s = n.text;
+    size_t i = 0;
+    for (; i < s.size(); i++)
+      if (static_cast<unsigned char>(s[i]) >= 0x80) break;
+    if (i == s.size()) return;  // ASCII is stable under every form
+    bool compat = form == Form::NFKC || form == Form::NFKD;
+    int opts = UTF8PROC_STABLE | UTF8PROC_STRIPNA * 0;
+    opts |= (form == Form::NFC || form == Form::NFKC) ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE;
+    if (compat) opts |= UTF8PROC_COMPAT;
+    Rebuilder rb;
+    rb.reserve(s.size() + 8);
+    // Segments: a starter and what may combine with it; normalized one at a time.
+    std::vector<size_t> starts;  // byte index of each char of the segment
+    size_t seg_begin = 0;
+    auto flush = [&](size_t seg_end) {
+      if (seg_end == seg_begin) return;
+      std::string_view seg(s.data() + seg_begin, seg_end - seg_begin);
+      bool ascii = seg.size() == 1 && static_cast<unsigned char>(seg[0]) < 0x80;
+      if (ascii) {
+        rb.push_bytes(seg, &n.align[seg_begin]);
+        starts.clear();
+        return;
+      }
+      utf8proc_uint8_t* out = nullptr;
+      utf8proc_ssize_t len = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(seg.data()), seg.size(), &out,
+                                          static_cast<utf8proc_option_t>(opts));
+      if (len < 0) {
+        rb.push_bytes(seg, &n.align[seg_begin]);
+      } else {
+        std::string_view o(reinterpret_cast<char*>(out), len);
+        size_t k = 0, j = 0;
+        while (j < o.size()) {
+          size_t cl;
+          uint32_t c = utf8_next(o, j, &cl);
+          size_t src = starts[std::min(k, starts.size() - 1)];
+          rb.push(c, n.align[src]);
+          j += cl;
+          k++;
+        }
+      }
+      free(out);
+      starts.clear();
+    };
+    for_chars(s, [&](uint32_t c, size_t b, size_t) {
+      if (b > 0 && is_segment_start(c, compat)) {
+        flush(b);
+        seg_begin = b;
+      }
+      starts.push_back(b);
+    });
+    flush(s.size());
+    rb.finish(n);
+  }
+};
+
+// ---- simple per-char transforms ----------------------------------------------------------------
+
+struct Lowercase : Normalizer {
+  void normalize(Normalized& n) const override {
+    Rebuilder rb;
+    rb.reserve(n.text.size());
+    for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
+      if (c < 0x80) {
+        rb.text += static_cast<char>((c >= 'A' && c <= 'Z') ? c + 32 : c);
+        rb.align.push_back(n.align[b]);
+        return;
+      }
+      uint32_t out[3];
+      int k = uc_to_lowercase(c, out);
+      for (int q = 0; q < k; q++) rb.push(out[q], n.align[q == 0 ? b : b + len - 1]);
+    });
+    rb.finish(n);
+  }
+};
+
+void strip_normalized(Normalized& n, bool left, bool right) {
+  size_t b = 0, e = n.text.size();
+  if (left) {
+    while (b < e) {
+      size_t len;
+      uint32_t c = utf8_next(n.text, b, &len);
+      if (!uc_is_whitespace(c)) break;
+      b += len;
+    }
+  }
+  if (right) {
+    while (e > b) {
+      size_t p = e - 1;
+      while (p > b && (static_cast<unsigned char>(n.text[p]) & 0xC0) == 0x80) p--;
+      size_t len;
+      uint32_t c = utf8_next(n.text, p, &len);
+      if (!uc_is_whitespace(c)) break;
+      e = p;
+    }
+  }
+  if (b == 0 && e == n.text.size()) return;
+  n.text = n.text.substr(b, e - b);
+  n.align = std::vector<Offsets>(n.align.begin() + b, n.align.begin() + e);
+}
+
+struct Strip : Normalizer {
+  bool left, right;
+  Strip(bool l, bool r) : left(l), right(r) {}
+  void normalize(Normalized& n) const override { strip_normalized(n, left, right); }
+};
+
+template <class Keep>
+void filter_chars(Normalized& n, Keep keep) {
+  Rebuilder rb;
+  rb.reserve(n.text.size());
+  bool changed = false;
+  for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
+    if (keep(c)) rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
+    else changed = true;
+  });
+  if (changed) rb.finish(n);
+}
+
+struct StripAccents : Normalizer {
+  void normalize(Normalized& n) const override { filter_chars(n, [](uint32_t c) { return !uc_is_combining_mark(c); }); }
+};
+
+void prepend_normalized(Normalized& n, const std::string& s) {
+  if (n.text.empty() || s.empty()) return;
+  Offsets a = n.align[0];
+  n.text.insert(0, s);
+  n.align.insert(n.align.begin(), s.size(), a);
+}
+
+struct Prepend : Normalizer {
+  std::string prepend;
+  explicit Prepend(std::string p) : prepend(std::move(p)) {}
+  void normalize(Normalized& n) const override { prepend_normalized(n, prepend); }
+};
+
+}  // namespace
+
+// Replaces every match by content (chars aligned to the match's last byte), as HF's replace.
+void replace_normalized(Normalized& n, const std::vector<Offsets>& matches, const std::string& content) {
+  if (matches.empty()) return;
+  Rebuilder rb;
+  rb.reserve(n.text.size() + matches.size() * content.size());
+  size_t last = 0;
+  for (auto& m : matches) {
+    rb.push_bytes(std::string_view(n.text.data() + last, m.first - last), &n.align[last]);
+    Offsets a = m.second > 0 ? n.align[m.second - 1] : Offsets{0, 0};
+    rb.text.append(content);
+    rb.align.insert(rb.align.end(), content.size(), a);
+    last = m.second;
+  }
+  rb.push_bytes(std::string_view(n.text.data() + last, n.text.size() - last), &n.align[last]);
+  rb.finish(n);
+}
+
+void find_literal(std::string_view text, std::string_view needle, std::vector<Offsets>& out) {
+  if (needle.empty()) return;
+  size_t p = 0;
+  while ((p = text.find(needle, p)) != std::string_view::npos) {
+    out.push_back({uint32_t(p), uint32_t(p + needle.size())});
+    p += needle.size();
+  }
+}
+
+namespace {
+
+struct Replace : Normalizer {
+  std::string literal;
+  std::unique_ptr<Regex> regex;
+  std::string content;
+  void normalize(Normalized& n) const override {
+    thread_local std::vector<Offsets> m;
+    m.clear();
+    if (regex) regex->find_all(n.text, m);
+    else find_literal(n.text, literal, m);
+    replace_normalized(n, m, content);
+  }
+};
+
+// ---- BertNormalizer --------------------------------------------------------------------------------
+
+bool is_chinese_char(uint32_t c) {
+  return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
+         (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+         (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+struct BertNormalizer : Normalizer {
+  bool clean_text = true, handle_chinese_chars = true, strip_accents = true, lowercase = true;
+  UnicodeForm nfd{Form::NFD};
+  Lowercase lower;
+
+  void normalize(Normalized& n) const override {
+    if (clean_text) {
+      Rebuilder rb;
+      rb.reserve(n.text.size());
+      bool changed = false;
+      for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
+        bool ws = c == '\t' || c == '\n' || c == '\r' || uc_is_whitespace(c);
+        bool control = !(c == '\t' || c == '\n' || c == '\r') && (c < 0x20 || c >= 0x7F) && uc_is_other(c);
+        if (c == 0 || c == 0xFFFD || control) { changed = true; return; }
+        if (ws && c != ' ') {
+          changed = true;
+          rb.text += ' ';
+          rb.align.push_back(n.align[b]);
+          return;
+        }
+        rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
+      });
+      if (changed) rb.finish(n);
+    }
+    if (handle_chinese_chars) {
+      Rebuilder rb;
+      bool changed = false;
+      for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
+        if (c >= 0x3400 && is_chinese_char(c)) {
+          changed = true;
+          rb.text += ' ';
+          rb.align.push_back(n.align[b]);
+          rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
+          rb.text += ' ';
+          rb.align.push_back(n.align[b + len - 1]);
+        } else {
+          rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
+        }
+      });
+      if (changed) rb.finish(n);
+    }
+    if (strip_accents) {
+      nfd.normalize(n);
+      filter_chars(n, [](uint32_t c) { return !uc_is_mark_nonspacing(c); });
+    }
+    if (lowercase) lower.normalize(n);
+  }
+};
+
+// ---- Precompiled (SentencePiece's charsmap: a darts-clone double array and a string blob) ----------
+
+std::string base64_decode(const std::string& in, const JsonAt& j) {
+  static int8_t table[256];
+  static bool init = false;
+  if (!init) {
+    memset(table, -1, sizeof table);
+    const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 64; i++) table[static_cast<unsigned char>(a[i])] = static_cast<int8_t>(i);
+    init = true;
+  }
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    if (c == '=') break;
+    if (c == '\n' || c == '\r') continue;
+    int v = table[static_cast<unsigned char>(c)];
+    if (v < 0) j.fail("invalid base64 character");
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xFF);
+    }
+  }
+  return out;
+}
+
+struct Precompiled : Normalizer {
+  std::vector<uint32_t> trie;
+  std::string blob;
+
+  // Value of the first (shortest) key of the trie that is a prefix of s, as spm_precompiled.
+  std::optional<std::string_view> transform(std::string_view s) const {
+    if (trie.empty()) return std::nullopt;
+    auto offset = [](uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); };
+    auto label = [](uint32_t u) { return u & ((1u << 31) | 0xFF); };
+    auto has_leaf = [](uint32_t u) { return ((u >> 8) & 1) == 1; };
+    auto value = [](uint32_t u) { return u & ((1u << 31) - 1); };
+    size_t pos = 0;
+    uint32_t unit = trie[pos];
+    pos ^= offset(unit);
+    for (unsigned char c : s) {
+      if (c == 0) break;
+      pos ^= c;
+      if (pos >= trie.size()) return std::nullopt;
+      unit = trie[pos];
+      if (label(unit) != c) return std::nullopt;
+      pos ^= offset(unit);
+      if (pos >= trie.size()) return std::nullopt;
+      if (has_leaf(unit)) {
+        size_t v = value(trie[pos]);
+        if (v >= blob.size()) return std::nullopt;
+        size_t e = blob.find('\0', v);
+        if (e == std::string::npos) e = blob.size();
+        return std::string_view(blob.data() + v, e - v);
+      }
+    }
+    return std::nullopt;
+  }
+
+  void normalize(Normalized& n) const override {
+    if (trie.empty()) return;
+    const std::string& s = n.text;
+    // (char, change) transformations, then HF's transform().
+    std::vector<std::pair<uint32_t, int>> tr;
+    tr.reserve(s.size());
+    bool modified = false;
+    auto replace = [&](std::string_view old_part, std::string_view new_part) {
+      int old_count = static_cast<int>(utf8_count(old_part));
+      int new_count = static_cast<int>(utf8_count(new_part));
+      int diff = new_count - old_count;
+      size_t first = tr.size();
+      size_t j = 0;
+      while (j < new_part.size()) {
+        size_t cl;
+        tr.push_back({utf8_next(new_part, j, &cl), 0});
+        j += cl;
+      }
+      if (diff > 0) {
+        for (size_t k = tr.size(); k-- > first && diff > 0; diff--) tr[k].second = 1;
+      } else if (diff < 0 && !tr.empty()) {
+        tr.back().second += diff;
+      }
+    };
+    // Extended grapheme clusters.
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t len;
+      uint32_t c = utf8_next(s, i, &len);
+      size_t e = i + len;
+      utf8proc_int32_t state = 0;
+      uint32_t prev = c;
+      while (e < s.size()) {
+        size_t l2;
+        uint32_t d = utf8_next(s, e, &l2);
+        if (utf8proc_grapheme_break_stateful(static_cast<utf8proc_int32_t>(prev), static_cast<utf8proc_int32_t>(d), &state)) break;
+        prev = d;
+        e += l2;
+      }
+      std::string_view g(s.data() + i, e - i);
+      bool done = false;
+      if (g.size() < 6) {
+        if (auto norm = transform(g)) {
+          modified = true;
+          replace(g, *norm);
+          done = true;
+        }
+      }
+      if (!done) {
+        size_t k = i;
+        while (k < e) {
+          size_t cl;
+          uint32_t ch = utf8_next(s, k, &cl);
+          std::string_view part(s.data() + k, cl);
+          if (auto norm = transform(part)) {
+            modified = true;
+            replace(part, *norm);
+          } else {
+            tr.push_back({ch, 0});
+          }
+          k += cl;
+        }
+      }
+      i = e;
+    }
+    if (!modified) return;
+    // HF transform(): walk the old text alongside the changes.
+    Rebuilder rb;
+    rb.reserve(s.size());
+    size_t offset = 0;  // byte position in the old text
+    for (auto& [ch, change] : tr) {
+      Offsets a;
+      if (change > 0) {
+        a = offset >= 1 ? n.align[offset - 1] : Offsets{0, 0};
+      } else {
+        a = offset < n.align.size() ? n.align[offset] : (n.align.empty() ? Offsets{0, 0} : n.align.back());
+        if (offset < s.size()) {
+          size_t cl;
+          utf8_next(s, offset, &cl);
+          offset += cl;
+        }
+        for (int r = 0; r < -change && offset < s.size(); r++) {
+          size_t cl;
+          utf8_next(s, offset, &cl);
+          offset += cl;
+        }
+      }
+      rb.push(ch, a);
+    }
+    rb.finish(n);
+  }
+};
+
+struct SequenceNormalizer : Normalizer {
+  std::vector<std::unique_ptr<Normalizer>> items;
+  void normalize(Normalized& n) const override {
+    for (auto& x : items) x->normalize(n);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Normalizer> normalizer_from_json(const JsonAt& j) {
+  std::string type = j.type_name();
+  if (type == "Sequence") {
+    auto seq = std::make_unique<SequenceNormalizer>();
+    JsonAt items = j.at("normalizers");
+    for (size_t i = 0; i < items.size(); i++) seq->items.push_back(normalizer_from_json(items.at(i)));
+    return seq;
+  }
+  if (type == "NFC") return std::make_unique<UnicodeForm>(Form::NFC);
+  if (type == "NFD") return std::make_unique<UnicodeForm>(Form::NFD);
+  if (type == "NFKC") return std::make_unique<UnicodeForm>(Form::NFKC);
+  if (type == "NFKD") return std::make_unique<UnicodeForm>(Form::NFKD);
+  if (type == "Lowercase") return std::make_unique<Lowercase>();
+  if (type == "Strip") return std::make_unique<Strip>(j.boolean_or("strip_left", true), j.boolean_or("strip_right", true));
+  if (type == "StripAccents") return std::make_unique<StripAccents>();
+  if (type == "Prepend") return std::make_unique<Prepend>(j.str("prepend"));
+  if (type == "Replace") {
+    auto r = std::make_unique<Replace>();
+    JsonAt pat = j.at("pattern");
+    pat.expect_object();
+    if (pat.has("String")) {
+      r->literal = pat.str("String");
+    } else if (pat.has("Regex")) {
+      try {
+        r->regex = std::make_unique<Regex>(pat.str("Regex"));
+      } catch (const std::exception& e) {
+        pat.at("Regex").fail(e.what());
+      }
+    } else {
+      pat.fail("expected a String or Regex pattern");
+    }
+    r->content = j.str("content");
+    return r;
+  }
+  if (type == "BertNormalizer") {
+    auto b = std::make_unique<BertNormalizer>();
+    b->clean_text = j.boolean_or("clean_text", true);
+    b->handle_chinese_chars = j.boolean_or("handle_chinese_chars", true);
+    b->lowercase = j.boolean_or("lowercase", true);
+    b->strip_accents = j.boolean_or("strip_accents", b->lowercase);
+    return b;
+  }
+  if (type == "Precompiled") {
+    auto p = std::make_unique<Precompiled>();
+    auto cm = j.opt("precompiled_charsmap");
+    if (!cm) return p;  // an empty charsmap normalizes nothing
+    std::string data = base64_decode(cm->str(), *cm);
+    if (data.empty()) return p;
+    if (data.size() < 4) cm->fail("charsmap too short");
+    uint32_t trie_size;
+    memcpy(&trie_size, data.data(), 4);
+    if (trie_size % 4 != 0 || 4 + size_t(trie_size) > data.size()) cm->fail("charsmap trie size out of range");
+    p->trie.resize(trie_size / 4);
+    memcpy(p->trie.data(), data.data() + 4, trie_size);
+    p->blob = data.substr(4 + trie_size);
+    return p;
+  }
+  j.at("type").fail("unsupported normalizer type '" + type + "'");
+}
+
+}  // namespace sky::tok
