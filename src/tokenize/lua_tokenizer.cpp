@@ -13,6 +13,7 @@
 #include "host/bind.hpp"
 #include "host/modules.hpp"
 #include "tokenize/tokenizer.hpp"
+#include "wire/wire.hpp"
 
 namespace sky {
 namespace {
@@ -397,6 +398,85 @@ int tok_hardware_threads(lua_State* L) {
   lua_pushnumber(L, std::max(1u, std::thread::hardware_concurrency()));
   return 1;
 }
+
+// ---- travelling to workers (src/wire): a tokenizer goes as its file path (or its JSON text when
+// built from a string) plus its added tokens, and is loaded again on the other side.
+
+void put_u32(std::string& out, uint32_t v) {
+  for (int k = 0; k < 4; k++) out.push_back(static_cast<char>((v >> (8 * k)) & 0xFF));
+}
+void put_str(std::string& out, std::string_view s) {
+  put_u32(out, static_cast<uint32_t>(s.size()));
+  out.append(s);
+}
+struct Reader {
+  std::string_view b;
+  size_t p = 0;
+  uint32_t u32() {
+    if (p + 4 > b.size()) throw wire::WireError("tokenizer: truncated bytes");
+    uint32_t v = 0;
+    for (int k = 0; k < 4; k++) v |= static_cast<uint32_t>(static_cast<unsigned char>(b[p + k])) << (8 * k);
+    p += 4;
+    return v;
+  }
+  std::string_view str() {
+    uint32_t n = u32();
+    if (n > b.size() - p) throw wire::WireError("tokenizer: truncated bytes");
+    std::string_view s = b.substr(p, n);
+    p += n;
+    return s;
+  }
+};
+
+std::string tokenizer_wire_encode(lua_State* L, int idx) {
+  Handle* h = class_test_handle(L, idx, kTokenizerSpec);
+  if (!h || !h->ptr) throw wire::WireError("tokenizer is closed");
+  const Tokenizer& t = *static_cast<Tokenizer*>(h->ptr.get());
+  std::string out;
+  out.push_back(t.from_file_path() ? 'F' : 'J');
+  put_str(out, t.from_file_path() ? t.source() : t.json_text());
+  put_str(out, t.source());
+  const auto& added = t.added_tokens();
+  put_u32(out, static_cast<uint32_t>(added.size()));
+  for (const auto& a : added) {
+    put_str(out, a.content);
+    put_u32(out, (a.special ? 1u : 0u) | (a.single_word ? 2u : 0u) | (a.lstrip ? 4u : 0u) | (a.rstrip ? 8u : 0u) |
+                     (a.normalized ? 16u : 0u));
+  }
+  return out;
+}
+
+void tokenizer_wire_decode(lua_State* L, std::string_view bytes) {
+  Reader r{bytes};
+  if (bytes.empty()) throw wire::WireError("tokenizer: empty bytes");
+  char kind = bytes[0];
+  r.p = 1;
+  std::string payload(r.str());
+  std::string source(r.str());
+  uint32_t n = r.u32();
+  std::vector<tok::AddedToken> added;
+  for (uint32_t i = 0; i < n; i++) {
+    tok::AddedToken a;
+    a.content.assign(r.str());
+    uint32_t f = r.u32();
+    a.special = f & 1, a.single_word = f & 2, a.lstrip = f & 4, a.rstrip = f & 8, a.normalized = f & 16;
+    added.push_back(std::move(a));
+  }
+  std::shared_ptr<Tokenizer> t;
+  try {
+    t = kind == 'F' ? Tokenizer::from_file(payload) : Tokenizer::from_json(payload, source);
+  } catch (const std::exception& e) {
+    throw wire::WireError(std::string("tokenizer could not be loaded here: ") + e.what());
+  }
+  t->add_tokens(added);
+  class_register(L, kTokenizerSpec);
+  class_push(L, kTokenizerSpec, t);
+}
+
+const bool kWireCodecRegistered = [] {
+  wire::register_userdata_codec("skyrun.Tokenizer", {tokenizer_wire_encode, tokenizer_wire_decode, "tokenizer"});
+  return true;
+}();
 
 }  // namespace
 }  // namespace sky

@@ -3,6 +3,7 @@
 // the byte alignments to the original text as HF's NormalizedString::transform does.
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "tokenize/components.hpp"
@@ -23,29 +24,67 @@ void for_chars(const std::string& s, F f) {
   }
 }
 
+// ---- HF's transform() ----------------------------------------------------------------------------
+
+// Applies (char, change) pairs to n as HF's NormalizedString::transform: change 0 replaces the
+// next old char (taking its alignment), change -k also removes k more, change 1 inserts a char
+// aligned like the previous old byte.
+void apply_transform(Normalized& n, const std::vector<std::pair<uint32_t, int>>& tr) {
+  const std::string& s = n.text;
+  Rebuilder rb;
+  rb.reserve(s.size() + 8);
+  size_t offset = 0;
+  auto skip_char = [&]() {
+    if (offset < s.size()) {
+      size_t cl;
+      utf8_next(s, offset, &cl);
+      offset += cl;
+    }
+  };
+  for (auto& [ch, change] : tr) {
+    Offsets a;
+    if (change > 0) {
+      a = offset >= 1 ? n.align[offset - 1] : Offsets{0, 0};
+    } else {
+      a = offset < n.align.size() ? n.align[offset] : (n.align.empty() ? Offsets{0, 0} : n.align.back());
+      skip_char();
+      for (int r = 0; r < -change; r++) skip_char();
+    }
+    rb.push(ch, a);
+  }
+  rb.finish(n);
+}
+
 // ---- Unicode normalization forms ----------------------------------------------------------------
 
 enum class Form { NFC, NFD, NFKC, NFKD };
 
-bool is_segment_start(uint32_t c, bool compat) {
-  if (c < 0x80) return true;
-  const utf8proc_property_t* p = utf8proc_get_property(static_cast<utf8proc_int32_t>(c));
-  if (p->combining_class != 0 || (p->comb_index != UINT16_MAX && p->comb_index >= 0x8000)) return false;
-  if (c >= 0x1100 && c <= 0x11FF) return false;  // Hangul jamo compose across chars
-  if (p->decomp_seqindex != UINT16_MAX && (compat || !p->decomp_type)) {
-    utf8proc_int32_t buf[32];
-    int opts = UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0);
-    int last = 0;
-    utf8proc_ssize_t n = utf8proc_decompose_char(static_cast<utf8proc_int32_t>(c), buf, 32,
-                                                 static_cast<utf8proc_option_t>(opts), &last);
-    if (n > 0) {
-      const utf8proc_property_t* q = utf8proc_get_property(buf[0]);
-      if (q->combining_class != 0 || (q->comb_index != UINT16_MAX && q->comb_index >= 0x8000)) return false;
-    }
-  }
-  return true;
+// Decompositions newer than the Unicode tables of HF's normalizer (unicode-normalization-alignments):
+// HF leaves these code points as they are (tools/tokenize_nfkd_probe.js lists what HF changes).
+bool hf_keeps_undecomposed(uint32_t c, bool compat) {
+  if (c == 0x11938) return true;
+  if (!compat) return false;
+  static const uint32_t ranges[][2] = {{0x32ff, 0x32ff}, {0xa7f2, 0xa7f4}, {0xab69, 0xab69}, {0x10781, 0x10785},
+                                       {0x10787, 0x107b0}, {0x107b2, 0x107ba}, {0x1e030, 0x1e06d}, {0x1f16c, 0x1f16c},
+                                       {0x1fbf0, 0x1fbf9}};
+  for (auto& r : ranges)
+    if (c >= r[0] && c <= r[1]) return true;
+  return false;
 }
 
+int ccc(uint32_t c) { return c < 0x300 ? 0 : utf8proc_get_property(static_cast<utf8proc_int32_t>(c))->combining_class; }
+
+// The canonical composition of (a, b), or 0.
+uint32_t compose_pair(uint32_t a, uint32_t b) {
+  utf8proc_int32_t buf[2] = {static_cast<utf8proc_int32_t>(a), static_cast<utf8proc_int32_t>(b)};
+  utf8proc_ssize_t n = utf8proc_normalize_utf32(buf, 2, static_cast<utf8proc_option_t>(UTF8PROC_COMPOSE | UTF8PROC_STABLE));
+  if (n != 1 || hf_keeps_undecomposed(static_cast<uint32_t>(buf[0]), false)) return 0;
+  return static_cast<uint32_t>(buf[0]);
+}
+
+// As unicode-normalization-alignments: every char decomposes into (first, 0), (rest, +1); marks
+// are reordered with their changes; a composition merges two entries into one with change
+// c1 + c2 - 1. apply_transform() then computes the alignments.
 struct UnicodeForm : Normalizer {
   Form form;
   explicit UnicodeForm(Form f) : form(f) {}
@@ -56,52 +95,61 @@ struct UnicodeForm : Normalizer {
       if (static_cast<unsigned char>(s[i]) >= 0x80) break;
     if (i == s.size()) return;  // ASCII is stable under every form
     bool compat = form == Form::NFKC || form == Form::NFKD;
-    int opts = UTF8PROC_STABLE | UTF8PROC_STRIPNA * 0;
-    opts |= (form == Form::NFC || form == Form::NFKC) ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE;
-    if (compat) opts |= UTF8PROC_COMPAT;
-    Rebuilder rb;
-    rb.reserve(s.size() + 8);
-    // Segments: a starter and what may combine with it; normalized one at a time.
-    std::vector<size_t> starts;  // byte index of each char of the segment
-    size_t seg_begin = 0;
-    auto flush = [&](size_t seg_end) {
-      if (seg_end == seg_begin) return;
-      std::string_view seg(s.data() + seg_begin, seg_end - seg_begin);
-      bool ascii = seg.size() == 1 && static_cast<unsigned char>(seg[0]) < 0x80;
-      if (ascii) {
-        rb.push_bytes(seg, &n.align[seg_begin]);
-        starts.clear();
-        return;
+    bool compose = form == Form::NFC || form == Form::NFKC;
+    int opts = UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0);
+    std::vector<std::pair<uint32_t, int>> v;
+    v.reserve(s.size() + 8);
+    size_t k = 0;
+    while (k < s.size()) {
+      size_t len;
+      uint32_t c = utf8_next(s, k, &len);
+      k += len;
+      if (c < 0xA0 || hf_keeps_undecomposed(c, compat)) {  // nothing below U+00A0 decomposes
+        v.push_back({c, 0});
+        continue;
       }
-      utf8proc_uint8_t* out = nullptr;
-      utf8proc_ssize_t len = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(seg.data()), seg.size(), &out,
-                                          static_cast<utf8proc_option_t>(opts));
-      if (len < 0) {
-        rb.push_bytes(seg, &n.align[seg_begin]);
-      } else {
-        std::string_view o(reinterpret_cast<char*>(out), len);
-        size_t k = 0, j = 0;
-        while (j < o.size()) {
-          size_t cl;
-          uint32_t c = utf8_next(o, j, &cl);
-          size_t src = starts[std::min(k, starts.size() - 1)];
-          rb.push(c, n.align[src]);
-          j += cl;
-          k++;
+      utf8proc_int32_t buf[32];
+      int last = 0;
+      utf8proc_ssize_t m = utf8proc_decompose_char(static_cast<utf8proc_int32_t>(c), buf, 32, static_cast<utf8proc_option_t>(opts), &last);
+      if (m <= 0 || m > 32) {
+        v.push_back({c, 0});
+        continue;
+      }
+      for (utf8proc_ssize_t q = 0; q < m; q++) v.push_back({static_cast<uint32_t>(buf[q]), q == 0 ? 0 : 1});
+    }
+    // Canonical ordering: stable sort of each run of non-starters by combining class.
+    for (size_t a = 0; a < v.size();) {
+      if (ccc(v[a].first) == 0) { a++; continue; }
+      size_t b = a;
+      while (b < v.size() && ccc(v[b].first) != 0) b++;
+      std::stable_sort(v.begin() + a, v.begin() + b, [](auto& x, auto& y) { return ccc(x.first) < ccc(y.first); });
+      a = b;
+    }
+    if (compose) {
+      std::vector<std::pair<uint32_t, int>> w;
+      w.reserve(v.size());
+      int64_t starter = -1;
+      int last_cc = -1;  // -1: nothing since the starter
+      for (auto& e : v) {
+        int cc = ccc(e.first);
+        if (starter >= 0 && (last_cc == -1 || last_cc < cc)) {
+          if (uint32_t comp = compose_pair(w[starter].first, e.first)) {
+            w[starter].first = comp;
+            w[starter].second += e.second - 1;
+            continue;
+          }
         }
+        if (cc == 0) {
+          starter = static_cast<int64_t>(w.size());
+          last_cc = -1;
+        } else {
+          last_cc = cc;
+        }
+        w.push_back(e);
       }
-      free(out);
-      starts.clear();
-    };
-    for_chars(s, [&](uint32_t c, size_t b, size_t) {
-      if (b > 0 && is_segment_start(c, compat)) {
-        flush(b);
-        seg_begin = b;
-      }
-      starts.push_back(b);
-    });
-    flush(s.size());
-    rb.finish(n);
+      v.swap(w);
+    }
+    apply_transform(n, v);
   }
 };
 
@@ -413,30 +461,7 @@ struct Precompiled : Normalizer {
       i = e;
     }
     if (!modified) return;
-    // HF transform(): walk the old text alongside the changes.
-    Rebuilder rb;
-    rb.reserve(s.size());
-    size_t offset = 0;  // byte position in the old text
-    for (auto& [ch, change] : tr) {
-      Offsets a;
-      if (change > 0) {
-        a = offset >= 1 ? n.align[offset - 1] : Offsets{0, 0};
-      } else {
-        a = offset < n.align.size() ? n.align[offset] : (n.align.empty() ? Offsets{0, 0} : n.align.back());
-        if (offset < s.size()) {
-          size_t cl;
-          utf8_next(s, offset, &cl);
-          offset += cl;
-        }
-        for (int r = 0; r < -change && offset < s.size(); r++) {
-          size_t cl;
-          utf8_next(s, offset, &cl);
-          offset += cl;
-        }
-      }
-      rb.push(ch, a);
-    }
-    rb.finish(n);
+    apply_transform(n, tr);
   }
 };
 

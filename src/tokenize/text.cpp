@@ -169,6 +169,18 @@ int uc_to_lowercase(uint32_t c, uint32_t out[3]) {
     out[1] = 0x307;
     return 2;
   }
+  // Case pairs new in Unicode 16 (Rust's tables have them, utf8proc 2.8's do not).
+  if (c >= 0x1C89 && c <= 0xA7DC) {
+    switch (c) {
+      case 0x1C89: out[0] = 0x1C8A; return 1;
+      case 0xA7CB: out[0] = 0x0264; return 1;
+      case 0xA7CC: out[0] = 0xA7CD; return 1;
+      case 0xA7DA: out[0] = 0xA7DB; return 1;
+      case 0xA7DC: out[0] = 0x019B; return 1;
+      default: break;
+    }
+  }
+  if (c >= 0x10D50 && c <= 0x10D65) { out[0] = c + 0x20; return 1; }  // Garay
   out[0] = static_cast<uint32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c)));
   return 1;
 }
@@ -178,23 +190,38 @@ int uc_to_lowercase(uint32_t c, uint32_t out[3]) {
 // Oniguruma's \s (White_Space); PCRE2's UCP \s differs (it includes U+180E).
 static const char* kSpaceClass = "\\t-\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}";
 
-// Code points that Unicode 15.0 (Oniguruma, utf8proc) puts in a general category and PCRE2
-// 10.42's Unicode 14 tables do not (made by comparing utf8proc with PCRE2 over every code point).
-static const char* new_in_unicode15(char cat) {
+// Code points that HF tokenizers' Oniguruma (Unicode 16) puts in a general category and PCRE2
+// 10.42's Unicode 14 tables do not: tools/tokenize_onig_probe.js lists Oniguruma's classes as HF
+// sees them, compared with PCRE2 over every code point (none is the other way round).
+static const char* onig_additions(char cat) {
   switch (cat) {
     case 'L':
-      return "\\x{1123f}-\\x{11240}\\x{11f02}\\x{11f04}-\\x{11f10}\\x{11f12}-\\x{11f33}\\x{1342f}\\x{13441}-\\x{13446}"
-             "\\x{1b132}\\x{1b155}\\x{1df25}-\\x{1df2a}\\x{1e030}-\\x{1e06d}\\x{1e4d0}-\\x{1e4eb}\\x{2b739}\\x{31350}-\\x{323af}";
+      return "\\x{1c89}-\\x{1c8a}\\x{a7cb}-\\x{a7cd}\\x{a7da}-\\x{a7dc}\\x{105c0}-\\x{105f3}"
+             "\\x{10d4a}-\\x{10d65}\\x{10d6f}-\\x{10d85}\\x{10ec2}-\\x{10ec4}\\x{1123f}-\\x{11240}"
+             "\\x{11380}-\\x{11389}\\x{1138b}\\x{1138e}\\x{11390}-\\x{113b5}\\x{113b7}\\x{113d1}\\x{113d3}"
+             "\\x{11bc0}-\\x{11be0}\\x{11f02}\\x{11f04}-\\x{11f10}\\x{11f12}-\\x{11f33}\\x{1342f}"
+             "\\x{13441}-\\x{13446}\\x{13460}-\\x{143fa}\\x{16100}-\\x{1611d}\\x{16d40}-\\x{16d6c}\\x{18cff}"
+             "\\x{1b132}\\x{1b155}\\x{1df25}-\\x{1df2a}\\x{1e030}-\\x{1e06d}\\x{1e4d0}-\\x{1e4eb}"
+             "\\x{1e5d0}-\\x{1e5ed}\\x{1e5f0}\\x{2b739}\\x{2ebf0}-\\x{2ee5d}\\x{31350}-\\x{323af}";
     case 'N':
-      return "\\x{11f50}-\\x{11f59}\\x{1d2c0}-\\x{1d2d3}\\x{1e4f0}-\\x{1e4f9}";
+      return "\\x{10d40}-\\x{10d49}\\x{116d0}-\\x{116e3}\\x{11bf0}-\\x{11bf9}\\x{11f50}-\\x{11f59}"
+             "\\x{16130}-\\x{16139}\\x{16d70}-\\x{16d79}\\x{1ccf0}-\\x{1ccf9}\\x{1d2c0}-\\x{1d2d3}"
+             "\\x{1e4f0}-\\x{1e4f9}\\x{1e5f1}-\\x{1e5fa}";
     case 'P':
-      return "\\x{11b00}-\\x{11b09}\\x{11f43}-\\x{11f4f}";
-    case 'M':
-      return "\\x{cf3}\\x{ece}\\x{10efd}-\\x{10eff}\\x{11241}\\x{11f00}-\\x{11f01}\\x{11f03}\\x{11f34}-\\x{11f3a}"
-             "\\x{11f3e}-\\x{11f42}\\x{13440}\\x{13447}-\\x{13455}\\x{1e08f}\\x{1e4ec}-\\x{1e4ef}";
+      return "\\x{1b4e}-\\x{1b4f}\\x{1b7f}\\x{10d6e}\\x{113d4}-\\x{113d5}\\x{113d7}-\\x{113d8}"
+             "\\x{11b00}-\\x{11b09}\\x{11be1}\\x{11f43}-\\x{11f4f}\\x{16d6d}-\\x{16d6f}\\x{1e5ff}";
     case 'S':
-      return "\\x{1f6dc}\\x{1f774}-\\x{1f776}\\x{1f77b}-\\x{1f77f}\\x{1f7d9}\\x{1fa75}-\\x{1fa77}\\x{1fa87}-\\x{1fa88}"
-             "\\x{1faad}-\\x{1faaf}\\x{1fabb}-\\x{1fabd}\\x{1fabf}\\x{1face}-\\x{1facf}\\x{1fada}-\\x{1fadb}\\x{1fae8}\\x{1faf7}-\\x{1faf8}";
+      return "\\x{2427}-\\x{2429}\\x{2ffc}-\\x{2fff}\\x{31e4}-\\x{31e5}\\x{31ef}\\x{10d8e}-\\x{10d8f}"
+             "\\x{1cc00}-\\x{1ccef}\\x{1cd00}-\\x{1ceb3}\\x{1f6dc}\\x{1f774}-\\x{1f776}\\x{1f77b}-\\x{1f77f}"
+             "\\x{1f7d9}\\x{1f8b2}-\\x{1f8bb}\\x{1f8c0}-\\x{1f8c1}\\x{1fa75}-\\x{1fa77}\\x{1fa87}-\\x{1fa89}"
+             "\\x{1fa8f}\\x{1faad}-\\x{1faaf}\\x{1fabb}-\\x{1fabf}\\x{1fac6}\\x{1face}-\\x{1facf}"
+             "\\x{1fada}-\\x{1fadc}\\x{1fadf}\\x{1fae8}-\\x{1fae9}\\x{1faf7}-\\x{1faf8}\\x{1fbcb}-\\x{1fbef}";
+    case 'M':
+      return "\\x{897}\\x{cf3}\\x{ece}\\x{10d69}-\\x{10d6d}\\x{10efc}-\\x{10eff}\\x{11241}"
+             "\\x{113b8}-\\x{113c0}\\x{113c2}\\x{113c5}\\x{113c7}-\\x{113ca}\\x{113cc}-\\x{113d0}\\x{113d2}"
+             "\\x{113e1}-\\x{113e2}\\x{11f00}-\\x{11f01}\\x{11f03}\\x{11f34}-\\x{11f3a}\\x{11f3e}-\\x{11f42}"
+             "\\x{11f5a}\\x{13440}\\x{13447}-\\x{13455}\\x{1611e}-\\x{1612f}\\x{1e08f}\\x{1e4ec}-\\x{1e4ef}"
+             "\\x{1e5ee}-\\x{1e5ef}";
     default:
       return nullptr;
   }
@@ -215,8 +242,8 @@ static std::string rewrite_pattern(const std::string& p) {
       } else if (d == 'S' && !in_class) {
         out += std::string("[^") + kSpaceClass + "]";
       } else if ((d == 'p' || d == 'P') && i + 3 < p.size() && p[i + 1] == '{' && p[i + 3] == '}' &&
-                 new_in_unicode15(p[i + 2]) && !(d == 'P' && in_class)) {
-        std::string cls = std::string("\\p{") + p[i + 2] + "}" + new_in_unicode15(p[i + 2]);
+                 onig_additions(p[i + 2]) && !(d == 'P' && in_class)) {
+        std::string cls = std::string("\\p{") + p[i + 2] + "}" + onig_additions(p[i + 2]);
         if (in_class) out += cls;
         else out += (d == 'p' ? "[" : "[^") + cls + "]";
         i += 3;

@@ -320,7 +320,7 @@ std::shared_ptr<Tokenizer> Tokenizer::from_file(const std::string& path) {
   if (!f) throw std::runtime_error("cannot read tokenizer file " + path);
   std::stringstream ss;
   ss << f.rdbuf();
-  return from_json(ss.str(), path);
+  return parse(ss.str(), path);
 }
 
 static Direction direction_from(const JsonAt& j, const char* key) {
@@ -331,6 +331,12 @@ static Direction direction_from(const JsonAt& j, const char* key) {
 }
 
 std::shared_ptr<Tokenizer> Tokenizer::from_json(std::string_view json, const std::string& source) {
+  auto t = parse(json, source);
+  t->json_.assign(json);
+  return t;
+}
+
+std::shared_ptr<Tokenizer> Tokenizer::parse(std::string_view json, const std::string& source) {
   rapidjson::Document doc;
   doc.Parse<rapidjson::kParseFullPrecisionFlag>(json.data(), json.size());
   if (doc.HasParseError()) {
@@ -557,13 +563,16 @@ void Tokenizer::truncate_encodings(Encoding& a, Encoding* b, const Truncation& t
         size_t n1 = a.size(), n2 = b->size();
         bool swap = false;
         if (n1 > n2) { std::swap(n1, n2); swap = true; }
-        if (n1 > t.max_length) n2 = n1;
+        // As HF tokenizers 0.23.2 behaves (measured through npm): when even the shorter one is
+        // over the budget, the first sequence gets the smaller half, whichever is longer.
+        bool both_long = n1 > t.max_length;
+        if (both_long) n2 = n1;
         else n2 = std::max(n1, t.max_length - n1);
         if (n1 + n2 > t.max_length) {
           n1 = t.max_length / 2;
           n2 = n1 + t.max_length % 2;
         }
-        if (swap) std::swap(n1, n2);
+        if (swap && !both_long) std::swap(n1, n2);
         encoding_truncate(a, n1, t.direction);
         encoding_truncate(*b, n2, t.direction);
       } else {

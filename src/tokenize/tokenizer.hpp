@@ -97,6 +97,9 @@ class Tokenizer {
   const std::optional<Truncation>& default_truncation() const { return truncation_; }
   const std::optional<Padding>& default_padding() const { return padding_; }
   const std::string& source() const { return source_; }
+  // The JSON text when built from a string (so it can travel); empty when loaded from a file.
+  const std::string& json_text() const { return json_; }
+  bool from_file_path() const { return json_.empty(); }
 
   static void pad_encodings(std::vector<Encoding>& encodings, const Padding& p);
   static void truncate_encodings(Encoding& a, Encoding* b, const Truncation& t);
@@ -108,7 +111,10 @@ class Tokenizer {
   void refresh_added();
   Encoding post_process(Encoding a, std::optional<Encoding> b, const EncodeOptions& opts) const;
 
+  static std::shared_ptr<Tokenizer> parse(std::string_view json, const std::string& source_name);
+
   std::string source_;
+  std::string json_;
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
   std::unique_ptr<Model> model_;

@@ -6,6 +6,8 @@
 //     of the seeded fuzz set) and OUTDIR/<name>.ref, or OUTDIR/<name>.loaderr when HF refuses
 //     the file
 //   node hf_reference.js dump TOKENIZER.json INPUTS.jsonl LINE...
+//   node hf_reference.js bench-inputs SEED COUNT SHAKESPEARE OUTDIR   (tools/bench tokenizers)
+//   node hf_reference.js bench TOKENIZER.json INPUTS.jsonl            (prints MB/s, best of 3)
 'use strict';
 const fs = require('fs');
 
@@ -115,13 +117,14 @@ async function run(tok, inputs, outPath) {
     }
   }
   // Pass 2: pairs (input i with input i+1) with truncation, and batches of 8 with truncation and
-  // padding, right then left; the first 4000 inputs.
-  const n2 = Math.min(inputs.length - 1, 4000);
+  // padding, right then left; the last 1001 inputs (fuzz strings).
+  const base = Math.max(0, inputs.length - 1001);
+  const n2 = Math.min(inputs.length - 1 - base, 1000);
   const pairLines = [];
   tok.setTruncation(24, { strategy: 'LongestFirst' });
   for (let b = 0; b < n2; b += 200) {
     const jobs = [];
-    for (let i = b; i < Math.min(n2, b + 200); i++) jobs.push(tok.encode(inputs[i], inputs[i + 1]));
+    for (let i = b; i < Math.min(n2, b + 200); i++) jobs.push(tok.encode(inputs[base + i], inputs[base + i + 1]));
     for (const e of await Promise.all(jobs)) pairLines.push('P ' + [fnv(e.getIds().join(',')), fnv(e.getTypeIds().join(',')), fnv(serOffsets(e.getOffsets()))].join(' '));
   }
   const batchLines = [];
@@ -133,7 +136,7 @@ async function run(tok, inputs, outPath) {
     tok.setTruncation(m.trunc[0], m.trunc[1]);
     tok.setPadding(m.pad);
     for (let b = 0; b + 8 <= n2; b += 8) {
-      const encs = await tok.encodeBatch(inputs.slice(b, b + 8));
+      const encs = await tok.encodeBatch(inputs.slice(base + b, base + b + 8));
       batchLines.push('B ' + encs.map((e) => fnv(e.getIds().join(',') + '|' + e.getAttentionMask().join(',') + '|' + e.getTypeIds().join(','))).join(' '));
     }
   }
@@ -178,6 +181,28 @@ async function main() {
       }
       await run(tok, inputs, `${outDir}/${name}.ref`);
     }
+  } else if (mode === 'bench-inputs') {
+    const [seed, count, shakespeare, outDir] = args;
+    const lines = fs.readFileSync(shakespeare, 'utf8').split('\n').filter((l) => l.length > 0);
+    fs.writeFileSync(`${outDir}/shakespeare.jsonl`, lines.map((s) => JSON.stringify(s)).join('\n') + '\n');
+    const fuzz = generate(Number(seed) + 1, Number(count));
+    fs.writeFileSync(`${outDir}/fuzz.jsonl`, fuzz.map((s) => JSON.stringify(s)).join('\n') + '\n');
+  } else if (mode === 'bench') {
+    const { Tokenizer } = require('tokenizers');
+    const tok = Tokenizer.fromFile(args[0]);
+    tok.disableTruncation();
+    tok.disablePadding();
+    const inputs = readInputs(args[1]);
+    const bytes = inputs.reduce((n, s) => n + Buffer.byteLength(s, 'utf8'), 0);
+    let best = Infinity;
+    for (let r = 0; r < 3; r++) {
+      const t0 = process.hrtime.bigint();
+      const encs = await tok.encodeBatch(inputs);
+      // The ids and masks as JS arrays, as ours returns Lua lists.
+      for (const e of encs) { e.getIds(); e.getAttentionMask(); }
+      best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+    console.log((bytes / best / 1e6).toFixed(3));
   } else if (mode === 'dump') {
     await dump(args[0], args[1], args.slice(2).map(Number));
   } else {

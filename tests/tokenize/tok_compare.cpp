@@ -8,6 +8,7 @@
 #include <rapidjson/writer.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -115,12 +116,13 @@ int main(int argc, char** argv) {
     std::string ours[5] = {fnv(join_ids(e.ids)), fnv(join_tokens(e.tokens)), fnv(join_offsets(e.offsets)), fnv(dec), fnv(dec_skip)};
     std::istringstream ss(ref[i]);
     bool any = false;
+    static const bool ids_only = getenv("TOK_COMPARE_IDS_ONLY") != nullptr;
     for (int k = 0; k < 5; k++) {
       std::string theirs;
       ss >> theirs;
       if (theirs != ours[k]) {
         bad[k]++;
-        any = true;
+        if (!ids_only || k == 0) any = true;
       }
     }
     if (any && reported < max_report) {
@@ -139,14 +141,16 @@ int main(int argc, char** argv) {
     }
   }
   // Pairs and batches (see hf_reference.js run, pass 2).
-  size_t n2 = std::min<size_t>(inputs.size() - 1, 4000);
+  size_t base = inputs.size() > 1001 ? inputs.size() - 1001 : 0;
+  size_t n2 = std::min<size_t>(inputs.size() - 1 - base, 1000);
   size_t r = inputs.size();
   size_t bad_pairs = 0, bad_batches = 0;
   {
     EncodeOptions po;
     po.truncation = Truncation{};
     po.truncation->max_length = 24;
-    std::vector<std::string_view> a(views.begin(), views.begin() + n2), b(views.begin() + 1, views.begin() + n2 + 1);
+    std::vector<std::string_view> a(views.begin() + base, views.begin() + base + n2),
+        b(views.begin() + base + 1, views.begin() + base + n2 + 1);
     std::vector<Encoding> pe = tok->encode_batch(a, &b, po, 2);
     for (size_t i = 0; i < n2; i++, r++) {
       std::string ours = "P " + fnv(join_ids(pe[i].ids)) + " " + fnv(join_ids(pe[i].type_ids)) + " " + fnv(join_offsets(pe[i].offsets));
@@ -176,7 +180,7 @@ int main(int argc, char** argv) {
       bo.padding->direction = Direction::Left;
     }
     for (size_t b = 0; b + 8 <= n2; b += 8, r++) {
-      std::vector<std::string_view> chunk(views.begin() + b, views.begin() + b + 8);
+      std::vector<std::string_view> chunk(views.begin() + base + b, views.begin() + base + b + 8);
       std::vector<Encoding> be = tok->encode_batch(chunk, nullptr, bo, 1);
       std::string ours = "B";
       for (auto& e : be) ours += " " + fnv(join_ids(e.ids) + "|" + join_ids(e.attention_mask) + "|" + join_ids(e.type_ids));
