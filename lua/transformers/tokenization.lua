@@ -11,7 +11,16 @@ local M = {}
 local SPECIAL_NAMES = { "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token" }
 local IS_SPECIAL_NAME = {}
 for _, n in ipairs(SPECIAL_NAMES) do IS_SPECIAL_NAME[n] = true end
-local VERY_LARGE_INTEGER = 1e30  -- transformers' model_max_length when none is known
+local VERY_LARGE_INTEGER = 1e30
+local ROLE_DEFAULTS = {
+  pad_token = { "[PAD]", "<pad>", "<|pad|>" },
+  unk_token = { "[UNK]", "<unk>", "<|endoftext|>" },
+  cls_token = { "[CLS]", "<cls>" },
+  sep_token = { "[SEP]", "<sep>" },
+  mask_token = { "[MASK]", "<mask>" },
+  bos_token = { "<s>", "<|begin_of_text|>", "<|startoftext|>", "<bos>", "<|endoftext|>" },
+  eos_token = { "</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>" },
+}  -- transformers' model_max_length when none is known
 
 -- Classes whose model_input_names include token_type_ids (transformers' defaults).
 local TYPE_IDS_CLASSES = { "Bert", "Electra", "Albert", "XLNet", "Funnel", "LayoutLM", "SqueezeBert", "MobileBert",
@@ -131,6 +140,22 @@ local function new_tokenizer(native, config, name_or_path)
     if #list > 0 then native:add_tokens(list) end
   end
   for _, n in ipairs(SPECIAL_NAMES) do self._special[n] = token_text(config[n]) end
+  -- A role the config leaves unset takes the conventional token of that role when the file has it
+  -- as a special token, as the model classes' defaults give it (BertTokenizer's [PAD], T5's <pad>,
+  -- Llama's <s>/</s>, GPT-2's <|endoftext|> ...).
+  local special_added = {}
+  for _, t in ipairs(native:added_tokens()) do if t.special then special_added[t.content] = true end end
+  local cls = type(config.tokenizer_class) == "string" and config.tokenizer_class or ""
+  if cls:match("^GPT2") or cls:match("^GPTNeoX") or cls:match("^CodeGen") then
+    if native:token_to_id("<|endoftext|>") then special_added["<|endoftext|>"] = true end
+  end
+  for role, names in pairs(ROLE_DEFAULTS) do
+    if self._special[role] == nil then
+      for _, name in ipairs(names) do
+        if special_added[name] then self._special[role] = name break end
+      end
+    end
+  end
   if type(config.additional_special_tokens) == "table" then
     for _, v in ipairs(config.additional_special_tokens) do
       self._special.additional_special_tokens[#self._special.additional_special_tokens + 1] = token_text(v)
