@@ -89,4 +89,16 @@ T.test("Ctrl-C while rank 0 waits for the others stops the rendezvous at once", 
   T.ok(os.time() - t0 < 60, "stopped long before the 120 s timeout")
 end)
 
+T.test("a second rank 0 on a port already taken names the store address and the bind error", function()
+  local port = require("sky.dist").free_port()
+  local function rank0(timeout)
+    return string.format("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=%d %s -e %s", port,
+      T.shell_quote(T.skyrun_bin), T.shell_quote("require('sky.dist').init_process_group { timeout = " .. timeout .. " }"))
+  end
+  -- the first holds the port while it waits for rank 1 (stopped once the second has answered)
+  local out, err = T.sh(rank0(30) .. " & first=$!; sleep 2; " .. rank0(3) .. "; kill $first; wait")
+  T.contains(out .. err, "rank 0 cannot host the rendezvous store at 127.0.0.1:" .. port .. " (MASTER_ADDR:MASTER_PORT)")
+  T.contains(out .. err, "Address already in use")
+end)
+
 T.run()
