@@ -99,56 +99,101 @@ end
 
 local function fail(host, msg) error("ssh " .. host .. ": " .. msg, 0) end
 
---- Prepares one host. session: a sky.ssh.core session. opts:
+-- Runs one job per host side by side (sky.ssh.core.run_many); jobs[i] may be nil (nothing for
+-- host i). Returns the results, indexed like jobs.
+local function run_side_by_side(jobs, count)
+  local list, where = {}, {}
+  for i = 1, count do
+    if jobs[i] then
+      list[#list + 1] = jobs[i]
+      where[#list] = i
+    end
+  end
+  local out = {}
+  if #list == 0 then return out end
+  for k, r in ipairs(core.run_many(list)) do out[where[k]] = r end
+  return out
+end
+
+--- Prepares hosts, side by side (one thread per host for the slow steps: the upload, the image
+--- script, the library check). sessions: sky.ssh.core sessions. opts:
 ---   image (an object with :script(lines), optional), bootstrap (plugins' extra script lines),
 ---   workdir (where the script runs: the workers' folder), sudo (run the image script and apt through
 ---   `sudo -n`), install_libraries (apt-get install missing libraries), quiet (no streamed output),
----   binary ("/proc/self/exe"), out (function(line) for streamed lines; default io.stdout).
---- Returns { path = remote skyrun, home = remote $HOME, os =, arch =, uploaded = bool, checked = bool }.
-function M.prepare(session, opts)
+---   binary ("/proc/self/exe"), out (function(line) for streamed lines; default this process's stdout).
+--- Returns, per host, { path = remote skyrun, home = remote $HOME, os =, arch =, uploaded = bool,
+--- checked = bool }. The first host (in order) that fails raises its error, naming it.
+function M.prepare_all(sessions, opts)
   opts = opts or {}
-  local host = session:describe()
-  local prefix = "[" .. host .. "] "
+  local n = #sessions
   local binary = opts.binary or "/proc/self/exe"
   local sha = core.sha256_file(binary)
   local rel = ".cache/skyrun/bin/" .. sha .. "/skyrun"
-
-  -- one round trip: system, home, and whether this exact binary is cached and was checked
-  local code, out, err = session:run(
-    "uname -s -m; printf '%s\\n' \"$HOME\"; " ..
-    "if test -x ~/" .. rel .. "; then echo cached; else echo missing; fi; " ..
-    "if test -f ~/" .. rel .. ".checked; then echo checked; else echo unchecked; fi", { timeout = 60 })
-  if code ~= 0 then fail(host, "cannot inspect the host (exit " .. code .. "): " .. err) end
-  local sys, arch, home, cached, checked = out:match("^(%S+)%s+(%S+)\n([^\n]*)\n(%a+)\n(%a+)")
-  if not sys then fail(host, "unexpected answer from uname: " .. out) end
-  local here = this_machine()
-  if sys ~= here.os or arch ~= here.arch then
-    fail(host, "the host runs " .. sys .. " " .. arch .. " but this skyrun is built for " .. here.os .. " " ..
-      here.arch .. ": not supported yet: workers on another OS or architecture")
+  local hosts, prefixes, infos = {}, {}, {}
+  for i, s in ipairs(sessions) do
+    hosts[i] = s:describe()
+    prefixes[i] = "[" .. hosts[i] .. "] "
   end
-  local info = { os = sys, arch = arch, home = home, path = home .. "/" .. rel, uploaded = false, checked = false }
-
-  if cached ~= "cached" then
-    session:upload(binary, "~/" .. rel, tonumber("755", 8))
-    info.uploaded = true
-  end
-
-  local function stream(line)
-    if opts.quiet then return end
-    if opts.out then opts.out(prefix .. line) else io.stdout:write(prefix, line, "\n") io.stdout:flush() end
-  end
-  local function run_streamed(cmd, stdin)
-    local lines = {}
-    -- output is streamed through the native prefix writer unless a custom sink or quiet is asked
-    if opts.quiet or opts.out then
-      local c, o, e = session:run(cmd, { stdin = stdin })
-      for line in (o .. e):gmatch("[^\n]+") do stream(line) lines[#lines + 1] = line end
-      return c, lines
+  local function check_all(results, what)
+    for i = 1, n do
+      local r = results[i]
+      if r and r.error then error(r.error, 0) end
+      if r and what then what(i, r) end
     end
-    local c = session:run(cmd, { stdin = stdin, prefix = prefix })
-    return c, lines
+  end
+
+  -- one round trip per host: system, home, and whether this exact binary is cached and checked
+  local jobs = {}
+  for i, s in ipairs(sessions) do
+    jobs[i] = { session = s, timeout = 60, command = "uname -s -m; printf '%s\\n' \"$HOME\"; " ..
+      "if test -x ~/" .. rel .. "; then echo cached; else echo missing; fi; " ..
+      "if test -f ~/" .. rel .. ".checked; then echo checked; else echo unchecked; fi" }
+  end
+  local here = this_machine()
+  check_all(run_side_by_side(jobs, n), function(i, r)
+    if r.code ~= 0 then fail(hosts[i], "cannot inspect the host (exit " .. r.code .. "): " .. r.err) end
+    local sys, arch, home, cached, checked = r.out:match("^(%S+)%s+(%S+)\n([^\n]*)\n(%a+)\n(%a+)")
+    if not sys then fail(hosts[i], "unexpected answer from uname: " .. r.out) end
+    if sys ~= here.os or arch ~= here.arch then
+      fail(hosts[i], "the host runs " .. sys .. " " .. arch .. " but this skyrun is built for " .. here.os .. " " ..
+        here.arch .. ": not supported yet: workers on another OS or architecture")
+    end
+    infos[i] = { os = sys, arch = arch, home = home, path = home .. "/" .. rel, uploaded = false, checked = false,
+                 cached = cached == "cached", was_checked = checked == "checked" }
+  end)
+
+  -- the binary, where it is missing
+  jobs = {}
+  for i, s in ipairs(sessions) do
+    if not infos[i].cached then jobs[i] = { session = s, upload_from = binary, upload_to = "~/" .. rel, mode = tonumber("755", 8) } end
+  end
+  check_all(run_side_by_side(jobs, n), function(i) infos[i].uploaded = true end)
+
+  local function stream(i, line)
+    if opts.quiet then return end
+    if opts.out then opts.out(prefixes[i] .. line) else io.stdout:write(prefixes[i], line, "\n") io.stdout:flush() end
+  end
+  -- a shell command on the given hosts, output streamed with each host's prefix; returns results
+  local function run_streamed(which, cmd, stdin)
+    jobs = {}
+    for i, s in ipairs(sessions) do
+      if which[i] then
+        jobs[i] = { session = s, command = cmd, stdin = stdin }
+        if not (opts.quiet or opts.out) then jobs[i].prefix = prefixes[i] end
+      end
+    end
+    local results = run_side_by_side(jobs, n)
+    for i = 1, n do
+      local r = results[i]
+      if r and not r.error and (opts.quiet or opts.out) then
+        for line in (r.out .. r.err):gmatch("[^\n]+") do stream(i, line) end
+      end
+    end
+    return results
   end
   local sudo = opts.sudo and "sudo -n " or ""
+  local all = {}
+  for i = 1, n do all[i] = true end
 
   local bootstrap_lines = opts.bootstrap or {}
   if opts.image or #bootstrap_lines > 0 then
@@ -160,25 +205,41 @@ function M.prepare(session, opts)
       local dir = opts.workdir:sub(1, 2) == "~/" and ('"$HOME"/' .. shq(opts.workdir:sub(3))) or shq(opts.workdir)
       cd = "mkdir -p " .. dir .. " && cd " .. dir .. " && "
     end
-    local c = run_streamed(cd .. sudo .. "sh -s", script)
-    if c ~= 0 then fail(host, "the image's bootstrap script failed (exit " .. c .. "); its output is above, prefixed with " .. prefix) end
+    check_all(run_streamed(all, cd .. sudo .. "sh -s", script), function(i, r)
+      if r.code ~= 0 then
+        fail(hosts[i], "the image's bootstrap script failed (exit " .. r.code .. "); its output is above, prefixed with " .. prefixes[i])
+      end
+    end)
   end
 
-  if checked ~= "checked" or info.uploaded then
-    local c, vout, verr = session:run(shq(info.path) .. " --version", { timeout = 120 })
+  -- the binary starts there (its shared libraries resolve): once per binary and host
+  jobs = {}
+  for i, s in ipairs(sessions) do
+    if not infos[i].was_checked or infos[i].uploaded then
+      jobs[i] = { session = s, timeout = 120, command = shq(infos[i].path) .. " --version" }
+    end
+  end
+  local versions = run_side_by_side(jobs, n)
+  local ok_local, local_version = pcall(function() return require("sky").version end)
+  check_all(versions, function(i, r)
+    local session, host = sessions[i], hosts[i]
+    local c, vout, verr = r.code, r.out, r.err
     if c ~= 0 then
-      local _, ldd_out = session:run("ldd " .. shq(info.path) .. " 2>&1")
+      local _, ldd_out = session:run("ldd " .. shq(infos[i].path) .. " 2>&1")
       local missing = M.missing_libraries(ldd_out)
       if #missing == 0 then
         fail(host, "`skyrun --version` failed there (exit " .. c .. "): " .. (verr ~= "" and verr or vout))
       end
       local names, pkgs = M.describe_missing(missing)
       if opts.install_libraries and #pkgs > 0 then
-        stream("installing " .. table.concat(pkgs, " "))
-        local ic = run_streamed(sudo .. "env DEBIAN_FRONTEND=noninteractive sh -c " ..
-          shq("apt-get update -qq && apt-get install -y -qq --no-install-recommends " .. table.concat(pkgs, " ")))
-        if ic ~= 0 then fail(host, "installing " .. table.concat(pkgs, " ") .. " failed (exit " .. ic .. ")") end
-        c, vout, verr = session:run(shq(info.path) .. " --version", { timeout = 120 })
+        stream(i, "installing " .. table.concat(pkgs, " "))
+        local one = {}
+        one[i] = true
+        local ir = run_streamed(one, sudo .. "env DEBIAN_FRONTEND=noninteractive sh -c " ..
+          shq("apt-get update -qq && apt-get install -y -qq --no-install-recommends " .. table.concat(pkgs, " ")))[i]
+        if ir.error then error(ir.error, 0) end
+        if ir.code ~= 0 then fail(host, "installing " .. table.concat(pkgs, " ") .. " failed (exit " .. ir.code .. ")") end
+        c, vout, verr = session:run(shq(infos[i].path) .. " --version", { timeout = 120 })
       end
       if c ~= 0 then
         local hint = #pkgs > 0 and ("; install them with: apt-get install " .. table.concat(pkgs, " ") ..
@@ -187,14 +248,19 @@ function M.prepare(session, opts)
       end
     end
     local remote_version = vout:match("^skyrun (%S+)")
-    local ok, local_version = pcall(function() return require("sky").version end)
-    if ok and remote_version and local_version and remote_version ~= local_version then
+    if ok_local and remote_version and local_version and remote_version ~= local_version then
       fail(host, "the uploaded skyrun reports version " .. remote_version .. ", this one " .. local_version)
     end
     session:run(": > ~/" .. rel .. ".checked")
-    info.checked = true
+    infos[i].checked = true
+  end)
+  for i = 1, n do
+    infos[i].cached, infos[i].was_checked = nil, nil
   end
-  return info
+  return infos
 end
+
+--- Prepares one host (see prepare_all).
+function M.prepare(session, opts) return M.prepare_all({ session }, opts)[1] end
 
 return M

@@ -4,8 +4,12 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "host/bind.hpp"
 #include "host/modules.hpp"
@@ -65,6 +69,17 @@ int ssh_connect_lua(lua_State* L) {
 // session:run(command [, {stdin=, timeout=, prefix=}]) -> exit_status, stdout, stderr
 // With prefix, output lines are written to this process's stdout (stderr lines to stderr) as they
 // arrive, each preceded by prefix, and the returned stdout/stderr are empty.
+// Writes one streamed output line with its prefix; lines from several threads never interleave.
+void write_prefixed(const std::string& prefix, std::string_view line, bool is_stderr) {
+  static std::mutex m;
+  std::lock_guard<std::mutex> lock(m);
+  FILE* f = is_stderr ? stderr : stdout;
+  fwrite(prefix.data(), 1, prefix.size(), f);
+  fwrite(line.data(), 1, line.size(), f);
+  fputc('\n', f);
+  fflush(f);
+}
+
 int session_run(lua_State* L) {
   ssh::Session& s = check_session(L, 1);
   std::string cmd(check_string_view(L, 2));
@@ -74,13 +89,8 @@ int session_run(lua_State* L) {
   ssh::RunResult r;
   if (o.has("prefix")) {
     std::string prefix = o.string("prefix", "");
-    r = s.run(cmd, input, [&](std::string_view line, bool is_stderr) {
-      FILE* f = is_stderr ? stderr : stdout;
-      fwrite(prefix.data(), 1, prefix.size(), f);
-      fwrite(line.data(), 1, line.size(), f);
-      fputc('\n', f);
-      fflush(f);
-    }, timeout);
+    r = s.run(cmd, input, [&](std::string_view line, bool is_stderr) { write_prefixed(prefix, line, is_stderr); },
+              timeout);
   } else {
     r = s.run(cmd, input, nullptr, timeout);
   }
@@ -184,6 +194,99 @@ const ClassSpec& session_spec() {
   return spec;
 }
 
+// run_many({ {session=, command=, stdin=, timeout=, prefix=} | {session=, upload_from=, upload_to=, mode=}, ... })
+//   -> { {code=, out=, err=} | {bytes=} | {error=message}, ... }
+// Runs each job on its own thread (one job per session: a libssh session is used by one thread
+// at a time), so hosts are prepared side by side. Returns when all are done.
+struct ManyJob {
+  std::shared_ptr<ssh::Session> session;
+  std::string command, input, prefix, upload_from, upload_to;
+  const std::string* upload_data = nullptr;
+  bool has_prefix = false;
+  double timeout = 0;
+  int mode = 0644;
+  ssh::RunResult result;
+  std::string error;
+};
+
+int ssh_run_many(lua_State* L) {
+  check_table(L, 1);
+  int n = static_cast<int>(lua_objlen(L, 1));
+  std::vector<ManyJob> jobs(static_cast<size_t>(n));
+  std::map<std::string, std::string> files;  // local path -> contents, read once
+  for (int i = 1; i <= n; ++i) {
+    lua_rawgeti(L, 1, i);  // [job]
+    int idx = lua_gettop(L);
+    Options o(L, idx, "ssh.run_many", {{"session", OptType::Any}, {"command", OptType::String}, {"stdin", OptType::String},
+                                        {"timeout", OptType::Number}, {"prefix", OptType::String},
+                                        {"upload_from", OptType::String}, {"upload_to", OptType::String},
+                                        {"mode", OptType::Integer}});
+    ManyJob& j = jobs[static_cast<size_t>(i - 1)];
+    o.push("session");  // [job, session]
+    j.session = class_check_shared<ssh::Session>(L, -1, session_spec());
+    lua_pop(L, 1);  // [job]
+    for (int k = 0; k < i - 1; ++k)
+      if (jobs[static_cast<size_t>(k)].session == j.session) throw Error("ssh.run_many: two jobs on one session");
+    j.command = o.string("command", "");
+    j.input = o.string("stdin", "");
+    j.timeout = o.number("timeout", 0);
+    j.has_prefix = o.has("prefix");
+    j.prefix = o.string("prefix", "");
+    j.upload_from = o.string("upload_from", "");
+    j.upload_to = o.string("upload_to", "");
+    j.mode = static_cast<int>(o.integer("mode", 0644));
+    lua_pop(L, 1);  // []
+    if (!j.upload_to.empty()) {
+      auto it = files.find(j.upload_from);
+      if (it == files.end()) it = files.emplace(j.upload_from, read_whole_file(j.upload_from)).first;
+      j.upload_data = &it->second;
+    } else if (j.command.empty()) {
+      throw Error("ssh.run_many: job " + std::to_string(i) + " has neither 'command' nor 'upload_to'");
+    }
+  }
+  auto work = [](ManyJob* j) {
+    try {
+      if (j->upload_data) {
+        j->session->upload(*j->upload_data, j->upload_to, j->mode);
+      } else if (j->has_prefix) {
+        const std::string& prefix = j->prefix;
+        j->result = j->session->run(j->command, j->input, [&prefix](std::string_view line, bool is_stderr) {
+          write_prefixed(prefix, line, is_stderr);
+        }, j->timeout);
+      } else {
+        j->result = j->session->run(j->command, j->input, nullptr, j->timeout);
+      }
+    } catch (const std::exception& e) {
+      j->error = e.what();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t k = 1; k < jobs.size(); ++k) threads.emplace_back(work, &jobs[k]);
+  if (!jobs.empty()) work(&jobs[0]);
+  for (auto& t : threads) t.join();
+  lua_createtable(L, n, 0);  // [results]
+  for (int i = 1; i <= n; ++i) {
+    const ManyJob& j = jobs[static_cast<size_t>(i - 1)];
+    lua_createtable(L, 0, 3);  // [results, r]
+    if (!j.error.empty()) {
+      lua_pushlstring(L, j.error.data(), j.error.size());
+      lua_setfield(L, -2, "error");
+    } else if (j.upload_data) {
+      lua_pushnumber(L, static_cast<double>(j.upload_data->size()));
+      lua_setfield(L, -2, "bytes");
+    } else {
+      lua_pushinteger(L, j.result.exit_status);
+      lua_setfield(L, -2, "code");
+      lua_pushlstring(L, j.result.out.data(), j.result.out.size());
+      lua_setfield(L, -2, "out");
+      lua_pushlstring(L, j.result.err.data(), j.result.err.size());
+      lua_setfield(L, -2, "err");
+    }
+    lua_rawseti(L, -2, i);  // [results]
+  }
+  return 1;
+}
+
 // sha256_file(path) -> hex digest. The running binary's digest is computed once per process.
 int ssh_sha256_file(lua_State* L) {
   std::string path(check_string_view(L, 1));
@@ -223,6 +326,7 @@ extern "C" int luaopen_sky_ssh_core(lua_State* L) {
   static const luaL_Reg fns[] = {
       {"connect", sky::safe<sky::ssh_connect_lua>},
       {"sha256_file", sky::safe<sky::ssh_sha256_file>},
+      {"run_many", sky::safe<sky::ssh_run_many>},
       {"parse_target", sky::safe<sky::ssh_parse_target>},
       {nullptr, nullptr},
   };

@@ -97,10 +97,16 @@ local function port_in_use(port)
   return out:find("%S") ~= nil
 end
 
+-- Below the kernel's ephemeral range (32768 up by default), so that no outgoing connection of
+-- this machine holds the port we pick; seeded once per process.
+local seeded = false
 local function pick_port()
-  math.randomseed(own_pid() * 7919 + os.time())
+  if not seeded then
+    math.randomseed(own_pid() * 7919 + os.time())
+    seeded = true
+  end
   for _ = 1, 50 do
-    local p = math.random(20000, 60000)
+    local p = math.random(20000, 32000)
     if not port_in_use(p) then return p end
   end
   error("sshd: no free port found")

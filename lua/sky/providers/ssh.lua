@@ -32,7 +32,7 @@ local function connect(self, i)
   }
 end
 
---- Connects to and bootstraps the hosts of nodes 1..ctx.nodes.
+--- Connects to the hosts of nodes 1..ctx.nodes, then bootstraps them side by side.
 function Ssh:open(ctx, pool)
   local nodes = ctx.nodes or #self.hosts
   if nodes > #self.hosts then
@@ -40,12 +40,9 @@ function Ssh:open(ctx, pool)
       #self.hosts == 1 and " is" or "s are"), 0)
   end
   self.sessions, self.prepared = {}, {}
-  for i = 1, nodes do
-    local s = connect(self, i)
-    self.sessions[i] = s
-    self.prepared[i] = boot.prepare(s, { image = ctx.image, bootstrap = ctx.bootstrap, workdir = self.workdir,
-                                          sudo = self.sudo, install_libraries = self.install_libraries, quiet = self.quiet })
-  end
+  for i = 1, nodes do self.sessions[i] = connect(self, i) end
+  self.prepared = boot.prepare_all(self.sessions, { image = ctx.image, bootstrap = ctx.bootstrap, workdir = self.workdir,
+    sudo = self.sudo, install_libraries = self.install_libraries, quiet = self.quiet })
 end
 
 --- A fresh worker on node's host, on a new exec channel of that host's session. A host whose
