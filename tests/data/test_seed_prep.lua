@@ -49,7 +49,21 @@ local function load_tokenizer()
   return tok, "stand-in"
 end
 
-local tok, which = load_tokenizer()
+local raw_tok, which = load_tokenizer()
+
+-- What the map functions return: plain columns of Lua lists, whatever the tokenizer hands back
+-- (a table, a BatchEncoding-like object, tensors with :tolist()).
+local function plain(v)
+  if type(v) ~= "table" then
+    local ok, t = pcall(function() return v:tolist() end)
+    if ok then return t end
+  end
+  return v
+end
+local function tok(texts, opts)
+  local enc = raw_tok(texts, opts)
+  return { input_ids = plain(enc.input_ids), attention_mask = plain(enc.attention_mask) }
+end
 print("     tokenizer: " .. which)
 
 T.test("wikitext-like: filter, select, tokenize with padding to 256, add labels", function()
