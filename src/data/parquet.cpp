@@ -368,6 +368,20 @@ void decode_delta_bp(Cursor& c, int64_t n_expected, bool is32, std::vector<int64
 
 void decompress(int64_t codec, const uint8_t* src, size_t n, size_t expect, std::vector<uint8_t>& dst,
                 const std::string& what) {
+  // Check the claimed size against what the codec can produce before allocating it.
+  if (codec == 0 && n != expect)
+    throw Error(what + ": uncompressed page of " + std::to_string(n) + " bytes, header says " + std::to_string(expect));
+  if (codec == 1) {
+    size_t len = 0;
+    if (snappy_uncompressed_length(reinterpret_cast<const char*>(src), n, &len) != SNAPPY_OK || len != expect)
+      throw Error(what + ": corrupt snappy page (its length disagrees with the page header)");
+  }
+  if (codec == 2 && expect > n * 1032 + 1024) throw Error(what + ": gzip page claims an impossible size");
+  if (codec == 6) {
+    unsigned long long declared = ZSTD_getFrameContentSize(src, n);
+    if (declared == ZSTD_CONTENTSIZE_ERROR || (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != expect))
+      throw Error(what + ": corrupt zstd page (its length disagrees with the page header)");
+  }
   if (dst.capacity() < expect) {
     dst.clear();
     dst.shrink_to_fit();
@@ -461,7 +475,7 @@ class ChunkReader {
       p += tr.consumed();
       int64_t type = h.get_i(1, -1), usize = h.get_i(2, -1), csize = h.get_i(3, -1);
       if (usize < 0 || csize < 0 || csize > end - p) throw Error(what_ + ": page size outside the column chunk (corrupt page header)");
-      if (usize > (int64_t{1} << 31)) throw Error(what_ + ": page larger than 2 GiB (corrupt page header)");
+      if (usize > (int64_t{1} << 29)) throw Error(what_ + ": page larger than 512 MiB (corrupt page header)");
       const uint8_t* body = p;
       p += csize;
       if (type == 2) {
@@ -701,7 +715,9 @@ class ChunkReader {
           uint32_t day;
           std::memcpy(&nanos, c.p + 12 * i, 8);
           std::memcpy(&day, c.p + 12 * i + 8, 4);
-          int64_t ns = (static_cast<int64_t>(day) - 2440588) * 86400LL * 1000000000LL + static_cast<int64_t>(nanos);
+          // wraps outside int64 nanoseconds (Spark's far dates), as pyarrow's default conversion does
+          uint64_t ns_u = (static_cast<uint64_t>(day) - 2440588u) * 86400000000000ULL + nanos;
+          int64_t ns = static_cast<int64_t>(ns_u);
           push_fixed(out, &ns);
         }
         c.p += n * 12;
