@@ -157,18 +157,48 @@ struct UnicodeForm : Normalizer {
 
 struct Lowercase : Normalizer {
   void normalize(Normalized& n) const override {
-    Rebuilder rb;
-    rb.reserve(n.text.size());
-    for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
+    // In place while every char keeps its UTF-8 length (ASCII and most scripts); rebuilt from
+    // the first char whose lowercase is longer or shorter.
+    std::string& t = n.text;
+    size_t i = 0;
+    while (i < t.size()) {
+      unsigned char c = static_cast<unsigned char>(t[i]);
       if (c < 0x80) {
-        rb.text += static_cast<char>((c >= 'A' && c <= 'Z') ? c + 32 : c);
-        rb.align.push_back(n.align[b]);
-        return;
+        if (c >= 'A' && c <= 'Z') t[i] = static_cast<char>(c + 32);
+        i++;
+        continue;
       }
+      size_t len;
+      uint32_t cp = utf8_next(t, i, &len);
+      uint32_t out[3];
+      int k = uc_to_lowercase(cp, out);
+      if (k == 1 && utf8_len(out[0]) == len) {
+        if (out[0] != cp) {
+          std::string enc;
+          utf8_append(enc, out[0]);
+          t.replace(i, len, enc);
+        }
+        i += len;
+        continue;
+      }
+      rebuild_from(n, i);
+      return;
+    }
+  }
+
+  static void rebuild_from(Normalized& n, size_t start) {
+    Rebuilder rb;
+    rb.reserve(n.text.size() + 8);
+    rb.push_bytes(std::string_view(n.text.data(), start), n.align.data());
+    size_t i = start;
+    while (i < n.text.size()) {
+      size_t len;
+      uint32_t c = utf8_next(n.text, i, &len);
       uint32_t out[3];
       int k = uc_to_lowercase(c, out);
-      for (int q = 0; q < k; q++) rb.push(out[q], n.align[q == 0 ? b : b + len - 1]);
-    });
+      for (int q = 0; q < k; q++) rb.push(out[q], n.align[q == 0 ? i : i + len - 1]);
+      i += len;
+    }
     rb.finish(n);
   }
 };
@@ -206,14 +236,26 @@ struct Strip : Normalizer {
 
 template <class Keep>
 void filter_chars(Normalized& n, Keep keep) {
+  // Rebuilt only from the first char that goes.
+  size_t first = n.text.size();
+  for (size_t i = 0; i < n.text.size();) {
+    if (static_cast<unsigned char>(n.text[i]) < 0x80) { i++; continue; }
+    size_t len;
+    if (!keep(utf8_next(n.text, i, &len))) { first = i; break; }
+    i += len;
+  }
+  if (first == n.text.size()) return;
   Rebuilder rb;
   rb.reserve(n.text.size());
-  bool changed = false;
-  for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
-    if (keep(c)) rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
-    else changed = true;
-  });
-  if (changed) rb.finish(n);
+  rb.push_bytes(std::string_view(n.text.data(), first), n.align.data());
+  size_t i = first;
+  while (i < n.text.size()) {
+    size_t len;
+    uint32_t c = utf8_next(n.text, i, &len);
+    if (keep(c)) rb.push_bytes(std::string_view(n.text.data() + i, len), &n.align[i]);
+    i += len;
+  }
+  rb.finish(n);
 }
 
 struct StripAccents : Normalizer {
@@ -291,39 +333,60 @@ struct BertNormalizer : Normalizer {
 
   void normalize(Normalized& n) const override {
     if (clean_text) {
-      Rebuilder rb;
-      rb.reserve(n.text.size());
-      bool changed = false;
-      for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
-        bool ws = c == '\t' || c == '\n' || c == '\r' || uc_is_whitespace(c);
-        bool control = !(c == '\t' || c == '\n' || c == '\r') && (c < 0x20 || c >= 0x7F) && uc_is_other(c);
-        if (c == 0 || c == 0xFFFD || control) { changed = true; return; }
-        if (ws && c != ' ') {
-          changed = true;
-          rb.text += ' ';
-          rb.align.push_back(n.align[b]);
-          return;
-        }
-        rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
-      });
-      if (changed) rb.finish(n);
+      // In place for \t \n \r (one byte, become ' '); rebuilt only when a char is dropped or a
+      // multi-byte space becomes ' '.
+      bool rebuild = false;
+      std::string& t = n.text;
+      for (size_t i = 0; i < t.size();) {
+        unsigned char b = static_cast<unsigned char>(t[i]);
+        if (b >= 0x20 && b < 0x7F) { i++; continue; }
+        if (b == '\t' || b == '\n' || b == '\r') { t[i] = ' '; i++; continue; }
+        size_t len;
+        uint32_t c = utf8_next(t, i, &len);
+        if (c == 0 || c == 0xFFFD || uc_is_other(c) || uc_is_whitespace(c)) { rebuild = true; break; }
+        i += len;
+      }
+      if (rebuild) {
+        Rebuilder rb;
+        rb.reserve(n.text.size());
+        for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
+          bool ws = c == '\t' || c == '\n' || c == '\r' || uc_is_whitespace(c);
+          bool control = !(c == '\t' || c == '\n' || c == '\r') && uc_is_other(c);
+          if (c == 0 || c == 0xFFFD || control) return;
+          if (ws && c != ' ') {
+            rb.text += ' ';
+            rb.align.push_back(n.align[b]);
+            return;
+          }
+          rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
+        });
+        rb.finish(n);
+      }
     }
     if (handle_chinese_chars) {
-      Rebuilder rb;
-      bool changed = false;
-      for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
-        if (c >= 0x3400 && is_chinese_char(c)) {
-          changed = true;
-          rb.text += ' ';
-          rb.align.push_back(n.align[b]);
-          rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
-          rb.text += ' ';
-          rb.align.push_back(n.align[b + len - 1]);
-        } else {
-          rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
-        }
-      });
-      if (changed) rb.finish(n);
+      bool any = false;
+      for (size_t i = 0; i < n.text.size() && !any;) {
+        if (static_cast<unsigned char>(n.text[i]) < 0xE3) { i++; continue; }  // CJK starts at U+3400
+        size_t len;
+        any = is_chinese_char(utf8_next(n.text, i, &len));
+        i += len;
+      }
+      if (any) {
+        Rebuilder rb;
+        rb.reserve(n.text.size() + 16);
+        for_chars(n.text, [&](uint32_t c, size_t b, size_t len) {
+          if (c >= 0x3400 && is_chinese_char(c)) {
+            rb.text += ' ';
+            rb.align.push_back(n.align[b]);
+            rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
+            rb.text += ' ';
+            rb.align.push_back(n.align[b + len - 1]);
+          } else {
+            rb.push_bytes(std::string_view(n.text.data() + b, len), &n.align[b]);
+          }
+        });
+        rb.finish(n);
+      }
     }
     if (strip_accents) {
       nfd.normalize(n);

@@ -479,7 +479,8 @@ Encoding Tokenizer::encode_sequence(std::string_view text, uint32_t type_id, boo
   thread_local std::vector<Token> toks;
   extract_added(text, splits);
   if (pre_tokenizer_) pre_tokenizer_->pre_tokenize(splits);
-  CharOffsets conv(text);
+  // Char offsets only when asked for (want_tokens): the ids never need them.
+  CharOffsets conv(want_tokens ? text : std::string_view());
   Encoding e;
   e.ids.reserve(text.size() / 3 + 4);
   for (auto& s : splits) {
