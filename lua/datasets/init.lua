@@ -475,6 +475,7 @@ function M._map_shard(ds, fn, o, remove)
   local function flush(upto)
     local out = b:finish()
     chunks[#chunks + 1] = ds:_range(pending, upto - pending):_merge(out, remove)
+    ds:_release_pages()  -- kept columns stay readable: pages come back from the file on demand
     pending = upto
   end
   map_rows(ds, fn, o, 0, #ds, b, flush, nil)
