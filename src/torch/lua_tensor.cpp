@@ -652,7 +652,9 @@ at::Tensor lua_to_tensor(lua_State* L, int idx, std::optional<at::ScalarType> wa
   if (f.booleans && f.numbers) luaL_error(L, "torch.tensor: mixes booleans and numbers");
   at::ScalarType type = want ? *want : f.booleans ? at::kBool : f.all_integral ? at::kLong : at::kFloat;
   at::Tensor d = at::from_blob(f.values.data(), {static_cast<int64_t>(f.values.size())}, at::TensorOptions().dtype(at::kDouble));
-  return d.to(type).reshape(f.shape);
+  // from_blob borrows f.values, which dies on return: always copy (to() alone returns the same
+  // buffer when the dtype is already float64).
+  return d.to(type, /*non_blocking=*/false, /*copy=*/true).reshape(f.shape);
 }
 
 void lua_push_tensor_list(lua_State* L, const at::Tensor& t) {

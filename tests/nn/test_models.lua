@@ -154,6 +154,10 @@ T.test("torch tensors go to and from Lua tables with shape, dtype and device", f
   T.raises(function() torch.tensor({ { 1, 2 }, { 3 } }) end, "ragged")
   T.raises(function() t:to("flaot32") end, "did you mean 'float32'")
   T.contains(tostring(f), "dtype=float32")
+  -- a float64 tensor owns its values (they outlive the Lua table they came from)
+  local d = torch.tensor({ 0.25, 1e300, -3 }, { dtype = "float64" })
+  collectgarbage(); local _ = {}; for i = 1, 1000 do _[i] = { i, i + 0.5 } end
+  T.eq(d:tolist(), { 0.25, 1e300, -3 })
 end)
 
 T.run()
