@@ -169,6 +169,13 @@ local function new_tokenizer(native, config, name_or_path)
     if not known[t] then specials[#specials + 1] = { content = t, special = true, normalized = false } end
   end
   if #specials > 0 then native:add_tokens(specials, true) end
+  -- add_bos_token / add_eos_token given in the config rebuild the template, as transformers'
+  -- update_post_processor does.
+  if config.add_bos_token ~= nil or config.add_eos_token ~= nil then
+    rawset(self, "add_bos_token", config.add_bos_token == true)
+    rawset(self, "add_eos_token", config.add_eos_token == true)
+    Tokenizer.update_post_processor(self)
+  end
   return self
 end
 
@@ -454,6 +461,40 @@ function Tokenizer:add_special_tokens(map)
     end
   end
   return self._tok:add_tokens(list, true)
+end
+
+local function json_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
+end
+
+--- Rebuilds the post-processor from add_bos_token/add_eos_token and bos_token/eos_token
+--- (transformers' update_post_processor).
+function Tokenizer:update_post_processor()
+  check_self(self, "update_post_processor")
+  local bos, eos = self._special.bos_token, self._special.eos_token
+  if self.add_bos_token and bos == nil then error("add_bos_token = true but bos_token = nil", 2) end
+  if self.add_eos_token and eos == nil then error("add_eos_token = true but eos_token = nil", 2) end
+  local function piece(kind, id, type_id)
+    if kind == "seq" then return string.format('{"Sequence":{"id":"%s","type_id":%d}}', id, type_id) end
+    return string.format('{"SpecialToken":{"id":%s,"type_id":%d}}', json_string(id), type_id)
+  end
+  local single, pair, specials = {}, {}, {}
+  if self.add_bos_token then single[#single + 1] = piece("tok", bos, 0) end
+  single[#single + 1] = piece("seq", "A", 0)
+  if self.add_eos_token then single[#single + 1] = piece("tok", eos, 0) end
+  for _, p in ipairs(single) do pair[#pair + 1] = p end
+  if self.add_bos_token then pair[#pair + 1] = piece("tok", bos, 1) end
+  pair[#pair + 1] = piece("seq", "B", 1)
+  if self.add_eos_token then pair[#pair + 1] = piece("tok", eos, 1) end
+  local function entry(t)
+    local id = self._tok:token_to_id(t)
+    if id == nil then error(string.format("special token %q is not in the vocabulary", t), 3) end
+    return string.format('%s:{"id":%s,"ids":[%d],"tokens":[%s]}', json_string(t), json_string(t), id, json_string(t))
+  end
+  if self.add_bos_token then specials[#specials + 1] = entry(bos) end
+  if self.add_eos_token and eos ~= bos then specials[#specials + 1] = entry(eos) end
+  self._tok:set_post_processor(string.format('{"type":"TemplateProcessing","single":[%s],"pair":[%s],"special_tokens":{%s}}',
+    table.concat(single, ","), table.concat(pair, ","), table.concat(specials, ",")))
 end
 
 function Tokenizer:num_special_tokens_to_add(pair)

@@ -321,6 +321,13 @@ int tok_add_tokens(lua_State* L) {
   return 1;
 }
 
+// tok:set_post_processor(json): a tokenizer.json "post_processor" object as JSON text.
+int tok_set_post_processor(lua_State* L) {
+  Tokenizer& t = check_tok(L);
+  t.set_post_processor_json(check_string_view(L, 2));
+  return 0;
+}
+
 int tok_source(lua_State* L) {
   Tokenizer& t = check_tok(L);
   lua_pushlstring(L, t.source().data(), t.source().size());
@@ -346,6 +353,7 @@ const ClassSpec kTokenizerSpec = {
         {"added_tokens", safe<tok_added_tokens>},
         {"add_tokens", safe<tok_add_tokens>},
         {"source", safe<tok_source>},
+        {"set_post_processor", safe<tok_set_post_processor>},
     },
     {},
     safe<tok_tostring>,
@@ -437,6 +445,7 @@ std::string tokenizer_wire_encode(lua_State* L, int idx) {
   put_str(out, t.from_file_path() ? t.source() : t.json_text());
   put_str(out, t.source());
   const auto& added = t.added_tokens();
+  put_str(out, t.post_processor_override());
   put_u32(out, static_cast<uint32_t>(added.size()));
   for (const auto& a : added) {
     put_str(out, a.content);
@@ -453,6 +462,7 @@ void tokenizer_wire_decode(lua_State* L, std::string_view bytes) {
   r.p = 1;
   std::string payload(r.str());
   std::string source(r.str());
+  std::string post(r.str());
   uint32_t n = r.u32();
   std::vector<tok::AddedToken> added;
   for (uint32_t i = 0; i < n; i++) {
@@ -469,6 +479,7 @@ void tokenizer_wire_decode(lua_State* L, std::string_view bytes) {
     throw wire::WireError(std::string("tokenizer could not be loaded here: ") + e.what());
   }
   t->add_tokens(added);
+  if (!post.empty()) t->set_post_processor_json(post);
   class_register(L, kTokenizerSpec);
   class_push(L, kTokenizerSpec, t);
 }

@@ -409,6 +409,20 @@ std::shared_ptr<Tokenizer> Tokenizer::parse(std::string_view json, const std::st
   return t;
 }
 
+void Tokenizer::set_post_processor_json(std::string_view json) {
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  if (doc.HasParseError())
+    throw std::runtime_error("post_processor: invalid JSON at byte " + std::to_string(doc.GetErrorOffset()) + ": " +
+                             rapidjson::GetParseError_En(doc.GetParseError()));
+  try {
+    post_processor_ = post_processor_from_json(JsonAt{doc, "post_processor"});
+  } catch (const JsonError& e) {
+    throw std::runtime_error(e.what());
+  }
+  post_processor_json_.assign(json);
+}
+
 // ---- encoding --------------------------------------------------------------------------------------
 
 void Tokenizer::extract_added(std::string_view text, std::vector<Split>& splits) const {

@@ -101,6 +101,11 @@ class Tokenizer {
   const std::string& json_text() const { return json_; }
   bool from_file_path() const { return json_.empty(); }
 
+  // Replaces the post-processor by one given as tokenizer.json's "post_processor" object (the
+  // transformers layer sets add_bos_token/add_eos_token this way). Throws on a bad object.
+  void set_post_processor_json(std::string_view json);
+  const std::string& post_processor_override() const { return post_processor_json_; }
+
   static void pad_encodings(std::vector<Encoding>& encodings, const Padding& p);
   static void truncate_encodings(Encoding& a, Encoding* b, const Truncation& t);
 
@@ -115,6 +120,7 @@ class Tokenizer {
 
   std::string source_;
   std::string json_;
+  std::string post_processor_json_;
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
   std::unique_ptr<Model> model_;

@@ -92,6 +92,32 @@ T.test("add_special_tokens adds a pad token to the vocabulary", function()
   T.eq(tok:decode({ 64, 50257, 65 }, { skip_special_tokens = true }), "ab")
 end)
 
+T.test("add_bos_token and add_eos_token in tokenizer_config.json rebuild the template", function()
+  local dir = folder("llama2-style-bytefallback", [[{"add_bos_token": true, "add_eos_token": true,
+    "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}]])
+  local tok = transformers.AutoTokenizer.from_pretrained(dir)
+  local ids = tok:encode("Hello")
+  T.eq(ids[1], 1)
+  T.eq(ids[#ids], 2)
+  local plain = tok:encode("Hello", { add_special_tokens = false })
+  T.eq(#ids, #plain + 2)
+  local none = transformers.AutoTokenizer.from_pretrained(folder("llama2-style-bytefallback",
+    [[{"add_bos_token": false, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>"}]]))
+  T.eq(none:encode("Hello"), plain)
+end)
+
+T.test("a tokenizer travels over sky.wire as its file and keeps added tokens and template", function()
+  local wire = require "sky.wire"
+  local tok = transformers.AutoTokenizer.from_pretrained(folder("llama2-style-bytefallback",
+    [[{"add_bos_token": true, "add_eos_token": true, "bos_token": "<s>", "eos_token": "</s>"}]]))
+  tok:add_special_tokens({ pad_token = "<pad>" })
+  local copy = wire.decode(wire.encode(tok._tok))
+  T.ok(copy ~= tok._tok, "a new handle")
+  T.eq(copy:encode("Hello <pad>", nil, {}).input_ids, tok:encode("Hello <pad>"))
+  local from_string = core.from_string(T.read_file(tokdir .. "/gpt2.json"), "gpt2-in-memory")
+  T.eq(wire.decode(wire.encode(from_string)):encode("Hello world", nil, {}).input_ids, { 15496, 995 })
+end)
+
 T.test("unknown options and bad arguments are refused with the name", function()
   local tok = transformers.AutoTokenizer.from_pretrained(bert_dir)
   T.raises(function() tok("x", { max_lenght = 3 }) end, "max_length")
