@@ -151,10 +151,18 @@ function Pool:head_address()
   return p.head_address and p:head_address() or "127.0.0.1"
 end
 
+-- The address the other nodes reach node i at (its host's private address on a cluster).
+function Pool:node_address(i)
+  local p = self.provider
+  if p.node_address then return p:node_address(i) end
+  return i == 1 and self:head_address() or "127.0.0.1"
+end
+
 function Pool:_info(w)
   return {
     node = w.node, nodes = self.nodes, slot = w.slot, rank = w.rank, world_size = self.nodes * self.concurrency,
     local_rank = w.slot - 1, head_address = self:head_address(), pool = self.name,
+    address = self:node_address(w.node),
     accelerator = self.accelerator,  -- "auto": the worker says what it sees
   }
 end

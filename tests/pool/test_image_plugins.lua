@@ -97,7 +97,7 @@ T.test("sky.info() gives ranks, world size, local rank and the head address", fu
     local infos = pool:map(function() return sky.info() end, { 1, 2, 3, 4, 5, 6, 7, 8 }, { batch = 1 })
     local seen = {}
     for _, i in ipairs(infos) do
-      T.eq(i.world_size, 4); T.eq(i.nodes, 2); T.eq(i.pool, "ranks"); T.eq(i.head_address, "127.0.0.1")
+      T.eq(i.world_size, 4); T.eq(i.nodes, 2); T.eq(i.pool, "ranks"); T.eq(i.head_address, "127.0.0.1"); T.eq(i.address, "127.0.0.1")
       T.eq(i.rank, (i.node - 1) * 2 + i.local_rank)
       seen[i.rank] = true
     end

@@ -9,6 +9,7 @@
 --                                head_address, accelerator}
 --   open(self, ctx, pool)        optional: prepare the nodes (apply the image) before spawning
 --   head_address(self)           optional: the address other nodes reach node 1 at (default 127.0.0.1)
+--   node_address(self, i)        optional: the address other nodes reach node i at (sky.info().address)
 --   close(self, pool)            optional: release hosts/sessions
 --   __tostring                   a description without secrets
 local M = {}

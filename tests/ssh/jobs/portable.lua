@@ -14,8 +14,12 @@ end
 
 local whoami = sky.compute(function(tag)
   local info = sky.info()
+  local routed = my_address(info.head_address)
+  if info.address ~= routed then
+    error("sky.info().address is " .. tostring(info.address) .. " but this host reaches the head from " .. routed)
+  end
   return { tag = tag, node = info.node, nodes = info.nodes, rank = info.rank, head = info.head_address,
-           address = my_address(info.head_address) }
+           address = info.address }
 end)
 
 local square = sky.compute(function(x) return x * x end)
