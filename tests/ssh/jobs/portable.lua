@@ -13,13 +13,9 @@ local function my_address(head)
 end
 
 local whoami = sky.compute(function(tag)
-  local info = sky.info()
-  local routed = my_address(info.head_address)
-  if info.address ~= routed then
-    error("sky.info().address is " .. tostring(info.address) .. " but this host reaches the head from " .. routed)
-  end
-  return { tag = tag, node = info.node, nodes = info.nodes, rank = info.rank, head = info.head_address,
-           address = info.address }
+  local info = sky.info(); local routed = my_address(info.head_address)
+  assert(info.address == routed, "sky.info().address " .. tostring(info.address) .. " is not " .. routed)
+  return { tag = tag, node = info.node, nodes = info.nodes, rank = info.rank, head = info.head_address, address = info.address }
 end)
 
 local square = sky.compute(function(x) return x * x end)
