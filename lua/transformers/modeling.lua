@@ -45,10 +45,25 @@ local function load(head, fname)
   end
 end
 
-M.AutoModel = { from_pretrained = load("base", "AutoModel.from_pretrained") }
-M.AutoModelForCausalLM = { from_pretrained = load("causal_lm", "AutoModelForCausalLM.from_pretrained") }
+-- from_config(config, {dtype=, device=}): a randomly initialised model (HF's _init_weights) for
+-- a config table as AutoConfig.from_pretrained returns it (or config.json text).
+local function from_config(head, fname)
+  return function(config, opts)
+    if type(config) ~= "table" and type(config) ~= "string" then
+      error(string.format("bad argument #1 to '%s' (config table expected, got %s)", fname, type(config)), 2)
+    end
+    opts = sky_core.check_options(opts, { dtype = "string", torch_dtype = "string", device = "string" }, fname)
+    return nn.from_config(config, head, { dtype = opts.dtype or opts.torch_dtype, device = opts.device })
+  end
+end
+
+M.AutoModel = { from_pretrained = load("base", "AutoModel.from_pretrained"),
+  from_config = from_config("base", "AutoModel.from_config") }
+M.AutoModelForCausalLM = { from_pretrained = load("causal_lm", "AutoModelForCausalLM.from_pretrained"),
+  from_config = from_config("causal_lm", "AutoModelForCausalLM.from_config") }
 M.AutoModelForSequenceClassification = {
   from_pretrained = load("sequence_classification", "AutoModelForSequenceClassification.from_pretrained"),
+  from_config = from_config("sequence_classification", "AutoModelForSequenceClassification.from_config"),
 }
 
 M.AutoConfig = {}

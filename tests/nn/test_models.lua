@@ -114,6 +114,24 @@ T.test("sampled generation with top_p and temperature is reproducible under a se
   T.eq(#a[1], 9)
 end)
 
+T.test("from_config builds a random model of the config's shape, initialised as HF does", function()
+  local cfg = transformers.AutoConfig.from_pretrained(N.root .. "llama")
+  cfg.num_hidden_layers = 1
+  transformers.set_seed(3)
+  local m = transformers.AutoModelForCausalLM.from_config(cfg)
+  T.eq(m.class_name, "LlamaForCausalLM")
+  T.eq(m.config.num_hidden_layers, 1)
+  local w = m:get_parameter("model.layers.0.mlp.up_proj.weight")
+  T.eq(w.shape, { 128, 64 })
+  local std = ((w * w):mean():item()) ^ 0.5
+  T.near(std, 0.02, 0.002)
+  T.eq(m:get_parameter("model.norm.weight"):tolist()[1], 1)
+  local clf = transformers.AutoModelForSequenceClassification.from_config(
+    transformers.AutoConfig.from_pretrained(N.root .. "bert-cls"), { dtype = "bfloat16" })
+  T.eq(clf.dtype, "bfloat16")
+  T.eq(clf.config.id2label[2], "positive")
+end)
+
 T.test("bad folders, options and inputs are clear errors", function()
   local dir = T.tmpdir()
   T.raises(function() transformers.AutoModel.from_pretrained(dir) end, "config.json")
