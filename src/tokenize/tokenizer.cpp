@@ -338,7 +338,8 @@ std::shared_ptr<Tokenizer> Tokenizer::from_json(std::string_view json, const std
 
 std::shared_ptr<Tokenizer> Tokenizer::parse(std::string_view json, const std::string& source) {
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseFullPrecisionFlag>(json.data(), json.size());
+  // Invalid UTF-8 is refused here (as serde_json does), so every string after this is valid.
+  doc.Parse<rapidjson::kParseFullPrecisionFlag | rapidjson::kParseValidateEncodingFlag>(json.data(), json.size());
   if (doc.HasParseError()) {
     throw std::runtime_error(source + ": invalid JSON at byte " + std::to_string(doc.GetErrorOffset()) + ": " +
                              rapidjson::GetParseError_En(doc.GetParseError()));
@@ -411,7 +412,7 @@ std::shared_ptr<Tokenizer> Tokenizer::parse(std::string_view json, const std::st
 
 void Tokenizer::set_post_processor_json(std::string_view json) {
   rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
+  doc.Parse<rapidjson::kParseValidateEncodingFlag>(json.data(), json.size());
   if (doc.HasParseError())
     throw std::runtime_error("post_processor: invalid JSON at byte " + std::to_string(doc.GetErrorOffset()) + ": " +
                              rapidjson::GetParseError_En(doc.GetParseError()));

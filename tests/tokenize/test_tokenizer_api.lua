@@ -161,6 +161,9 @@ T.test("wrong field types name the field", function()
   T.raises(function() core.from_string('{"normalizer": {"type": "Replace", "pattern": {"Regex": "("}, "content": ""}, "model": {"type": "WordLevel", "vocab": {}}}') end,
     "normalizer.pattern.Regex: invalid regex")
   T.raises(function() core.from_string('[1, 2]') end, "expected an object")
+  -- Found by fuzz_tokenizer_load: a regex with invalid UTF-8 crashed PCRE2; such files are refused.
+  T.raises(function() core.from_string('{"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a\255\255"}, "behavior": "Isolated"}, "model": {"type": "WordLevel", "vocab": {}}}') end,
+    "invalid JSON at byte")
   T.raises(function() core.from_string('{"model": {"type": "BPE", "vocab": {}, "merges": {}}}') end, "model.merges: expected an array, got an object")
 end)
 
