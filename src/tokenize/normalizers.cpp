@@ -592,6 +592,9 @@ std::unique_ptr<Normalizer> normalizer_from_json(const JsonAt& j) {
     p->trie.resize(trie_size / 4);
     memcpy(p->trie.data(), data.data() + 4, trie_size);
     p->blob = data.substr(4 + trie_size);
+    // HF refuses a charsmap whose strings are not UTF-8 (found by fuzz_tokenizer_load: they made
+    // the normalized text invalid and crashed the regex matcher).
+    if (!utf8_valid(p->blob)) cm->fail("the charsmap's replacement strings are not valid UTF-8");
     return p;
   }
   j.at("type").fail("unsupported normalizer type '" + type + "'");
