@@ -43,9 +43,12 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   }
   at::Tensor scores = at::matmul(q, kk.transpose(2, 3)) * scale;  // [B, H, T, S]
   // The dtype's lowest finite value, as HF: a fully masked row (a left pad) stays finite.
-  double lowest = q.scalar_type() == at::kFloat    ? -std::numeric_limits<float>::max()
-                  : q.scalar_type() == at::kDouble ? -std::numeric_limits<double>::max()
-                  : q.scalar_type() == at::kHalf   ? -65504.0
+  // The scores' dtype, not q's: under autocast q may be float32 (after Qwen3's q_norm) while the
+  // matmul gives bf16 scores, where float32's lowest would overflow.
+  const at::ScalarType st = scores.scalar_type();
+  double lowest = st == at::kFloat    ? -std::numeric_limits<float>::max()
+                  : st == at::kDouble ? -std::numeric_limits<double>::max()
+                  : st == at::kHalf   ? -65504.0
                                                    : -3.3895313892515355e38;
   scores = scores.masked_fill(allowed.logical_not(), lowest);
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());

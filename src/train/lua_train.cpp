@@ -471,6 +471,7 @@ int lua_cuda_memory(lua_State* L) {
 #if SKY_HAVE_CUDA
   if (!torch::cuda::is_available()) return 0;
   c10::cuda::device_synchronize();
+  const bool reset = opt_boolean(L, 1, false);  // read before the result table takes slot 1
   auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
   const size_t agg = 0;  // StatType::AGGREGATE (its namespace moved between LibTorch 2.x releases)
   lua_createtable(L, 0, 3);
@@ -480,7 +481,7 @@ int lua_cuda_memory(lua_State* L) {
   lua_setfield(L, -2, "peak_allocated");
   lua_pushnumber(L, static_cast<double>(stats.reserved_bytes[agg].current));
   lua_setfield(L, -2, "reserved");
-  if (opt_boolean(L, 1, false)) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+  if (reset) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
   return 1;
 #else
   return 0;
