@@ -16,32 +16,7 @@ usage: skyrun jobs/causal_lm.lua [--model ID|DIR] [--dataset ID] [--epochs N] [-
 local FLAGS = { model = "string", dataset = "string", epochs = "number", ["batch-size"] = "number",
   ["max-samples"] = "number", ["output-dir"] = "string", lr = "number", ["block-size"] = "number" }
 
-local function parse_flags(argv)
-  local out, i = {}, 1
-  while i <= #argv do
-    local a = argv[i]
-    if a == "-h" or a == "--help" then io.write(USAGE) os.exit(0) end
-    local name, value = a:match("^%-%-([%w%-]+)=(.*)$")
-    if not name then
-      name = a:match("^%-%-([%w%-]+)$")
-      value = argv[i + 1]
-      i = i + 1
-    end
-    local kind = name and FLAGS[name]
-    if not kind then io.stderr:write("causal_lm.lua: unknown argument '" .. a .. "'\n" .. USAGE) os.exit(2) end
-    if value == nil then io.stderr:write("causal_lm.lua: --" .. name .. " needs a value\n") os.exit(2) end
-    if kind == "number" then
-      local v = tonumber(value)
-      if not v or v <= 0 then io.stderr:write("causal_lm.lua: --" .. name .. " must be a positive number\n") os.exit(2) end
-      value = v
-    end
-    out[name] = value
-    i = i + 1
-  end
-  return out
-end
-
-local flags = parse_flags(arg or {})
+local flags = require("sky.flags").parse(arg, FLAGS, { prog = "causal_lm.lua", usage = USAGE })
 local opts = {
   model = flags.model, dataset = flags.dataset, epochs = flags.epochs or 2, batch_size = math.floor(flags["batch-size"] or 16),
   max_samples = math.floor(flags["max-samples"] or 1000), output_dir = flags["output-dir"] or "/tmp/skyrun-causal-lm",

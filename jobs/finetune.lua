@@ -26,39 +26,7 @@ usage: skyrun jobs/finetune.lua [--model ID|DIR] [--dataset ID] [--epochs N] [--
 local FLAGS = { model = "string", dataset = "string", epochs = "number", ["batch-size"] = "number",
   ["max-samples"] = "number", ["output-dir"] = "string", lr = "number" }
 
-local function parse_flags(argv)
-  local out = {}
-  local i = 1
-  while i <= #argv do
-    local a = argv[i]
-    if a == "-h" or a == "--help" then io.write(USAGE) os.exit(0) end
-    local name, value = a:match("^%-%-([%w%-]+)=(.*)$")
-    if not name then
-      name = a:match("^%-%-([%w%-]+)$")
-      value = argv[i + 1]
-      i = i + 1
-    end
-    local kind = name and FLAGS[name]
-    if not kind then
-      local names = {}
-      for k in pairs(FLAGS) do names[#names + 1] = "--" .. k end
-      table.sort(names)
-      io.stderr:write(string.format("finetune.lua: unknown argument '%s' (flags: %s)\n", a, table.concat(names, " ")))
-      os.exit(2)
-    end
-    if value == nil then io.stderr:write("finetune.lua: --" .. name .. " needs a value\n") os.exit(2) end
-    if kind == "number" then
-      local v = tonumber(value)
-      if not v or v <= 0 then io.stderr:write("finetune.lua: --" .. name .. " must be a positive number (got '" .. value .. "')\n") os.exit(2) end
-      value = v
-    end
-    out[name] = value
-    i = i + 1
-  end
-  return out
-end
-
-local flags = parse_flags(arg or {})
+local flags = require("sky.flags").parse(arg, FLAGS, { prog = "finetune.lua", usage = USAGE })
 local opts = {
   model = flags.model, dataset = flags.dataset, epochs = flags.epochs or 3, batch_size = math.floor(flags["batch-size"] or 32),
   max_samples = math.floor(flags["max-samples"] or 2000), output_dir = flags["output-dir"] or "/tmp/skyrun-finetune",

@@ -94,7 +94,7 @@ void ColumnBuilder::set_type(DType t) {
   if (type_ != DType::Null)
     throw Error(what_ + ": expected " + dtype_name(type_) + ", got " + dtype_name(t) + " at row " +
                 std::to_string(length_ + 1));
-  type_ = t;  // every row so far is null: give them placeholder values
+  type_ = t;  // every row so far is null: their slots hold zeros, masked by the validity bitmap (as Arrow)
   if (size_t w = fixed_width(t)) values_.assign(length_ * w, 0);
   else offsets_.assign(length_ + 1, 0);
   if (t == DType::List && !child_) child_ = std::make_unique<ColumnBuilder>(what_ + " (list element)");
@@ -398,7 +398,7 @@ struct TableWriter::Col {
     validity.fill(1, rows);
   }
 
-  // Placeholder values for n null rows.
+  // The value slots of n null rows: zeros (empty strings/lists), masked by the validity bitmap.
   void write_null_values(int64_t n) {
     if (size_t w = fixed_width(type)) values.fill(0, n * w);
     else if (type == DType::String || type == DType::List) {
