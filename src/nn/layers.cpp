@@ -6,11 +6,16 @@
 #include <limits>
 
 #include "host/bind.hpp"
+#include "torch/compat.hpp"
 
 namespace sky::nn {
 
-at::Tensor attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
-                             int64_t window, const at::Device& device) {
+#define SKY_NN_SDPA SKY_TORCH_AT_LEAST(2, 5)
+
+namespace {
+
+at::Tensor build_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal, int64_t window,
+                         const at::Device& device) {
   auto opts = at::TensorOptions().dtype(at::kLong).device(device);
   at::Tensor allowed = at::ones({B, 1, T, S}, opts.dtype(at::kBool));
   if (causal || window > 0) {
@@ -20,28 +25,51 @@ at::Tensor attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_
     if (window > 0) m = m.logical_and(kpos.gt(qpos - window));
     allowed = allowed.logical_and(m.view({1, 1, T, S}));
   }
-  if (attention_mask.defined()) {
-    if (attention_mask.dim() != 2 || attention_mask.size(0) != B || attention_mask.size(1) != S)
-      throw sky::Error("attention_mask has shape " + std::string(attention_mask.sizes().vec().empty() ? "[]" : "") +
-                       "[" + std::to_string(attention_mask.size(0)) + ", " +
-                       std::to_string(attention_mask.dim() > 1 ? attention_mask.size(1) : 0) + "], expected [" +
-                       std::to_string(B) + ", " + std::to_string(S) + "]");
-    allowed = allowed.logical_and(attention_mask.to(device).ne(0).view({B, 1, 1, S}));
-  }
+  if (attention_mask.defined()) allowed = allowed.logical_and(attention_mask.to(device).ne(0).view({B, 1, 1, S}));
   return allowed;
 }
 
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed,
+}  // namespace
+
+AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
+                                int64_t window, const at::Device& device) {
+  if (attention_mask.defined() &&
+      (attention_mask.dim() != 2 || attention_mask.size(0) != B || attention_mask.size(1) != S))
+    throw sky::Error("attention_mask has shape " + c10::str(attention_mask.sizes()) + ", expected [" +
+                     std::to_string(B) + ", " + std::to_string(S) + "]");
+#if SKY_NN_SDPA
+  // As HF's sdpa_mask: no mask tensor when the padding mask is all ones (one sync, as HF's check)
+  // and the rest is what the kernel's is_causal does (top-left aligned: no past keys, or a single
+  // query that sees every key).
+  const bool window_bites = window > 0 && window < S;
+  const bool kernel_can = !window_bites && (!causal || T == S || T == 1);
+  if (kernel_can && (!attention_mask.defined() || attention_mask.all().item<bool>()))
+    return {at::Tensor(), causal && T > 1};
+#endif
+  return {build_allowed(attention_mask, B, T, S, causal, window, device), causal};
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
                      double scale, double dropout_p, bool training) {
   int64_t H = q.size(1), Hkv = k.size(1);
-  at::Tensor kk = k, vv = v;
-  if (H != Hkv) {  // grouped-query attention: each key/value head serves H / Hkv query heads
-    int64_t rep = H / Hkv;
-    auto B = k.size(0), S = k.size(2), D = k.size(3);
-    kk = k.unsqueeze(2).expand({B, Hkv, rep, S, D}).reshape({B, H, S, D});
-    vv = v.unsqueeze(2).expand({B, Hkv, rep, S, D}).reshape({B, H, S, D});
-  }
-  at::Tensor scores = at::matmul(q, kk.transpose(2, 3)) * scale;  // [B, H, T, S]
+  const double p = training ? dropout_p : 0.0;
+  auto repeat_kv = [&](const at::Tensor& t) {  // grouped-query attention: each key/value head serves H / Hkv query heads
+    if (H == Hkv) return t;
+    auto B = t.size(0), S = t.size(2), D = t.size(3);
+    return t.unsqueeze(2).expand({B, Hkv, H / Hkv, S, D}).reshape({B, H, S, D});
+  };
+#if SKY_NN_SDPA
+  if (!mask.allowed.defined())  // flash attention takes grouped heads as they are
+    return at::scaled_dot_product_attention(q, k, v, c10::nullopt, p, mask.causal, scale, /*enable_gqa=*/H != Hkv);
+  // A query row with no key to see (a left pad) would be 0/0: let it see every key, then zero its
+  // output, which is what the eager softmax below gives and keeps its gradient zero as well.
+  at::Tensor none = mask.allowed.any(-1, true).logical_not();  // [B, 1, T, 1]
+  at::Tensor out = at::scaled_dot_product_attention(q, repeat_kv(k), repeat_kv(v), mask.allowed.logical_or(none), p,
+                                                    false, scale);
+  return out.masked_fill(none, 0);
+#else
+  const at::Tensor& allowed = mask.allowed;
+  at::Tensor scores = at::matmul(q, repeat_kv(k).transpose(2, 3)) * scale;  // [B, H, T, S]
   // The dtype's lowest finite value, as HF: a fully masked row (a left pad) stays finite.
   // The scores' dtype, not q's: under autocast q may be float32 (after Qwen3's q_norm) while the
   // matmul gives bf16 scores, where float32's lowest would overflow.
@@ -49,15 +77,16 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   double lowest = st == at::kFloat    ? -std::numeric_limits<float>::max()
                   : st == at::kDouble ? -std::numeric_limits<double>::max()
                   : st == at::kHalf   ? -65504.0
-                                                   : -3.3895313892515355e38;
+                                      : -3.3895313892515355e38;
   scores = scores.masked_fill(allowed.logical_not(), lowest);
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   // A query that may see no key (a left pad) gets zero weights, as torch's SDPA (the default
   // attention of HF 5) gives: its output is then the residual alone, and the logits at the
   // last pad, which predict the first real token, match HF's.
   probs = probs.masked_fill(allowed.any(-1, true).logical_not(), 0);
-  if (training && dropout_p > 0) probs = at::dropout(probs, dropout_p, true);
-  return at::matmul(probs, vv);  // [B, H, T, D]
+  if (p > 0) probs = at::dropout(probs, p, true);
+  return at::matmul(probs, repeat_kv(v));  // [B, H, T, D]
+#endif
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -69,10 +98,10 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 
 at::Tensor activation(const std::string& name, const at::Tensor& x) {
   if (name == "gelu") return at::gelu(x);
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") {
-    // HF NewGELUActivation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-    return 0.5 * x * (1.0 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * at::pow(x, 3.0))));
-  }
+  // HF's NewGELUActivation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), is this formula in
+  // six tensor ops; torch's tanh GELU computes the same in one kernel (in float32 for bf16 input),
+  // saving one tensor for backward instead of five.
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return at::gelu(x, "tanh");
   if (name == "relu") return at::relu(x);
   if (name == "silu" || name == "swish") return at::silu(x);
   throw sky::Error("not supported yet: activation '" + name + "'");

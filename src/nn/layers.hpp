@@ -11,15 +11,23 @@
 
 namespace sky::nn {
 
-// Which keys each query may see: [B, 1, T, S] bool. `attention_mask` [B, S] (undefined: all
-// ones); causal: key position <= query position (queries sit at past..past+T-1); window > 0:
-// only the last `window` keys.
-at::Tensor attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
-                             int64_t window, const at::Device& device);
+// Which keys each query may see. `attention_mask` [B, S] (undefined: all ones); causal: key
+// position <= query position (queries sit at past..past+T-1); window > 0: only the last `window`
+// keys. `allowed` is [B, 1, T, S] bool, or, where LibTorch has fused attention (>= 2.5), undefined
+// when the rule is causality alone aligned at the top left (no past keys) or nothing at all, as HF
+// drops the mask for SDPA: then `causal` says which, and the kernel masks by itself.
+struct AttentionMask {
+  at::Tensor allowed;
+  bool causal = false;
+};
+AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
+                                int64_t window, const at::Device& device);
 
-// softmax(q k^T * scale, masked) v, the softmax in float32 as HF's eager attention.
-// q [B, H, T, D]; k, v [B, H_kv, S, D] (repeated for grouped-query attention); → [B, H, T, D].
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed,
+// softmax(q k^T * scale, masked) v. With LibTorch >= 2.5 this is torch's scaled_dot_product_attention
+// (flash or memory-efficient kernels, as HF 5's default "sdpa" attention); before, the softmax in
+// float32 as HF's eager attention. A query that may see no key gets zero weights either way.
+// q [B, H, T, D]; k, v [B, H_kv, S, D] (grouped-query attention when H_kv < H); → [B, H, T, D].
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
                      double scale, double dropout_p, bool training);
 
 // HF's LlamaRMSNorm: in float32, then weight * x.to(input dtype).
