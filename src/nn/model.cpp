@@ -396,17 +396,61 @@ void Model::save_pretrained(const std::string& dir, uint64_t max_shard_size) con
 
 // ---- losses ----------------------------------------------------------------------------------------
 
+namespace {
+
+// Cross entropy summed over the rows whose target is not -100, as HF's ForCausalLMLoss computes it
+// (logits upcast to float32, then log_softmax and nll_loss), without keeping the float32 copy:
+// forward keeps the logits as they are (bf16 under autocast) and each row's logsumexp; backward
+// recomputes softmax a slice of rows at a time. torch's path keeps a float32 log_softmax for
+// backward and makes two more float32 [N, V] tensors there: for a 150k vocabulary that is gigabytes.
+class SumCrossEntropy : public torch::autograd::Function<SumCrossEntropy> {
+ public:
+  static int64_t rows_per_slice(int64_t V) { return std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(V, 1)); }
+
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& target) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const int64_t N = logits.size(0), V = logits.size(1), step = rows_per_slice(V);
+    at::Tensor lse = at::empty({N}, logits.options().dtype(at::kFloat));
+    for (int64_t s = 0; s < N; s += step) {
+      const int64_t n = std::min(step, N - s);
+      lse.narrow(0, s, n).copy_(at::logsumexp(logits.narrow(0, s, n).to(at::kFloat), {-1}));
+    }
+    at::Tensor valid = target.ne(-100);
+    at::Tensor picked = logits.gather(1, target.masked_fill(valid.logical_not(), 0).unsqueeze(1)).squeeze(1).to(at::kFloat);
+    ctx->save_for_backward({logits, target, lse});
+    return ((lse - picked) * valid).sum();
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &logits = saved[0], &target = saved[1], &lse = saved[2];
+    const at::Tensor& g = grads[0];  // d loss / d sum: a float32 scalar
+    const int64_t N = logits.size(0), V = logits.size(1), step = rows_per_slice(V);
+    at::Tensor grad = at::empty_like(logits);
+    at::Tensor valid = target.ne(-100);
+    at::Tensor safe = target.masked_fill(valid.logical_not(), 0).unsqueeze(1);
+    at::Tensor weight = valid.to(at::kFloat).unsqueeze(1) * g;  // [N, 1]: 0 for ignored rows
+    for (int64_t s = 0; s < N; s += step) {
+      const int64_t n = std::min(step, N - s);
+      at::Tensor p = (logits.narrow(0, s, n).to(at::kFloat) - lse.narrow(0, s, n).unsqueeze(1)).exp_();  // softmax
+      p.scatter_add_(1, safe.narrow(0, s, n), at::full({n, 1}, -1.0, p.options()));  // minus one at the target
+      grad.narrow(0, s, n).copy_(p.mul_(weight.narrow(0, s, n)));
+    }
+    return {grad, at::Tensor()};
+  }
+};
+
+}  // namespace
+
 at::Tensor Model::causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels, double num_items_in_batch) const {
   // HF ForCausalLMLoss: upcast, pad labels with -100 on the right, shift left by one.
-  at::Tensor l = logits.to(at::kFloat);
-  at::Tensor lab = labels.to(l.device()).to(at::kLong);
-  at::Tensor shifted = at::constant_pad_nd(lab, {0, 1}, -100).narrow(-1, 1, lab.size(-1)).contiguous();
-  int64_t V = l.size(-1);
-  if (num_items_in_batch > 0) {
-    at::Tensor s = at::cross_entropy_loss(l.reshape({-1, V}), shifted.view({-1}), {}, at::Reduction::Sum, -100);
-    return s / num_items_in_batch;
-  }
-  return at::cross_entropy_loss(l.reshape({-1, V}), shifted.view({-1}), {}, at::Reduction::Mean, -100);
+  at::Tensor lab = labels.to(logits.device()).to(at::kLong);
+  at::Tensor shifted = at::constant_pad_nd(lab, {0, 1}, -100).narrow(-1, 1, lab.size(-1)).contiguous().view({-1});
+  const int64_t V = logits.size(-1);
+  at::Tensor sum = SumCrossEntropy::apply(logits.reshape({-1, V}), shifted);
+  if (num_items_in_batch > 0) return sum / num_items_in_batch;
+  return sum / shifted.ne(-100).sum().to(at::kFloat);  // reduction "mean": NaN when every label is -100, as torch
 }
 
 at::Tensor Model::classification_loss(const at::Tensor& logits, const at::Tensor& labels) {
