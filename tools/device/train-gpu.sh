@@ -3,7 +3,8 @@
 # whole check of issue 8's GPU side in one go, each part's log under $OUT (default /tmp/train-gpu):
 #   build.log    tools/device/build-gpu.sh
 #   parity.log   model parity tests on CUDA (fp32, bf16) and on the CPU with the pip LibTorch
-#                (which takes the SDPA path), then the Trainer parity and trainer tests there
+#                (which takes the SDPA path), then the Trainer parity and trainer tests there,
+#                then save with skyrun / load with HF on CUDA (tools/nn_hf_roundtrip.py)
 #   bench.log    tools/bench train [steps] [gpt2|qwen3|all] (ours vs HF Trainer)
 #   finetune.log jobs/finetune.lua on CUDA (bf16)
 #   usage: tools/device/train-gpu.sh [steps] [which]
@@ -26,6 +27,8 @@ status=0
   for t in tests/train/test_trainer_parity.lua tests/train/test_trainer.lua tests/nn/test_generate.lua; do
     echo "== CPU $t"; (cd tests && ../build-gpu/skyrun "${t#tests/}") || status=1
   done
+  echo "== save with skyrun, load with HF transformers (CUDA)"
+  python3 tools/nn_hf_roundtrip.py --skyrun build-gpu/skyrun --device cuda || status=1
 } > "$out/parity.log" 2>&1
 grep -E "^(==|ok|FAIL|not ok)|fail" "$out/parity.log" | grep -vE "^ok|^==" | head -20
 echo "parity status $status"
