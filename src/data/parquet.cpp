@@ -15,6 +15,9 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <future>
+#include <system_error>
+#include <thread>
 
 #include "data/readers.hpp"
 
@@ -272,6 +275,22 @@ void unpack_bits(Cursor& c, int width, int64_t count, uint64_t* out) {
   size_t bytes = static_cast<size_t>((count * width + 7) / 8);
   c.need(bytes);
   const uint8_t* p = c.p;
+  if (width <= 56) {  // a 64-bit window holds a value plus the byte being added
+    uint64_t acc = 0, mask = (uint64_t{1} << width) - 1;
+    int bits = 0;
+    size_t k = 0;
+    for (int64_t i = 0; i < count; i++) {
+      while (bits < width) {
+        acc |= static_cast<uint64_t>(p[k++]) << bits;
+        bits += 8;
+      }
+      out[i] = acc & mask;
+      acc >>= width;
+      bits -= width;
+    }
+    c.p += bytes;
+    return;
+  }
   uint64_t bitpos = 0;
   for (int64_t i = 0; i < count; i++) {
     uint64_t v = 0;
@@ -290,10 +309,11 @@ void unpack_bits(Cursor& c, int width, int64_t count, uint64_t* out) {
   c.p += bytes;
 }
 
-// RLE / bit-packed hybrid: decodes exactly n values of `width` bits.
-void decode_rle(Cursor c, int width, int64_t n, std::vector<uint32_t>& out, const char* what_levels) {
+// RLE / bit-packed hybrid: decodes exactly n values of `width` bits into out[0..n) (T holds them:
+// levels are at most 2 bits wide here, dictionary indices 32).
+template <class T>
+void decode_rle(Cursor c, int width, int64_t n, T* out, const char* what_levels) {
   if (width < 0 || width > 32) c.fail(std::string("bad bit width for ") + what_levels);
-  out.resize(n);
   int64_t i = 0;
   uint64_t tmp[8];
   while (i < n) {
@@ -309,7 +329,7 @@ void decode_rle(Cursor c, int width, int64_t n, std::vector<uint32_t>& out, cons
           break;
         }
         unpack_bits(c, width, 8, tmp);
-        for (int k = 0; k < 8 && i < n; k++) out[i++] = static_cast<uint32_t>(tmp[k]);
+        for (int k = 0; k < 8 && i < n; k++) out[i++] = static_cast<T>(tmp[k]);
       }
     } else {
       uint64_t run = h >> 1;
@@ -319,7 +339,9 @@ void decode_rle(Cursor c, int width, int64_t n, std::vector<uint32_t>& out, cons
       for (int k = 0; k < bytes; k++) v |= static_cast<uint32_t>(c.p[k]) << (8 * k);
       c.p += bytes;
       if (run == 0) c.fail(std::string("empty run in ") + what_levels);
-      for (uint64_t k = 0; k < run && i < n; k++) out[i++] = v;
+      int64_t stop = run < static_cast<uint64_t>(n - i) ? i + static_cast<int64_t>(run) : n;
+      std::fill(out + i, out + stop, static_cast<T>(v));
+      i = stop;
     }
   }
 }
@@ -366,7 +388,7 @@ void decode_delta_bp(Cursor& c, int64_t n_expected, bool is32, std::vector<int64
 
 // ---- decompression --------------------------------------------------------------------------------------------
 
-void decompress(int64_t codec, const uint8_t* src, size_t n, size_t expect, std::vector<uint8_t>& dst,
+void decompress(int64_t codec, const uint8_t* src, size_t n, size_t expect, PodVec<uint8_t>& dst,
                 const std::string& what) {
   // Check the claimed size against what the codec can produce before allocating it.
   if (codec == 0 && n != expect)
@@ -435,13 +457,15 @@ void decompress(int64_t codec, const uint8_t* src, size_t n, size_t expect, std:
 
 // The values of one leaf in one row group: non-null values in order, and the levels.
 struct LeafData {
-  std::vector<uint8_t> fixed;  // bool: 1 byte; int/float: 8 bytes (int64 or double)
-  std::vector<int64_t> offsets{0};
-  std::vector<char> chars;
-  std::vector<uint32_t> def, rep;
+  PodVec<uint8_t> fixed;  // bool: 1 byte; int/float: 8 bytes (int64 or double)
+  PodVec<int64_t> offsets{0};
+  PodVec<char> chars;
+  PodVec<uint8_t> def, rep;  // levels (at most 3 here: deeper nesting is refused before decoding)
   int64_t count = 0;  // non-null values
   int64_t levels = 0;
 };
+
+using ReleaseFn = std::function<void(size_t lo, size_t hi)>;
 
 // Writers keep pages to ~1 MB / 20k rows; a header claiming more than this is corrupt, and trusting
 // it would allocate gigabytes from a few bytes of run-length data.
@@ -450,7 +474,7 @@ constexpr int64_t kMaxPageValues = int64_t{1} << 26;
 class ChunkReader {
  public:
   // page_buf and dict_buf outlive the reader: reused across row groups, they are allocated once.
-  ChunkReader(const FieldPlan& f, const std::string& what, std::vector<uint8_t>& page_buf, std::vector<uint8_t>& dict_buf)
+  ChunkReader(const FieldPlan& f, const std::string& what, PodVec<uint8_t>& page_buf, PodVec<uint8_t>& dict_buf)
       : f_(f), what_(what), page_buf_(page_buf), dict_buf_(dict_buf) {}
 
   void read(const uint8_t* file, size_t file_size, const TVal& meta, LeafData& out) {
@@ -465,6 +489,8 @@ class ChunkReader {
       throw Error(what_ + ": column chunk outside the file (corrupt metadata)");
     const uint8_t* p = file + start;
     const uint8_t* end = p + total;
+    range_lo = static_cast<size_t>(start);
+    range_hi = static_cast<size_t>(start + total);
     chunk_start_ = out.levels;  // out may already hold earlier row groups (accumulating reads)
     while (out.levels - chunk_start_ < num_values) {
       if (p >= end)
@@ -539,16 +565,20 @@ class ChunkReader {
     }
   }
 
+  size_t range_lo = 0, range_hi = 0;  // the bytes of the file the chunk occupies (after read)
+
  private:
-  void append_levels(Cursor& c, int max, int64_t n, std::vector<uint32_t>& dst, const char* what) {
-    std::vector<uint32_t> tmp;
-    decode_rle(c, bit_width(max), n, tmp, what);
-    for (uint32_t v : tmp)
-      if (v > static_cast<uint32_t>(max)) throw Error(what_ + ": " + what + " above the maximum (corrupt page)");
-    dst.insert(dst.end(), tmp.begin(), tmp.end());
+  void append_levels(Cursor& c, int max, int64_t n, PodVec<uint8_t>& dst, const char* what) {
+    size_t at = dst.size();
+    dst.resize(at + static_cast<size_t>(n));
+    uint8_t* v = dst.data() + at;
+    decode_rle(c, bit_width(max), n, v, what);
+    uint8_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= v[i] > max;
+    if (bad) throw Error(what_ + ": " + what + " above the maximum (corrupt page)");
   }
 
-  void read_levels_v1(Cursor& c, int64_t enc, int max, int64_t n, std::vector<uint32_t>& dst, const char* what) {
+  void read_levels_v1(Cursor& c, int64_t enc, int max, int64_t n, PodVec<uint8_t>& dst, const char* what) {
     if (enc != E_RLE) throw Error("not supported yet: " + enc_name(enc) + " " + what + " in " + what_);
     uint32_t len = c.u32();
     c.need(len);
@@ -561,7 +591,8 @@ class ChunkReader {
   int64_t present(const LeafData& out, int64_t n) const {
     if (f_.max_def == 0) return n;
     int64_t k = 0;
-    for (size_t i = out.def.size() - n; i < out.def.size(); i++) k += out.def[i] == static_cast<uint32_t>(f_.max_def);
+    const uint8_t max = static_cast<uint8_t>(f_.max_def);
+    for (size_t i = out.def.size() - n; i < out.def.size(); i++) k += out.def[i] == max;
     return k;
   }
 
@@ -583,9 +614,9 @@ class ChunkReader {
         uint32_t len = c.u32();
         c.need(len);
         Cursor rc{c.p, c.p + len, c.what};
-        std::vector<uint32_t> bits;
-        decode_rle(rc, 1, n, bits, "boolean values");
-        for (auto b : bits) out.fixed.push_back(b ? 1 : 0);
+        size_t at = out.fixed.size();
+        out.fixed.resize(at + static_cast<size_t>(n));
+        decode_rle(rc, 1, n, out.fixed.data() + at, "boolean values");
         out.count += n;
         break;
       }
@@ -724,16 +755,31 @@ class ChunkReader {
         break;
       }
       case P_BYTE_ARRAY: {
-        if (static_cast<uint64_t>(n) > c.left() / 4 + 1 && n > 0) c.need(static_cast<size_t>(n) * 4);
-        out.offsets.reserve(out.offsets.size() + n);
-        if (!f_.float16 && out.chars.capacity() < out.chars.size() + c.left())  // grow geometrically
-          out.chars.reserve(std::max(out.chars.size() + c.left(), 2 * out.chars.capacity()));
+        // length-prefixed values: the bytes go to chars back to back (at most what the page holds
+        // besides the n prefixes), each end to offsets
+        if (static_cast<uint64_t>(n) > c.left() / 4) c.need(static_cast<size_t>(n) * 4);
+        size_t at = out.offsets.size(), base = out.chars.size(), room = c.left() - static_cast<size_t>(n) * 4;
+        out.offsets.resize(at + static_cast<size_t>(n));
+        if (out.chars.capacity() < base + room)  // grow geometrically
+          out.chars.reserve(std::max(base + room, 2 * out.chars.capacity()));
+        out.chars.resize(base + room);
+        char* chars = out.chars.data();
+        size_t pos = base;
+        int64_t* off = out.offsets.data() + at;
+        const uint8_t* p = c.p;
         for (int64_t i = 0; i < n; i++) {
-          uint32_t len = c.u32();
-          c.need(len);
-          push_bytes(out, reinterpret_cast<const char*>(c.p), len);
-          c.p += len;
+          uint32_t len;
+          if (c.end - p < 4) c.fail("page data ends early (corrupt page)");
+          std::memcpy(&len, p, 4);
+          p += 4;
+          if (len > static_cast<size_t>(c.end - p)) c.fail("page data ends early (corrupt page)");
+          std::memcpy(chars + pos, p, len);
+          p += len;
+          pos += len;
+          off[i] = static_cast<int64_t>(pos);
         }
+        c.p = p;
+        out.chars.resize(pos);
         break;
       }
       case P_FLBA: {
@@ -753,22 +799,41 @@ class ChunkReader {
     if (!has_dict_) throw Error(what_ + ": dictionary-encoded page without a dictionary page");
     int w = c.byte();
     if (w > 32) throw Error(what_ + ": bad dictionary index bit width " + std::to_string(w));
-    std::vector<uint32_t> idx;
-    decode_rle(c, w, n, idx, "dictionary indices");
-    int64_t dn = dict_.count;
-    for (uint32_t k : idx)
-      if (static_cast<int64_t>(k) >= dn)
-        throw Error(what_ + ": dictionary index " + std::to_string(k) + " out of range (" + std::to_string(dn) + " entries)");
+    idx_.resize(static_cast<size_t>(n));
+    const uint32_t* idx = idx_.data();
+    decode_rle(c, w, n, idx_.data(), "dictionary indices");
+    uint32_t dn = static_cast<uint32_t>(std::min<int64_t>(dict_.count, UINT32_MAX));
+    uint32_t top = 0;
+    for (int64_t i = 0; i < n; i++) top = std::max(top, idx[i]);
+    if (n > 0 && top >= dn)
+      for (int64_t i = 0; i < n; i++)
+        if (idx[i] >= dn)
+          throw Error(what_ + ": dictionary index " + std::to_string(idx[i]) + " out of range (" + std::to_string(dn) + " entries)");
     if (f_.out_type != DType::String) {
       size_t wsz = f_.out_type == DType::Bool ? 1 : 8;
       size_t at = out.fixed.size();
       out.fixed.resize(at + n * wsz);
-      for (int64_t i = 0; i < n; i++) std::memcpy(out.fixed.data() + at + i * wsz, dict_.fixed.data() + idx[i] * wsz, wsz);
+      uint8_t* dst = out.fixed.data() + at;
+      const uint8_t* src = dict_.fixed.data();
+      if (wsz == 8)
+        for (int64_t i = 0; i < n; i++) std::memcpy(dst + i * 8, src + static_cast<size_t>(idx[i]) * 8, 8);
+      else
+        for (int64_t i = 0; i < n; i++) dst[i] = src[idx[i]];
     } else {
+      const int64_t* doff = dict_.offsets.data();
+      size_t total = 0;
+      for (int64_t i = 0; i < n; i++) total += static_cast<size_t>(doff[idx[i] + 1] - doff[idx[i]]);
+      size_t at = out.offsets.size(), pos = out.chars.size();
+      if (out.chars.capacity() < pos + total) out.chars.reserve(std::max(pos + total, 2 * out.chars.capacity()));
+      out.chars.resize(pos + total);
+      out.offsets.resize(at + static_cast<size_t>(n));
+      char* chars = out.chars.data();
+      int64_t* off = out.offsets.data() + at;
       for (int64_t i = 0; i < n; i++) {
-        int64_t b = dict_.offsets[idx[i]], e = dict_.offsets[idx[i] + 1];
-        out.chars.insert(out.chars.end(), dict_.chars.begin() + b, dict_.chars.begin() + e);
-        out.offsets.push_back(static_cast<int64_t>(out.chars.size()));
+        size_t len = static_cast<size_t>(doff[idx[i] + 1] - doff[idx[i]]);
+        std::memcpy(chars + pos, dict_.chars.data() + doff[idx[i]], len);
+        pos += len;
+        off[i] = static_cast<int64_t>(pos);
       }
     }
     out.count += n;
@@ -776,8 +841,9 @@ class ChunkReader {
 
   const FieldPlan& f_;
   const std::string& what_;
-  std::vector<uint8_t>& page_buf_;
-  std::vector<uint8_t>& dict_buf_;
+  PodVec<uint8_t>& page_buf_;
+  PodVec<uint8_t>& dict_buf_;
+  PodVec<uint32_t> idx_;
   int64_t chunk_start_ = 0;
   LeafData dict_;
   bool has_dict_ = false;
@@ -808,7 +874,7 @@ ColumnPtr assemble(const FieldPlan& f, LeafData& d, int64_t rows, const std::str
       c->offsets = Buffer::from_pod(std::move(d.offsets));
       c->values = Buffer::from_pod(std::move(d.chars));
     } else {
-      c->values = Buffer::from_vector(std::move(d.fixed));
+      c->values = Buffer::from_pod(std::move(d.fixed));
     }
     return c;
   };
@@ -833,7 +899,7 @@ ColumnPtr assemble(const FieldPlan& f, LeafData& d, int64_t rows, const std::str
       std::vector<int64_t> off(rows + 1);
       const int64_t* src = dense->offsets.as<int64_t>();
       for (int64_t r = 0; r < rows; r++) {
-        valid[r] = d.def[r] == static_cast<uint32_t>(f.max_def);
+        valid[r] = d.def[r] == f.max_def;
         if (valid[r]) k++;
         off[r + 1] = src[k];
       }
@@ -842,7 +908,7 @@ ColumnPtr assemble(const FieldPlan& f, LeafData& d, int64_t rows, const std::str
     } else {
       std::vector<uint8_t> vals(rows * width);
       for (int64_t r = 0; r < rows; r++) {
-        valid[r] = d.def[r] == static_cast<uint32_t>(f.max_def);
+        valid[r] = d.def[r] == f.max_def;
         if (valid[r]) std::memcpy(vals.data() + r * width, dense->values.data + (k++) * width, width);
       }
       c->values = Buffer::from_vector(std::move(vals));
@@ -1065,7 +1131,7 @@ struct ParquetFile {
 
   struct FieldState {
     LeafData d;
-    std::vector<uint8_t> page_buf, dict_buf;
+    PodVec<uint8_t> page_buf, dict_buf;
     void reset() {
       d.fixed.clear();
       d.offsets.resize(1);
@@ -1076,67 +1142,134 @@ struct ParquetFile {
     }
   };
 
+  // One row group, decoded: per field its values and levels; streaming, also a Table whose columns
+  // borrow them. lo..hi: the bytes of the file its column chunks occupy.
+  struct Group {
+    std::vector<FieldState> state;
+    Table table;
+    int64_t rows = 0;
+    size_t lo = 0, hi = 0;
+  };
+
+  void decode_group(const TVal& rg, int gi, Group& g, bool streaming) const {
+    g.table = Table();
+    g.rows = rg.get_i(3, -1);
+    g.lo = size;
+    g.hi = 0;
+    if (g.rows < 0) throw Error(name + ": row group " + std::to_string(gi) + " has a negative row count");
+    const auto* cols = rg.list(1);
+    if (!cols || static_cast<int>(cols->size()) != num_leaves)
+      throw Error(name + ": row group " + std::to_string(gi) + " has " + std::to_string(cols ? cols->size() : 0) +
+                  " column chunks, the schema " + std::to_string(num_leaves));
+    g.state.resize(fields.size());
+    for (size_t i = 0; i < fields.size(); i++) {
+      auto& f = fields[i];
+      const TVal& cc = (*cols)[f.leaf];
+      const TVal* cm = cc.field(3);
+      std::string what = "column '" + f.name + "' (row group " + std::to_string(gi) + ") of " + name;
+      if (!cc.get_s(1).empty()) throw Error("not supported yet: column chunks in other files (" + what + ")");
+      if (!cm) throw Error(what + ": column chunk without metadata");
+      if (cm->get_i(1, -1) != f.ptype)
+        throw Error(what + ": chunk type " + ptype_name(cm->get_i(1, -1)) + " differs from the schema's " + ptype_name(f.ptype));
+      FieldState& st = g.state[i];
+      st.reset();
+      ChunkReader r(f, what, st.page_buf, st.dict_buf);
+      r.read(data, size, *cm, st.d);
+      g.lo = std::min(g.lo, r.range_lo);
+      g.hi = std::max(g.hi, r.range_hi);
+      if (streaming) {
+        g.table.add(f.name, assemble(f, st.d, g.rows, what, true));
+      } else {  // the chunk must hold exactly its rows, as assemble checks when streaming
+        int64_t got = f.is_list ? 0 : (f.max_def > 0 ? st.d.levels : st.d.count);
+        if (f.is_list)
+          for (uint8_t r0 : st.d.rep) got += r0 == 0;
+        if (got != g.rows)
+          throw Error(what + ": " + std::to_string(got) + " values for " + std::to_string(g.rows) + " rows");
+      }
+    }
+    g.table.num_rows = g.rows;
+  }
+
+  // Appends a row group's values and levels to those of the groups before it.
+  static void append_leaf(LeafData& acc, const LeafData& d) {
+    acc.fixed.insert(acc.fixed.end(), d.fixed.begin(), d.fixed.end());
+    int64_t base = static_cast<int64_t>(acc.chars.size());
+    size_t at = acc.offsets.size(), n = d.offsets.size() - 1;
+    acc.offsets.resize(at + n);
+    for (size_t k = 0; k < n; k++) acc.offsets[at + k] = d.offsets[k + 1] + base;
+    acc.chars.insert(acc.chars.end(), d.chars.begin(), d.chars.end());
+    acc.def.insert(acc.def.end(), d.def.begin(), d.def.end());
+    acc.rep.insert(acc.rep.end(), d.rep.begin(), d.rep.end());
+    acc.count += d.count;
+    acc.levels += d.levels;
+  }
+
+  // Reserves the whole file's values from the footer's sizes, trusted only up to 64 times the file
+  // (a corrupt footer must not allocate gigabytes; a short guess only means growing).
+  void reserve(std::vector<LeafData>& acc, const std::vector<TVal>& rgs) const {
+    uint64_t cap = 64 * static_cast<uint64_t>(size) + (1u << 20);
+    for (size_t i = 0; i < fields.size(); i++) {
+      uint64_t values = 0, bytes = 0;
+      for (auto& rg : rgs) {
+        const auto* cols = rg.list(1);
+        const TVal* cm = cols && fields[i].leaf < static_cast<int>(cols->size()) ? (*cols)[fields[i].leaf].field(3) : nullptr;
+        if (!cm) continue;
+        values = std::min<uint64_t>(cap, values + static_cast<uint64_t>(std::max<int64_t>(0, std::min<int64_t>(cm->get_i(5, 0), cap))));
+        bytes = std::min<uint64_t>(cap, bytes + static_cast<uint64_t>(std::max<int64_t>(0, std::min<int64_t>(cm->get_i(6, 0), cap))));
+      }
+      LeafData& d = acc[i];
+      const FieldPlan& f = fields[i];
+      if (f.out_type == DType::String) {
+        d.chars.reserve(bytes);
+        d.offsets.reserve(std::min(cap / 8, values + 1));
+      } else {
+        d.fixed.reserve(std::min(cap, values * (f.out_type == DType::Bool ? 1 : 8)));
+      }
+      if (f.max_def > 0) d.def.reserve(values);
+      if (f.max_rep > 0) d.rep.reserve(values);
+    }
+  }
+
   // Streaming (accumulate=false): each row group becomes a Table handed to on_chunk, its buffers
-  // borrowed from memory reused for the next one. Accumulate: every row group decodes into the same
-  // buffers (reserved from the footer's sizes) and on_chunk gets one Table owning them.
-  void read(const ChunkFn& on_chunk, bool accumulate) {
+  // borrowed from memory reused two groups later. Accumulate: the groups' values are appended to
+  // buffers reserved from the footer's sizes, and on_chunk gets one Table owning them.
+  // With two cores or more, the next row group decodes on a second thread while on_chunk (or the
+  // append) runs; errors still come in file order. release(lo, hi): the bytes of a group are done.
+  void read(const ChunkFn& on_chunk, bool accumulate, const ReleaseFn& release) {
     for (auto& f : fields)
       if (!f.unsupported.empty()) throw Error(f.unsupported);
     const auto* rgs = meta.list(4);
     int64_t total_rows = meta.get_i(3, 0);
     if (total_rows < 0) throw Error(name + ": negative row count in the footer");
     int64_t seen = 0;
-    std::vector<FieldState> state(fields.size());
-    if (rgs && accumulate) {
-      for (size_t i = 0; i < fields.size(); i++) {
-        int64_t bytes = 0;
-        for (auto& rg : *rgs) {
-          const auto* cols = rg.list(1);
-          const TVal* cm = cols && fields[i].leaf < static_cast<int>(cols->size()) ? (*cols)[fields[i].leaf].field(3) : nullptr;
-          if (cm) bytes += std::max<int64_t>(0, cm->get_i(6, 0));
+    std::vector<LeafData> acc(accumulate ? fields.size() : 0);
+    if (rgs && accumulate) reserve(acc, *rgs);
+    size_t ng = rgs ? rgs->size() : 0;
+    Group groups[2];
+    auto decode = [&](size_t k) { decode_group((*rgs)[k], static_cast<int>(k + 1), groups[k & 1], !accumulate); };
+    bool threaded = ng > 1 && std::thread::hardware_concurrency() > 1;
+    std::future<void> ahead;  // destroyed (so waited for) before groups
+    if (ng > 0) decode(0);
+    for (size_t k = 0; k < ng; k++) {
+      bool next = k + 1 < ng, started = false;
+      if (next && threaded) {
+        try {
+          ahead = std::async(std::launch::async, decode, k + 1);
+          started = true;
+        } catch (const std::system_error&) {  // no thread to be had: decode it afterwards
         }
-        bytes = std::min<int64_t>(bytes, int64_t{1} << 32);
-        if (fields[i].out_type == DType::String) state[i].d.chars.reserve(static_cast<size_t>(bytes));
       }
-    }
-    if (rgs) {
-      int gi = 0;
-      for (auto& rg : *rgs) {
-        gi++;
-        int64_t rows = rg.get_i(3, -1);
-        if (rows < 0) throw Error(name + ": row group " + std::to_string(gi) + " has a negative row count");
-        const auto* cols = rg.list(1);
-        if (!cols || static_cast<int>(cols->size()) != num_leaves)
-          throw Error(name + ": row group " + std::to_string(gi) + " has " + std::to_string(cols ? cols->size() : 0) +
-                      " column chunks, the schema " + std::to_string(num_leaves));
-        Table t;
-        for (size_t i = 0; i < fields.size(); i++) {
-          auto& f = fields[i];
-          const TVal& cc = (*cols)[f.leaf];
-          const TVal* cm = cc.field(3);
-          std::string what = "column '" + f.name + "' (row group " + std::to_string(gi) + ") of " + name;
-          if (!cc.get_s(1).empty()) throw Error("not supported yet: column chunks in other files (" + what + ")");
-          if (!cm) throw Error(what + ": column chunk without metadata");
-          if (cm->get_i(1, -1) != f.ptype)
-            throw Error(what + ": chunk type " + ptype_name(cm->get_i(1, -1)) + " differs from the schema's " + ptype_name(f.ptype));
-          FieldState& st = state[i];
-          if (!accumulate) st.reset();
-          int64_t levels_before = st.d.levels, count_before = st.d.count;
-          ChunkReader r(f, what, st.page_buf, st.dict_buf);
-          r.read(data, size, *cm, st.d);
-          if (accumulate) {  // the chunk must hold exactly its rows, as the streaming check does
-            int64_t got = f.is_list ? 0 : (f.max_def > 0 ? st.d.levels - levels_before : st.d.count - count_before);
-            if (f.is_list)
-              for (size_t k = static_cast<size_t>(levels_before); k < st.d.rep.size(); k++) got += st.d.rep[k] == 0;
-            if (got != rows)
-              throw Error(what + ": " + std::to_string(got) + " values for " + std::to_string(rows) + " rows");
-          } else {
-            t.add(f.name, assemble(f, st.d, rows, what, true));
-          }
-        }
-        t.num_rows = rows;
-        seen += rows;
-        if (!accumulate) on_chunk(t);
+      Group& g = groups[k & 1];
+      seen += g.rows;
+      if (accumulate) {
+        for (size_t i = 0; i < fields.size(); i++) append_leaf(acc[i], g.state[i].d);
+      } else {
+        on_chunk(g.table);
+      }
+      if (release && g.lo < g.hi) release(g.lo, g.hi);
+      if (next) {
+        if (started) ahead.get();
+        else decode(k + 1);
       }
     }
     if (seen != total_rows)
@@ -1144,7 +1277,7 @@ struct ParquetFile {
     if (accumulate) {
       Table t;
       for (size_t i = 0; i < fields.size(); i++)
-        t.add(fields[i].name, assemble(fields[i], state[i].d, seen, "column '" + fields[i].name + "' of " + name, false));
+        t.add(fields[i].name, assemble(fields[i], acc[i], seen, "column '" + fields[i].name + "' of " + name, false));
       t.num_rows = seen;
       if (seen > 0 || !fields.empty()) on_chunk(t);
     } else if (fields.empty() && seen == 0) {
@@ -1153,9 +1286,8 @@ struct ParquetFile {
   }
 };
 
-}  // namespace
-
-TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string& name, const ChunkFn& on_chunk) {
+TablePtr read_parquet_impl(const uint8_t* data, size_t size, const std::string& name, const ChunkFn& on_chunk,
+                           const ReleaseFn& release) {
   ParquetFile f{data, size, name, {}, {}, {}, 0};
   f.open();
   if (on_chunk) {
@@ -1165,7 +1297,7 @@ TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string
           any = true;
           on_chunk(t);
         },
-        false);
+        false, release);
     if (!any) {
       Table empty;
       for (auto& fp : f.fields) {
@@ -1188,12 +1320,19 @@ TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string
     return nullptr;
   }
   auto out = std::make_shared<Table>();
-  f.read([&](const Table& t) { *out = t; }, true);
+  f.read([&](const Table& t) { *out = t; }, true, release);
   return out;
 }
 
-// The file is mapped, not read: after each row group its pages are dropped from this process
-// (MADV_DONTNEED; the page cache keeps them), so streaming a file costs one row group of memory.
+}  // namespace
+
+TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string& name, const ChunkFn& on_chunk) {
+  return read_parquet_impl(data, size, name, on_chunk, {});
+}
+
+// The file is mapped, not read: once a row group is handed on (or appended), its pages are dropped
+// from this process (MADV_DONTNEED; the page cache keeps them), so the input costs about one row
+// group of memory.
 TablePtr read_parquet(const std::string& path, const ChunkFn& on_chunk) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
@@ -1211,12 +1350,13 @@ TablePtr read_parquet(const std::string& path, const ChunkFn& on_chunk) {
   ::close(fd);
   if (p == MAP_FAILED) throw Error("cannot map " + path + ": " + std::strerror(errno));
   std::shared_ptr<void> unmap(p, [size](void* q) { ::munmap(q, size); });
-  auto* data = static_cast<const uint8_t*>(p);
-  if (!on_chunk) return read_parquet_memory(data, size, path, on_chunk);
-  return read_parquet_memory(data, size, path, [&](const Table& t) {
-    on_chunk(t);
-    ::madvise(p, size, MADV_DONTNEED);
-  });
+  static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  // whole pages inside the group's bytes; one shared with the next group may be needed again: kept
+  auto release = [p, size](size_t lo, size_t hi) {
+    size_t b = (lo + page - 1) & ~(page - 1), e = hi & ~(page - 1);
+    if (b < e && e <= size) ::madvise(static_cast<uint8_t*>(p) + b, e - b, MADV_DONTNEED);
+  };
+  return read_parquet_impl(static_cast<const uint8_t*>(p), size, path, on_chunk, release);
 }
 
 // ---- writer --------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sky::data {
@@ -15,6 +16,29 @@ namespace sky::data {
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// An allocator whose resize() leaves new elements uninitialized (for buffers about to be overwritten,
+// such as decoded values: zero-filling them first would cost a pass over the memory).
+template <class T>
+struct DefaultInitAlloc : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = DefaultInitAlloc<U>;
+  };
+  DefaultInitAlloc() = default;
+  template <class U>
+  DefaultInitAlloc(const DefaultInitAlloc<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+template <class T>
+using PodVec = std::vector<T, DefaultInitAlloc<T>>;
 
 enum class DType : uint8_t { Null, Bool, Int64, Float64, String, List };
 
@@ -34,9 +58,9 @@ struct Buffer {
   template <class T>
   const T* as() const { return reinterpret_cast<const T*>(data); }
   static Buffer from_vector(std::vector<uint8_t>&& v);
-  template <class T>
-  static Buffer from_pod(std::vector<T>&& v) {
-    auto holder = std::make_shared<std::vector<T>>(std::move(v));
+  template <class T, class A>
+  static Buffer from_pod(std::vector<T, A>&& v) {
+    auto holder = std::make_shared<std::vector<T, A>>(std::move(v));
     Buffer b;
     b.data = reinterpret_cast<const uint8_t*>(holder->data());
     b.size = holder->size() * sizeof(T);

@@ -183,6 +183,26 @@ T.test("the parquet writer round-trips every column type through the reader", fu
   T.eq(loaded:to_list(), ds:to_list())
 end)
 
+T.test("many row groups (decoded two at a time) read back in order, in memory and into a table folder", function()
+  local dir = T.tmpdir()
+  local rows = {}
+  for i = 1, 300 do
+    local r = { i = i, s = string.rep(string.char(97 + i % 26), i % 13) }
+    if i % 5 ~= 0 then r.f = i / 4 end
+    if i % 7 ~= 0 then r.li = {} for k = 1, i % 4 do r.li[k] = i * 10 + k end end
+    if i % 11 ~= 0 then r.ls = { tostring(i), "x" } end
+    rows[i] = r
+  end
+  local ds = datasets.Dataset.from_list(rows)
+  local want = ds:to_list()
+  for _, comp in ipairs { "snappy", "none" } do
+    local path = dir .. "/many-" .. comp .. ".parquet"
+    ds:to_parquet(path, { compression = comp, row_group_size = 7 })
+    T.eq(core.read_parquet(path):to_list(), want, comp .. " in memory")
+    T.eq(core.read_parquet(path, dir .. "/table-" .. comp):to_list(), want, comp .. " table folder")
+  end
+end)
+
 -- A small JSON decoder for the pyarrow dumps (numbers as Lua numbers).
 local function json_decode(s)
   local pos = 1
