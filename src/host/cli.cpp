@@ -33,10 +33,15 @@ const char* kUsage =
     "  -            run the script read from standard input\n"
     "  --           stop handling options\n"
     "  -v, --version  print skyrun, LuaJIT and LibTorch versions, and whether CUDA/NCCL are usable\n"
-    "  -h, --help   show this help\n"
-    "subcommands:\n"
-    "  skyrun worker   serve tasks over stdin/stdout (started by pools, not by hand)\n"
-    "With no arguments on a terminal, skyrun starts an interactive REPL.\n";
+    "  -h, --help   show this help\n";
+
+// The usage text, then every registered subcommand with its line.
+void print_usage(FILE* f) {
+  fputs(kUsage, f);
+  fputs("subcommands:\n", f);
+  for (const Subcommand& s : subcommands()) fprintf(f, "  skyrun %-12s %s\n", s.name, s.help);
+  fputs("With no arguments on a terminal, skyrun starts an interactive REPL.\n", f);
+}
 
 std::string dirname_of(const std::string& path) {
   size_t slash = path.rfind('/');
@@ -127,7 +132,7 @@ int cli_main(int argc, char** argv) {
       break;
     }
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      fputs(kUsage, stdout);
+      print_usage(stdout);
       return 0;
     }
     if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) return print_version();
@@ -137,13 +142,15 @@ int cli_main(int argc, char** argv) {
     }
     if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0) {
       if (i + 1 >= argc) {
-        fprintf(stderr, "skyrun: '%s' needs an argument\n%s", a, kUsage);
+        fprintf(stderr, "skyrun: '%s' needs an argument\n", a);
+        print_usage(stderr);
         return 1;
       }
       ++i;
       continue;  // run in order below, once arg is set
     }
-    fprintf(stderr, "skyrun: unrecognized option '%s'\n%s", a, kUsage);
+    fprintf(stderr, "skyrun: unrecognized option '%s'\n", a);
+    print_usage(stderr);
     return 1;
   }
   script_index = i < argc ? i : argc;

@@ -1,6 +1,6 @@
 // Native modules and subcommands register themselves from their own files:
 //   SKY_NATIVE_MODULE("tokenizers.core", luaopen_tokenizers_core);
-//   SKY_SUBCOMMAND("worker", worker_main);
+//   SKY_SUBCOMMAND("worker", worker_main, "serve tasks over stdin/stdout (started by pools)");
 // The core library is linked whole, so every registration in it runs before main().
 #pragma once
 
@@ -13,6 +13,7 @@ namespace sky {
 struct Subcommand {
   const char* name;
   int (*main)(int argc, char** argv);  // argv[0] is the subcommand's name
+  const char* help;                    // one line for `skyrun --help`
 };
 
 std::vector<NativeModule>& native_modules();
@@ -23,7 +24,9 @@ struct NativeModuleRegistration {
   NativeModuleRegistration(const char* name, lua_CFunction open) { native_modules().push_back({name, open}); }
 };
 struct SubcommandRegistration {
-  SubcommandRegistration(const char* name, int (*main)(int, char**)) { subcommands().push_back({name, main}); }
+  SubcommandRegistration(const char* name, int (*main)(int, char**), const char* help) {
+    subcommands().push_back({name, main, help});
+  }
 };
 
 }  // namespace sky
@@ -32,5 +35,5 @@ struct SubcommandRegistration {
 #define SKY_CONCAT(a, b) SKY_CONCAT_INNER(a, b)
 #define SKY_NATIVE_MODULE(name, open) \
   static ::sky::NativeModuleRegistration SKY_CONCAT(sky_native_module_, __LINE__)(name, open)
-#define SKY_SUBCOMMAND(name, main) \
-  static ::sky::SubcommandRegistration SKY_CONCAT(sky_subcommand_, __LINE__)(name, main)
+#define SKY_SUBCOMMAND(name, main, help) \
+  static ::sky::SubcommandRegistration SKY_CONCAT(sky_subcommand_, __LINE__)(name, main, help)

@@ -237,4 +237,4 @@ int worker_main(int argc, char** argv) {
 }  // namespace sky::pool
 
 SKY_NATIVE_MODULE("sky.worker.io", sky::pool::luaopen_sky_worker_io);
-SKY_SUBCOMMAND("worker", sky::pool::worker_main);
+SKY_SUBCOMMAND("worker", sky::pool::worker_main, "serve tasks over stdin/stdout (started by pools, not by hand)");

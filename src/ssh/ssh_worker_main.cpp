@@ -31,4 +31,5 @@ int ssh_worker_main(int argc, char** argv) {
 }  // namespace
 }  // namespace sky::ssh
 
-SKY_SUBCOMMAND("ssh-worker", sky::ssh::ssh_worker_main);
+SKY_SUBCOMMAND("ssh-worker", sky::ssh::ssh_worker_main,
+               "a worker behind an SSH channel (started on remote hosts by the ssh provider)");

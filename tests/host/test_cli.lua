@@ -63,6 +63,8 @@ T.test("--help and --version describe the program", function()
   local out, _, code = T.skyrun { "--help" }
   T.eq(code, 0)
   T.contains(out, "usage: skyrun")
+  T.contains(out, "skyrun worker ")      -- every registered subcommand has its line
+  T.contains(out, "skyrun ssh-worker ")
   out, _, code = T.skyrun { "--version" }
   T.eq(code, 0)
   T.contains(out, "skyrun " .. require("sky").version)
