@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "host/bind.hpp"
+#include "host/lua_json.hpp"
 #include "nn/model.hpp"
 #include "nn/safetensors.hpp"
 #include "torch/lua_tensor.hpp"
@@ -132,71 +133,11 @@ int l_from_pretrained(lua_State* L) {
 
 // A Lua table (a config as AutoConfig returns it) as JSON text: integer keys of objects become
 // strings (id2label), sequences become arrays.
-void lua_to_json(lua_State* L, int idx, rapidjson::Writer<rapidjson::StringBuffer>& w, int depth) {
-  if (depth > 32) raise_error(L, "config: nested too deeply");
-  idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: w.Null(); return;
-    case LUA_TBOOLEAN: w.Bool(lua_toboolean(L, idx)); return;
-    case LUA_TNUMBER: {
-      double d = lua_tonumber(L, idx);
-      if (d == static_cast<double>(static_cast<int64_t>(d)) && std::abs(d) < 9e15) w.Int64(static_cast<int64_t>(d));
-      else w.Double(d);
-      return;
-    }
-    case LUA_TSTRING: {
-      size_t n;
-      const char* s = lua_tolstring(L, idx, &n);
-      w.String(s, static_cast<rapidjson::SizeType>(n));
-      return;
-    }
-    case LUA_TTABLE: break;
-    default: raise_error(L, std::string("config: cannot write a ") + luaL_typename(L, idx) + " as JSON");
-  }
-  size_t n = lua_objlen(L, idx);
-  bool array = n > 0;
-  if (array) {
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-      lua_pop(L, 1);
-      if (lua_type(L, -1) != LUA_TNUMBER) array = false;
-    }
-  }
-  if (array) {
-    w.StartArray();
-    for (size_t i = 1; i <= n; ++i) {
-      lua_rawgeti(L, idx, static_cast<int>(i));
-      lua_to_json(L, -1, w, depth + 1);
-      lua_pop(L, 1);
-    }
-    w.EndArray();
-    return;
-  }
-  w.StartObject();
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {  // [k, v]
-    if (lua_type(L, -2) == LUA_TNUMBER) {
-      std::string k = std::to_string(static_cast<int64_t>(lua_tonumber(L, -2)));
-      w.Key(k.c_str());
-    } else if (lua_type(L, -2) == LUA_TSTRING) {
-      w.Key(lua_tostring(L, -2));
-    } else {
-      raise_error(L, "config: keys must be strings or integers");
-    }
-    lua_to_json(L, -1, w, depth + 1);
-    lua_pop(L, 1);
-  }
-  w.EndObject();
-}
-
 // nn.from_config(config (JSON text or table), head, {dtype=, device=}) → model (random init)
 int l_from_config(lua_State* L) {
   std::string text;
   if (lua_istable(L, 1)) {
-    rapidjson::StringBuffer sb;
-    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-    lua_to_json(L, 1, w, 0);
-    text.assign(sb.GetString(), sb.GetSize());
+    text = lua_json_encode(L, 1, 0, "config");
   } else {
     text = std::string(check_string_view(L, 1));
   }

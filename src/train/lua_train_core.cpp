@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "host/bind.hpp"
+#include "host/lua_json.hpp"
 #include "host/modules.hpp"
 #include "train/schedule.hpp"
 #include "train/tfevents.hpp"
@@ -99,104 +100,15 @@ const ClassSpec kTbSpec = {
     {{"path", safe<tb_path>, nullptr}},
 };
 
-// ---- JSON ------------------------------------------------------------------------------------
-// json_null is a unique light userdata. Tables: a table whose metatable has __jsontype="array",
-// or whose keys are exactly 1..n (n > 0), is an array; others are objects (string keys only).
+// ---- JSON (the Lua -> JSON writer is host/lua_json.hpp's) ------------------------------------
 
-const char kNullKey = 0;
-void* json_null() { return const_cast<char*>(&kNullKey); }
-
-template <class Writer>
-void json_write(lua_State* L, int idx, Writer& w, int depth) {
-  if (depth > 100) luaL_error(L, "json_encode: nesting deeper than 100 (a cycle?)");
-  idx = idx > 0 ? idx : lua_gettop(L) + idx + 1;
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: w.Null(); return;
-    case LUA_TBOOLEAN: w.Bool(lua_toboolean(L, idx)); return;
-    case LUA_TNUMBER: {
-      double d = lua_tonumber(L, idx);
-      if (std::isnan(d)) { w.RawValue("NaN", 3, rapidjson::kNumberType); return; }
-      if (std::isinf(d)) { d > 0 ? w.RawValue("Infinity", 8, rapidjson::kNumberType) : w.RawValue("-Infinity", 9, rapidjson::kNumberType); return; }
-      if (d == std::floor(d) && std::fabs(d) < 9007199254740992.0) w.Int64(static_cast<int64_t>(d));
-      else w.Double(d);
-      return;
-    }
-    case LUA_TSTRING: {
-      size_t n;
-      const char* s = lua_tolstring(L, idx, &n);
-      w.String(s, static_cast<rapidjson::SizeType>(n));
-      return;
-    }
-    case LUA_TLIGHTUSERDATA:
-      if (lua_touserdata(L, idx) == json_null()) { w.Null(); return; }
-      break;
-    case LUA_TTABLE: {
-      bool is_array = false;
-      if (luaL_getmetafield(L, idx, "__jsontype")) {  // [type]
-        is_array = strcmp(lua_tostring(L, -1) ? lua_tostring(L, -1) : "", "array") == 0;
-        lua_pop(L, 1);
-      }
-      size_t n = lua_objlen(L, idx);
-      if (!is_array && n > 0) {
-        size_t count = 0;
-        for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) ++count;
-        is_array = count == n;
-      }
-      if (is_array) {
-        w.StartArray();
-        for (size_t i = 1; i <= n; ++i) {
-          lua_rawgeti(L, idx, static_cast<int>(i));
-          json_write(L, -1, w, depth + 1);
-          lua_pop(L, 1);
-        }
-        w.EndArray();
-        return;
-      }
-      // objects: keys sorted, so files are stable
-      std::vector<std::string> keys;
-      for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
-        if (lua_type(L, -2) == LUA_TSTRING) keys.emplace_back(lua_tostring(L, -2));
-        else if (lua_type(L, -2) == LUA_TNUMBER) {
-          lua_pushvalue(L, -2);
-          keys.emplace_back(lua_tostring(L, -1));
-          lua_pop(L, 1);
-        } else luaL_error(L, "json_encode: object keys must be strings (got %s)", luaL_typename(L, -2));
-      }
-      std::sort(keys.begin(), keys.end());
-      w.StartObject();
-      for (const std::string& k : keys) {
-        w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
-        lua_getfield(L, idx, k.c_str());
-        if (lua_isnil(L, -1)) {  // numeric key stored as number
-          lua_pop(L, 1);
-          lua_pushnumber(L, strtod(k.c_str(), nullptr));
-          lua_rawget(L, idx);
-        }
-        json_write(L, -1, w, depth + 1);
-        lua_pop(L, 1);
-      }
-      w.EndObject();
-      return;
-    }
-    default: break;
-  }
-  luaL_error(L, "json_encode: cannot encode a %s", luaL_typename(L, idx));
-}
+void* json_null() { return lua_json_null(); }
 
 // json_encode(value [, indent]) -> string
 int core_json_encode(lua_State* L) {
   luaL_checkany(L, 1);
-  int indent = static_cast<int>(luaL_optinteger(L, 2, 0));
-  rapidjson::StringBuffer buf;
-  if (indent > 0) {
-    rapidjson::PrettyWriter<rapidjson::StringBuffer> w(buf);
-    w.SetIndent(' ', static_cast<unsigned>(indent));
-    json_write(L, 1, w, 0);
-  } else {
-    rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-    json_write(L, 1, w, 0);
-  }
-  lua_pushlstring(L, buf.GetString(), buf.GetSize());
+  std::string text = lua_json_encode(L, 1, static_cast<int>(luaL_optinteger(L, 2, 0)), "json_encode");
+  lua_pushlstring(L, text.data(), text.size());
   return 1;
 }
 
