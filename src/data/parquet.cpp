@@ -762,7 +762,7 @@ class ChunkReader {
         out.offsets.resize(at + static_cast<size_t>(n));
         if (out.chars.capacity() < base + room)  // grow geometrically
           out.chars.reserve(std::max(base + room, 2 * out.chars.capacity()));
-        out.chars.resize(base + room);
+        out.chars.resize(base + room + 32);  // slack: values are copied 32 bytes at a time
         char* chars = out.chars.data();
         size_t pos = base;
         int64_t* off = out.offsets.data() + at;
@@ -772,8 +772,13 @@ class ChunkReader {
           if (c.end - p < 4) c.fail("page data ends early (corrupt page)");
           std::memcpy(&len, p, 4);
           p += 4;
-          if (len > static_cast<size_t>(c.end - p)) c.fail("page data ends early (corrupt page)");
-          std::memcpy(chars + pos, p, len);
+          size_t left = static_cast<size_t>(c.end - p);
+          if (len > left) c.fail("page data ends early (corrupt page)");
+          if (left - len >= 32) {  // whole 32-byte blocks stay inside the page (and the slack)
+            for (size_t k = 0; k < len; k += 32) std::memcpy(chars + pos + k, p + k, 32);
+          } else {
+            std::memcpy(chars + pos, p, len);
+          }
           p += len;
           pos += len;
           off[i] = static_cast<int64_t>(pos);
@@ -1454,6 +1459,8 @@ void plain_value(const Column& c, int64_t i, std::string& out) {
   }
 }
 
+constexpr size_t kPageBytes = size_t{1} << 20;
+
 int64_t codec_id(const std::string& c) {
   if (c == "none" || c == "uncompressed" || c.empty()) return 0;
   if (c == "snappy") return 1;
@@ -1538,7 +1545,44 @@ void write_parquet(const Table& t, const std::string& path, const std::string& c
       };
       int64_t n = end - start;
       int max_def = list ? 3 : 1;
+      // pages of about kPageBytes of values (as pyarrow's default), each starting on a row
+      int64_t chunk_offset = static_cast<int64_t>(file.size()), csize = 0, usize = 0, nvalues = 0;
+      auto flush_page = [&] {
+        if (def.empty()) return;
+        if (leaf.type == DType::Bool) {
+          std::string packed((bools.size() + 7) / 8, '\0');
+          for (size_t i = 0; i < bools.size(); i++)
+            if (bools[i]) packed[i >> 3] = static_cast<char>(packed[i >> 3] | (1 << (i & 7)));
+          values = packed;
+        }
+        std::string page;
+        if (list) rle_levels(rep, 1, page);
+        rle_levels(def, bit_width(max_def), page);
+        page += values;
+        std::string comp = compress(codec, page);
+        ThriftWriter h;
+        h.i32(1, 0);
+        h.i32(2, static_cast<int64_t>(page.size()));
+        h.i32(3, static_cast<int64_t>(comp.size()));
+        h.begin_struct(5);
+        h.i32(1, static_cast<int64_t>(def.size()));
+        h.i32(2, E_PLAIN);
+        h.i32(3, E_RLE);
+        h.i32(4, E_RLE);
+        h.end_struct();
+        h.out.push_back(0);
+        csize += static_cast<int64_t>(h.out.size() + comp.size());
+        usize += static_cast<int64_t>(h.out.size() + page.size());
+        nvalues += static_cast<int64_t>(def.size());
+        file += h.out;
+        file += comp;
+        rep.clear();
+        def.clear();
+        values.clear();
+        bools.clear();
+      };
       for (int64_t r = 0; r < n; r++) {
+        if (values.size() + bools.size() / 8 >= kPageBytes) flush_page();
         if (!list) {
           emit(c, r, 1);
           continue;
@@ -1559,33 +1603,8 @@ void write_parquet(const Table& t, const std::string& path, const std::string& c
           emit(leaf, k, 3);
         }
       }
-      if (leaf.type == DType::Bool) {
-        std::string packed((bools.size() + 7) / 8, '\0');
-        for (size_t i = 0; i < bools.size(); i++)
-          if (bools[i]) packed[i >> 3] = static_cast<char>(packed[i >> 3] | (1 << (i & 7)));
-        values = packed;
-      }
-      std::string page;
-      if (list) rle_levels(rep, 1, page);
-      rle_levels(def, bit_width(max_def), page);
-      page += values;
-      std::string comp = compress(codec, page);
-      ThriftWriter h;
-      h.i32(1, 0);
-      h.i32(2, static_cast<int64_t>(page.size()));
-      h.i32(3, static_cast<int64_t>(comp.size()));
-      h.begin_struct(5);
-      h.i32(1, static_cast<int64_t>(def.size()));
-      h.i32(2, E_PLAIN);
-      h.i32(3, E_RLE);
-      h.i32(4, E_RLE);
-      h.end_struct();
-      h.out.push_back(0);
-      ChunkMeta m{ptype_of(leaf.type), static_cast<int64_t>(file.size()), static_cast<int64_t>(h.out.size() + comp.size()),
-                  static_cast<int64_t>(h.out.size() + page.size()), static_cast<int64_t>(def.size())};
-      file += h.out;
-      file += comp;
-      metas.push_back(m);
+      flush_page();
+      metas.push_back(ChunkMeta{ptype_of(leaf.type), chunk_offset, csize, usize, nvalues});
     }
     groups.push_back(std::move(metas));
     group_rows.push_back(end - start);

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -332,20 +334,35 @@ TablePtr table_concat(const std::vector<TablePtr>& parts) {
 
 namespace {
 
+// A file written front to back. Large writes are copied into a mapped window of the file (blocks
+// reserved with fallocate first, so a full disk raises here instead of faulting later): on the VMs
+// we run on this fills the page cache 2-3 times faster than write(), whose copy dominated reading a
+// parquet file into a table folder. The window is unmapped at once, so the pages do not count in
+// this process's memory. Small writes gather in a buffer first; filesystems without fallocate get
+// plain pwrite.
 struct OutFile {
-  FILE* f = nullptr;
+  static constexpr size_t kStage = size_t{1} << 20, kWindow = size_t{8} << 20;
+  int fd = -1;
   std::string path;
-  int64_t bytes = 0;
+  int64_t bytes = 0;  // written so far, staged ones included
+  size_t done = 0;    // in the file
+  bool mappable = true;
+  std::vector<uint8_t> stage;
+
+  [[noreturn]] void fail() const { throw Error("cannot write " + path + ": " + std::strerror(errno)); }
   void open(const std::string& p) {
     path = p;
-    f = std::fopen(p.c_str(), "wb");
-    if (!f) throw Error("cannot write " + p + ": " + std::strerror(errno));
-    std::setvbuf(f, nullptr, _IOFBF, 1 << 20);
+    fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fail();
+    stage.reserve(kStage);
   }
   void write(const void* d, size_t n) {
     if (!n) return;
-    if (std::fwrite(d, 1, n, f) != n) throw Error("cannot write " + path + ": " + std::strerror(errno));
     bytes += static_cast<int64_t>(n);
+    auto* src = static_cast<const uint8_t*>(d);
+    if (stage.size() + n > kStage) flush();
+    if (n < kStage) stage.insert(stage.end(), src, src + n);
+    else put(src, n);
   }
   void fill(uint8_t byte, size_t n) {
     uint8_t buf[4096];
@@ -356,15 +373,55 @@ struct OutFile {
       n -= k;
     }
   }
-  void close() {
-    if (f && std::fclose(f) != 0) {
-      f = nullptr;
-      throw Error("cannot write " + path + ": " + std::strerror(errno));
+  void flush() {
+    if (stage.empty()) return;
+    put(stage.data(), stage.size());
+    stage.clear();
+  }
+  void put(const uint8_t* d, size_t n) {
+    static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    while (n) {
+      size_t k = std::min(n, kWindow);
+      bool copied = false;
+      if (mappable) {
+        if (::fallocate(fd, 0, static_cast<off_t>(done), static_cast<off_t>(k)) != 0) {
+          if (errno != EOPNOTSUPP && errno != ENOSYS) fail();
+          mappable = false;
+        } else {
+          size_t off = done & ~(page - 1), len = done + k - off;
+          void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(off));
+          if (p == MAP_FAILED) {
+            mappable = false;
+          } else {
+#ifdef MADV_POPULATE_WRITE
+            ::madvise(p, len, MADV_POPULATE_WRITE);  // one call instead of a fault per page
+#endif
+            std::memcpy(static_cast<uint8_t*>(p) + (done - off), d, k);
+            ::munmap(p, len);
+            copied = true;
+          }
+        }
+      }
+      for (size_t w = 0; !copied && w < k;) {
+        ssize_t r = ::pwrite(fd, d + w, k - w, static_cast<off_t>(done + w));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) fail();
+        w += static_cast<size_t>(r);
+      }
+      done += k;
+      d += k;
+      n -= k;
     }
-    f = nullptr;
+  }
+  void close() {
+    if (fd < 0) return;
+    flush();
+    int rc = ::close(fd);
+    fd = -1;
+    if (rc != 0) fail();
   }
   ~OutFile() {
-    if (f) std::fclose(f);
+    if (fd >= 0) ::close(fd);
   }
 };
 
