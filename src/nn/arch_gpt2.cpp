@@ -35,12 +35,7 @@ class Gpt2 : public Model {
     }
     declare("ln_f.weight", {C}, Init::Ones);
     declare("ln_f.bias", {C}, Init::Zeros);
-    if (head == ModelHead::CausalLM) {
-      if (c.tie_word_embeddings) declare_tied("lm_head.weight", "wte.weight");
-      else declare("lm_head.weight", {V, C}, Init::Normal, true);
-    } else if (head == ModelHead::SequenceClassification) {
-      declare("score.weight", {c.num_labels, C}, Init::Normal, true);
-    }
+    declare_decoder_head("wte.weight", C, V);
   }
 
   std::string base_prefix() const override { return "transformer"; }

@@ -50,12 +50,7 @@ class Llama : public Model {
       declare(p + "post_attention_layernorm.weight", {C}, Init::Ones);
     }
     declare("norm.weight", {C}, Init::Ones);
-    if (head == ModelHead::CausalLM) {
-      if (c.tie_word_embeddings) declare_tied("lm_head.weight", "embed_tokens.weight");
-      else declare("lm_head.weight", {V, C}, Init::Normal, true);
-    } else if (head == ModelHead::SequenceClassification) {
-      declare("score.weight", {c.num_labels, C}, Init::Normal, true);
-    }
+    declare_decoder_head("embed_tokens.weight", C, V);
   }
 
   std::string base_prefix() const override { return "model"; }

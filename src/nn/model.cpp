@@ -134,6 +134,15 @@ void Model::declare_tied(const std::string& name, const std::string& target, boo
   decls_.push_back({name, Decl{full_name(name, head_param), {}, Init::Zeros, target}});
 }
 
+void Model::declare_decoder_head(const std::string& embedding, int64_t hidden, int64_t vocab) {
+  if (head_ == ModelHead::CausalLM) {
+    if (config_.tie_word_embeddings) declare_tied("lm_head.weight", embedding);
+    else declare("lm_head.weight", {vocab, hidden}, Init::Normal, true);
+  } else if (head_ == ModelHead::SequenceClassification) {
+    declare("score.weight", {config_.num_labels, hidden}, Init::Normal, true);
+  }
+}
+
 at::Tensor& Model::P(const std::string& name) {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) throw sky::Error(class_name() + ": no parameter '" + name + "'");

@@ -131,6 +131,8 @@ class Model {
   void declare(const std::string& name, std::vector<int64_t> shape, Init init, bool head_param = false);
   // The weight tied to `name` (lm_head.weight → the embedding), never listed or saved itself.
   void declare_tied(const std::string& name, const std::string& target, bool head_param = true);
+  // The decoder heads: lm_head (tied to `embedding` when the config says so) or score.
+  void declare_decoder_head(const std::string& embedding, int64_t hidden, int64_t vocab);
   at::Tensor& P(const std::string& name);  // by declared (relative) name
   // y = x W^T + b for the module "<name>" (weight "<name>.weight", bias if declared).
   at::Tensor linear(const std::string& name, const at::Tensor& x);
