@@ -20,29 +20,18 @@ class Bert : public Model {
     declare("embeddings.word_embeddings.weight", {c.vocab_size, C}, Init::Normal);
     declare("embeddings.position_embeddings.weight", {c.max_position_embeddings, C}, Init::Normal);
     declare("embeddings.token_type_embeddings.weight", {c.type_vocab_size, C}, Init::Normal);
-    declare("embeddings.LayerNorm.weight", {C}, Init::Ones);
-    declare("embeddings.LayerNorm.bias", {C}, Init::Zeros);
+    declare_layer_norm("embeddings.LayerNorm", C);
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "encoder.layer." + std::to_string(i) + ".";
-      for (const char* m : {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"}) {
-        declare(p + m + ".weight", {C, C}, Init::Normal);
-        declare(p + m + ".bias", {C}, Init::Zeros);
-      }
-      declare(p + "attention.output.LayerNorm.weight", {C}, Init::Ones);
-      declare(p + "attention.output.LayerNorm.bias", {C}, Init::Zeros);
-      declare(p + "intermediate.dense.weight", {I, C}, Init::Normal);
-      declare(p + "intermediate.dense.bias", {I}, Init::Zeros);
-      declare(p + "output.dense.weight", {C, I}, Init::Normal);
-      declare(p + "output.dense.bias", {C}, Init::Zeros);
-      declare(p + "output.LayerNorm.weight", {C}, Init::Ones);
-      declare(p + "output.LayerNorm.bias", {C}, Init::Zeros);
+      for (const char* m : {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"})
+        declare_linear(p + m, C, C);
+      declare_layer_norm(p + "attention.output.LayerNorm", C);
+      declare_linear(p + "intermediate.dense", I, C);
+      declare_linear(p + "output.dense", C, I);
+      declare_layer_norm(p + "output.LayerNorm", C);
     }
-    declare("pooler.dense.weight", {C, C}, Init::Normal);
-    declare("pooler.dense.bias", {C}, Init::Zeros);
-    if (head == ModelHead::SequenceClassification) {
-      declare("classifier.weight", {c.num_labels, C}, Init::Normal, true);
-      declare("classifier.bias", {c.num_labels}, Init::Zeros, true);
-    }
+    declare_linear("pooler.dense", C, C);
+    if (head == ModelHead::SequenceClassification) declare_linear("classifier", c.num_labels, C, true);
   }
 
   std::string base_prefix() const override { return "bert"; }
@@ -100,28 +89,19 @@ class DistilBert : public Model {
     const int64_t C = c.hidden_size, I = c.intermediate_size;
     declare("embeddings.word_embeddings.weight", {c.vocab_size, C}, Init::Normal);
     declare("embeddings.position_embeddings.weight", {c.max_position_embeddings, C}, Init::Normal);
-    declare("embeddings.LayerNorm.weight", {C}, Init::Ones);
-    declare("embeddings.LayerNorm.bias", {C}, Init::Zeros);
+    declare_layer_norm("embeddings.LayerNorm", C);
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "transformer.layer." + std::to_string(i) + ".";
-      for (const char* m : {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin"}) {
-        declare(p + m + ".weight", {C, C}, Init::Normal);
-        declare(p + m + ".bias", {C}, Init::Zeros);
-      }
-      declare(p + "sa_layer_norm.weight", {C}, Init::Ones);
-      declare(p + "sa_layer_norm.bias", {C}, Init::Zeros);
-      declare(p + "ffn.lin1.weight", {I, C}, Init::Normal);
-      declare(p + "ffn.lin1.bias", {I}, Init::Zeros);
-      declare(p + "ffn.lin2.weight", {C, I}, Init::Normal);
-      declare(p + "ffn.lin2.bias", {C}, Init::Zeros);
-      declare(p + "output_layer_norm.weight", {C}, Init::Ones);
-      declare(p + "output_layer_norm.bias", {C}, Init::Zeros);
+      for (const char* m : {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin"})
+        declare_linear(p + m, C, C);
+      declare_layer_norm(p + "sa_layer_norm", C);
+      declare_linear(p + "ffn.lin1", I, C);
+      declare_linear(p + "ffn.lin2", C, I);
+      declare_layer_norm(p + "output_layer_norm", C);
     }
     if (head == ModelHead::SequenceClassification) {
-      declare("pre_classifier.weight", {C, C}, Init::Normal, true);
-      declare("pre_classifier.bias", {C}, Init::Zeros, true);
-      declare("classifier.weight", {c.num_labels, C}, Init::Normal, true);
-      declare("classifier.bias", {c.num_labels}, Init::Zeros, true);
+      declare_linear("pre_classifier", C, C, true);
+      declare_linear("classifier", c.num_labels, C, true);
     }
   }
 

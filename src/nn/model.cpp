@@ -134,6 +134,16 @@ void Model::declare_tied(const std::string& name, const std::string& target, boo
   decls_.push_back({name, Decl{full_name(name, head_param), {}, Init::Zeros, target}});
 }
 
+void Model::declare_linear(const std::string& module, int64_t out, int64_t in, bool head_param) {
+  declare(module + ".weight", {out, in}, Init::Normal, head_param);
+  declare(module + ".bias", {out}, Init::Zeros, head_param);
+}
+
+void Model::declare_layer_norm(const std::string& module, int64_t n) {
+  declare(module + ".weight", {n}, Init::Ones);
+  declare(module + ".bias", {n}, Init::Zeros);
+}
+
 void Model::declare_decoder_head(const std::string& embedding, int64_t hidden, int64_t vocab) {
   if (head_ == ModelHead::CausalLM) {
     if (config_.tie_word_embeddings) declare_tied("lm_head.weight", embedding);

@@ -131,6 +131,10 @@ class Model {
   void declare(const std::string& name, std::vector<int64_t> shape, Init init, bool head_param = false);
   // The weight tied to `name` (lm_head.weight → the embedding), never listed or saved itself.
   void declare_tied(const std::string& name, const std::string& target, bool head_param = true);
+  // "<module>.weight" [out, in] (normal) and "<module>.bias" [out] (zeros): an nn.Linear.
+  void declare_linear(const std::string& module, int64_t out, int64_t in, bool head_param = false);
+  // "<module>.weight" (ones) and "<module>.bias" (zeros) of size n: an nn.LayerNorm.
+  void declare_layer_norm(const std::string& module, int64_t n);
   // The decoder heads: lm_head (tied to `embedding` when the config says so) or score.
   void declare_decoder_head(const std::string& embedding, int64_t hidden, int64_t vocab);
   at::Tensor& P(const std::string& name);  // by declared (relative) name
