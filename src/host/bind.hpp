@@ -55,6 +55,9 @@ int safe(lua_State* L) {
     return F(L);
   } catch (const std::exception& e) {
     std::string_view w = e.what();
+    // LibTorch's c10::Error appends "Exception raised from <function> at <file>:<line>" and a C++
+    // backtrace: for Lua users the message alone.
+    if (size_t cut = w.find("\nException raised from "); cut != std::string_view::npos) w = w.substr(0, cut);
     size_t n = w.size() < sizeof(msg) - 1 ? w.size() : sizeof(msg) - 1;
     w.copy(msg, n);
     msg[n] = '\0';

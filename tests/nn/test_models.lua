@@ -160,4 +160,11 @@ T.test("torch tensors go to and from Lua tables with shape, dtype and device", f
   T.eq(d:tolist(), { 0.25, 1e300, -3 })
 end)
 
+T.test("a LibTorch error reaches Lua as its message, without LibTorch's C++ backtrace", function()
+  local ok, err = pcall(function() return torch.tensor({ 1, 2 }) + torch.tensor({ 1, 2, 3 }) end)
+  T.ok(not ok)
+  T.contains(err, "must match the size of tensor b (3)")
+  T.ok(not err:find("Exception raised from", 1, true) and not err:find("frame #", 1, true), err)
+end)
+
 T.run()
