@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -625,6 +626,16 @@ int m_version(lua_State* L) {
 // ---- the bridge ------------------------------------------------------------------------------------
 
 void lua_push_tensor(lua_State* L, at::Tensor t) {
+  // Lua's collector sees a tensor as a few bytes of userdata and would let gigabytes of dropped
+  // tensors (CPU or GPU) pile up between its cycles; so tell it what each one holds, as if Lua had
+  // allocated that much (a view counts its own elements, not its base's storage). Small tensors
+  // add up until they make 64 KB.
+  static thread_local size_t pending = 0;  // each LuaJIT state runs on one thread
+  if (t.defined()) pending += static_cast<size_t>(t.numel()) * t.element_size();
+  if (pending >= (size_t{64} << 10)) {
+    lua_gc(L, LUA_GCSTEP, static_cast<int>(std::min<size_t>(pending >> 10, size_t{1} << 30)));
+    pending = 0;
+  }
   luaL_getmetatable(L, kTensorClass.metatable);  // [mt?]
   bool missing = lua_isnil(L, -1);
   lua_pop(L, 1);

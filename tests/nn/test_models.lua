@@ -160,6 +160,23 @@ T.test("torch tensors go to and from Lua tables with shape, dtype and device", f
   T.eq(d:tolist(), { 0.25, 1e300, -3 })
 end)
 
+T.test("dropped tensors are collected as they go, not when Lua's own heap happens to grow", function()
+  local function rss_mb()
+    for line in io.lines("/proc/self/status") do
+      local kb = line:match("^VmRSS:%s+(%d+)")
+      if kb then return tonumber(kb) / 1024 end
+    end
+  end
+  collectgarbage()
+  local base = rss_mb()
+  for _ = 1, 50 do
+    local t = torch.ones(5000000, { dtype = "float64" })  -- 40 MB, dropped at once: 2 GB in all
+    T.eq(t.shape, { 5000000 })
+  end
+  local grown = rss_mb() - base
+  T.ok(grown < 1000, string.format("RSS grew by %.0f MB over 50 dropped 40 MB tensors", grown))
+end)
+
 T.test("a LibTorch error reaches Lua as its message, without LibTorch's C++ backtrace", function()
   local ok, err = pcall(function() return torch.tensor({ 1, 2 }) + torch.tensor({ 1, 2, 3 }) end)
   T.ok(not ok)
