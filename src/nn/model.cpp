@@ -419,9 +419,9 @@ namespace {
 
 // Cross entropy summed over the rows whose target is not -100, as HF's ForCausalLMLoss computes it
 // (logits upcast to float32, then log_softmax and nll_loss), without keeping the float32 copy:
-// forward keeps the logits as they are (bf16 under autocast) and each row's logsumexp; backward
-// recomputes softmax a slice of rows at a time. torch's path keeps a float32 log_softmax for
-// backward and makes two more float32 [N, V] tensors there: for a 150k vocabulary that is gigabytes.
+// forward keeps the logits as they are (bf16 under autocast); backward recomputes softmax a slice of
+// rows at a time. torch's path keeps a float32 log_softmax for backward and makes two more float32
+// [N, V] tensors there: for a 150k vocabulary that is gigabytes.
 class SumCrossEntropy : public torch::autograd::Function<SumCrossEntropy> {
  public:
   static int64_t rows_per_slice(int64_t V) { return std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(V, 1)); }
@@ -436,14 +436,14 @@ class SumCrossEntropy : public torch::autograd::Function<SumCrossEntropy> {
     }
     at::Tensor valid = target.ne(-100);
     at::Tensor picked = logits.gather(1, target.masked_fill(valid.logical_not(), 0).unsqueeze(1)).squeeze(1).to(at::kFloat);
-    ctx->save_for_backward({logits, target, lse});
+    ctx->save_for_backward({logits, target});
     return ((lse - picked) * valid).sum();
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const at::Tensor &logits = saved[0], &target = saved[1], &lse = saved[2];
+    const at::Tensor &logits = saved[0], &target = saved[1];
     const at::Tensor& g = grads[0];  // d loss / d sum: a float32 scalar
     const int64_t N = logits.size(0), V = logits.size(1), step = rows_per_slice(V);
     at::Tensor grad = at::empty_like(logits);
@@ -452,9 +452,12 @@ class SumCrossEntropy : public torch::autograd::Function<SumCrossEntropy> {
     at::Tensor weight = valid.to(at::kFloat).unsqueeze(1) * g;  // [N, 1]: 0 for ignored rows
     for (int64_t s = 0; s < N; s += step) {
       const int64_t n = std::min(step, N - s);
-      at::Tensor p = (logits.narrow(0, s, n).to(at::kFloat) - lse.narrow(0, s, n).unsqueeze(1)).exp_();  // softmax
-      p.scatter_add_(1, safe.narrow(0, s, n), at::full({n, 1}, -1.0, p.options()));  // minus one at the target
-      grad.narrow(0, s, n).copy_(p.mul_(weight.narrow(0, s, n)));
+      // softmax in float32 (one kernel), minus one at the target, times the row's weight written
+      // straight into the logits' dtype
+      at::Tensor p = at::softmax(logits.narrow(0, s, n), -1, at::kFloat);
+      p.scatter_add_(1, safe.narrow(0, s, n), at::full({n, 1}, -1.0, p.options()));
+      at::Tensor out = grad.narrow(0, s, n);
+      at::mul_out(out, p, weight.narrow(0, s, n));
     }
     return {grad, at::Tensor()};
   }
