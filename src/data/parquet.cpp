@@ -773,7 +773,8 @@ class ChunkReader {
           std::memcpy(&len, p, 4);
           p += 4;
           size_t left = static_cast<size_t>(c.end - p);
-          if (len > left) c.fail("page data ends early (corrupt page)");
+          // the values after this one need their 4-byte lengths too: room counts them out
+          if (len > left || len > base + room - pos) c.fail("page data ends early (corrupt page)");
           if (left - len >= 32) {  // whole 32-byte blocks stay inside the page (and the slack)
             for (size_t k = 0; k < len; k += 32) std::memcpy(chars + pos + k, p + k, 32);
           } else {

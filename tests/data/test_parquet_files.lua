@@ -228,6 +228,21 @@ T.test("column chunks over 1 MB are written as several pages and read back", fun
   for i = 1, 12 do T.ok(back[i].s == big[i].s, "row " .. i) end
 end)
 
+-- Inputs the fuzzer (src/data/fuzz_parquet.cpp) found crashing the reader, with the error each gives.
+local FUZZ = {
+  ["byte-array-lengths-past-page.parquet"] = "column 'name' (row group 1) of ",
+}
+T.test("files the fuzzer found give clear errors, in memory and into a table folder", function()
+  local dir = os.getenv("SKYRUN_SOURCE_ROOT") .. "/tests/data/fuzz"
+  for name, want in pairs(FUZZ) do
+    for _, out in ipairs { false, T.tmpdir() .. "/t" } do
+      local ok, err = pcall(core.read_parquet, dir .. "/" .. name, out or nil)
+      T.ok(not ok, name .. " should fail")
+      T.contains(err, want .. dir .. "/" .. name, name)
+    end
+  end
+end)
+
 -- A small JSON decoder for the pyarrow dumps (numbers as Lua numbers).
 local function json_decode(s)
   local pos = 1
