@@ -1251,21 +1251,27 @@ struct ParquetFile {
     std::vector<LeafData> acc(accumulate ? fields.size() : 0);
     if (rgs && accumulate) reserve(acc, *rgs);
     size_t ng = rgs ? rgs->size() : 0;
-    Group groups[2];
-    auto decode = [&](size_t k) { decode_group((*rgs)[k], static_cast<int>(k + 1), groups[k & 1], !accumulate); };
-    bool threaded = ng > 1 && std::thread::hardware_concurrency() > 1;
-    std::future<void> ahead;  // destroyed (so waited for) before groups
-    if (ng > 0) decode(0);
+    // Row groups decode `ahead` at a time on their own threads (one per core, at most 4) while this
+    // thread hands on (or appends) the one before; each has its own buffers, reused `ahead + 1`
+    // groups later. One core, or no thread to be had: each decodes here when its turn comes.
+    unsigned cores = std::thread::hardware_concurrency();
+    size_t ahead = ng > 1 && cores > 1 ? std::min<size_t>(cores, 4) : 0;
+    std::vector<Group> groups(ahead + 1);
+    auto decode = [&](size_t k) {
+      decode_group((*rgs)[k], static_cast<int>(k + 1), groups[k % groups.size()], !accumulate);
+    };
+    std::vector<std::future<void>> pending(ng);  // destroyed (so waited for) before groups
+    size_t launched = 0;
     for (size_t k = 0; k < ng; k++) {
-      bool next = k + 1 < ng, started = false;
-      if (next && threaded) {
+      for (; launched < ng && launched <= k + ahead && ahead > 0; launched++) {
         try {
-          ahead = std::async(std::launch::async, decode, k + 1);
-          started = true;
-        } catch (const std::system_error&) {  // no thread to be had: decode it afterwards
+          pending[launched] = std::async(std::launch::async, decode, launched);
+        } catch (const std::system_error&) {  // no thread to be had: decoded when its turn comes
         }
       }
-      Group& g = groups[k & 1];
+      if (pending[k].valid()) pending[k].get();  // rethrows its error, in file order
+      else decode(k);
+      Group& g = groups[k % groups.size()];
       seen += g.rows;
       if (accumulate) {
         for (size_t i = 0; i < fields.size(); i++) append_leaf(acc[i], g.state[i].d);
@@ -1273,10 +1279,6 @@ struct ParquetFile {
         on_chunk(g.table);
       }
       if (release && g.lo < g.hi) release(g.lo, g.hi);
-      if (next) {
-        if (started) ahead.get();
-        else decode(k + 1);
-      }
     }
     if (seen != total_rows)
       throw Error(name + ": the row groups hold " + std::to_string(seen) + " rows, the footer says " + std::to_string(total_rows));

@@ -338,10 +338,10 @@ namespace {
 // reserved with fallocate first, so a full disk raises here instead of faulting later): on the VMs
 // we run on this fills the page cache 2-3 times faster than write(), whose copy dominated reading a
 // parquet file into a table folder. The window is unmapped at once, so the pages do not count in
-// this process's memory. Small writes gather in a buffer first; filesystems without fallocate get
+// this process's memory. Small writes gather in a 256 KB buffer first; filesystems without fallocate get
 // plain pwrite.
 struct OutFile {
-  static constexpr size_t kStage = size_t{1} << 20, kWindow = size_t{8} << 20;
+  static constexpr size_t kStage = size_t{256} << 10, kWindow = size_t{8} << 20;
   int fd = -1;
   std::string path;
   int64_t bytes = 0;  // written so far, staged ones included
