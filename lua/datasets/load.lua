@@ -178,7 +178,7 @@ local function read_one(fmt, path, o, writer)
   elseif fmt == "text" then
     ok, res = pcall(core.read_text, path, o.sample_by, o.keep_linebreaks)
   elseif fmt == "parquet" then
-    ok, res = pcall(core.read_parquet_into, writer, path)
+    ok, res = pcall(core.read_parquet_into, writer, path, o.columns)  -- the others are not decoded
     if ok then return nil end
   end
   if not ok then error(res, 0) end
@@ -189,7 +189,15 @@ end
 -- Reads the files of one split into a table folder (once) and maps it.
 local function load_split(fmt, files, o, split, cache_dir, hashed_paths)
   local parts = { fmt, split }
-  for k, v in pairs(o) do parts[#parts + 1] = k .. "=" .. tostring(v) end
+  for k, v in pairs(o) do
+    local s = tostring(v)
+    if type(v) == "table" then  -- a list (columns=): its items, not its address
+      local items = {}
+      for i, x in ipairs(v) do items[i] = tostring(x) end
+      s = table.concat(items, "\0")
+    end
+    parts[#parts + 1] = k .. "=" .. s
+  end
   table.sort(parts, function(a, b) return a < b end)
   for i, f in ipairs(files) do
     local st = core.stat(f)

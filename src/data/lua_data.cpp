@@ -783,11 +783,25 @@ int core_read_parquet(lua_State* L) {
   return 1;
 }
 
-// read_parquet_into(writer, path): streams the file's row groups into a table writer
+// read_parquet_into(writer, path [, columns]): streams the file's row groups (only the named
+// columns, in that order, when given) into a table writer
 int core_read_parquet_into(lua_State* L) {
   auto& w = class_check<data::TableWriter>(L, 1, kWriterSpec);
   std::string path(check_string_view(L, 2));
-  data::read_parquet(path, [&](const Table& chunk) { w.append(chunk); });
+  std::vector<std::string> columns;
+  bool some = lua_istable(L, 3);
+  if (some) {
+    int k = static_cast<int>(lua_objlen(L, 3));
+    for (int i = 1; i <= k; i++) {
+      lua_rawgeti(L, 3, i);
+      size_t len;
+      const char* s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : nullptr;
+      if (!s) return luaL_error(L, "read_parquet_into: columns[%d] is not a string", i);
+      columns.emplace_back(s, len);
+      lua_pop(L, 1);
+    }
+  }
+  data::read_parquet(path, [&](const Table& chunk) { w.append(chunk); }, some ? &columns : nullptr);
   return 0;
 }
 

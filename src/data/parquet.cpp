@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -412,7 +413,7 @@ void decompress(int64_t codec, const uint8_t* src, size_t n, size_t expect, PodV
   switch (codec) {
     case 0:
       if (n != expect) throw Error(what + ": uncompressed page of " + std::to_string(n) + " bytes, header says " + std::to_string(expect));
-      std::memcpy(dst.data(), src, n);
+      if (n) std::memcpy(dst.data(), src, n);  // an empty vector's data() may be null
       return;
     case 1: {
       size_t len = 0;
@@ -1071,6 +1072,23 @@ struct ParquetFile {
     }
   }
 
+  // Keeps only the named fields, in that order.
+  void select(const std::vector<std::string>& names) {
+    std::vector<FieldPlan> out;
+    for (const auto& want : names) {
+      auto it = std::find_if(fields.begin(), fields.end(), [&](const FieldPlan& f) { return f.name == want; });
+      if (it == fields.end()) {
+        std::string have;
+        for (auto& f : fields) have += (have.empty() ? "" : ", ") + f.name;
+        throw Error(name + ": no column '" + want + "' (its columns: " + have + ")");
+      }
+      for (auto& f : out)
+        if (f.name == want) throw Error(name + ": column '" + want + "' asked for twice");
+      out.push_back(*it);
+    }
+    fields = std::move(out);
+  }
+
   int count_leaves(int n) const {
     if (nodes[n].ptype >= 0) return 1;
     int k = 0;
@@ -1295,9 +1313,10 @@ struct ParquetFile {
 };
 
 TablePtr read_parquet_impl(const uint8_t* data, size_t size, const std::string& name, const ChunkFn& on_chunk,
-                           const ReleaseFn& release) {
+                           const ReleaseFn& release, const std::vector<std::string>* columns) {
   ParquetFile f{data, size, name, {}, {}, {}, 0};
   f.open();
+  if (columns) f.select(*columns);
   if (on_chunk) {
     bool any = false;
     f.read(
@@ -1334,14 +1353,15 @@ TablePtr read_parquet_impl(const uint8_t* data, size_t size, const std::string& 
 
 }  // namespace
 
-TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string& name, const ChunkFn& on_chunk) {
-  return read_parquet_impl(data, size, name, on_chunk, {});
+TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string& name, const ChunkFn& on_chunk,
+                             const std::vector<std::string>* columns) {
+  return read_parquet_impl(data, size, name, on_chunk, {}, columns);
 }
 
 // The file is mapped, not read: once a row group is handed on (or appended), its pages are dropped
 // from this process (MADV_DONTNEED; the page cache keeps them), so the input costs about one row
 // group of memory.
-TablePtr read_parquet(const std::string& path, const ChunkFn& on_chunk) {
+TablePtr read_parquet(const std::string& path, const ChunkFn& on_chunk, const std::vector<std::string>* columns) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
   struct stat st;
@@ -1364,7 +1384,7 @@ TablePtr read_parquet(const std::string& path, const ChunkFn& on_chunk) {
     size_t b = (lo + page - 1) & ~(page - 1), e = hi & ~(page - 1);
     if (b < e && e <= size) ::madvise(static_cast<uint8_t*>(p) + b, e - b, MADV_DONTNEED);
   };
-  return read_parquet_impl(static_cast<const uint8_t*>(p), size, path, on_chunk, release);
+  return read_parquet_impl(static_cast<const uint8_t*>(p), size, path, on_chunk, release, columns);
 }
 
 // ---- writer --------------------------------------------------------------------------------------------------------

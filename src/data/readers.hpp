@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "data/table.hpp"
 
@@ -29,10 +30,13 @@ TablePtr read_text(const std::string& path, const TextOptions& opt);
 void write_json(const Table& t, const std::string& path, bool lines);
 
 // Parquet: reads the whole file; each row group is handed to `on_chunk` (so a caller can stream it
-// to a TableWriter), or collected into the returned table when on_chunk is empty.
+// to a TableWriter), or collected into the returned table when on_chunk is empty. columns: only
+// these, in this order (the others are not decoded); null: all of them.
 using ChunkFn = std::function<void(const Table&)>;
-TablePtr read_parquet(const std::string& path, const ChunkFn& on_chunk = {});
-TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string& name, const ChunkFn& on_chunk = {});
+TablePtr read_parquet(const std::string& path, const ChunkFn& on_chunk = {},
+                      const std::vector<std::string>* columns = nullptr);
+TablePtr read_parquet_memory(const uint8_t* data, size_t size, const std::string& name, const ChunkFn& on_chunk = {},
+                             const std::vector<std::string>* columns = nullptr);
 // Writes one row group per `row_group_size` rows, plain encoding, snappy or none.
 void write_parquet(const Table& t, const std::string& path, const std::string& compression, int64_t row_group_size);
 

@@ -228,9 +228,31 @@ T.test("column chunks over 1 MB are written as several pages and read back", fun
   for i = 1, 12 do T.ok(back[i].s == big[i].s, "row " .. i) end
 end)
 
+T.test("load_dataset('parquet', {columns=}) reads only those columns, in that order, and caches by them", function()
+  local dir = T.tmpdir()
+  local ds = datasets.Dataset.from_dict({ a = { 1, 2, 3 }, b = { "x", "y", "z" }, c = { 0.5, 1.5, 2.5 } },
+    { column_order = { "a", "b", "c" } })
+  ds:to_parquet(dir .. "/abc.parquet", { row_group_size = 2 })
+  local function load(columns)
+    return datasets.load_dataset("parquet", { data_files = dir .. "/abc.parquet", split = "train", columns = columns,
+      cache_dir = dir .. "/cache" })
+  end
+  local got = load { "c", "a" }
+  T.eq(got.column_names, { "c", "a" })
+  T.eq(got:to_list(), { { c = 0.5, a = 1 }, { c = 1.5, a = 2 }, { c = 2.5, a = 3 } })
+  T.ok(type(got._fingerprint) == "string", "a fingerprint")
+  T.eq(load({ "c", "a" })._fingerprint, got._fingerprint, "the same columns: the same cached table")
+  local b = load { "b" }
+  T.eq(b.column_names, { "b" })
+  T.ok(b._fingerprint ~= got._fingerprint, "other columns: another table")
+  T.eq(load().column_names, { "a", "b", "c" })
+  T.raises(function() load { "a", "nope" } end, "abc.parquet: no column 'nope' (its columns: a, b, c)")
+end)
+
 -- Inputs the fuzzer (src/data/fuzz_parquet.cpp) found crashing the reader, with the error each gives.
 local FUZZ = {
   ["byte-array-lengths-past-page.parquet"] = "column 'name' (row group 1) of ",
+  ["empty-uncompressed-page.parquet"] = "column 'smallint_col' (row group 1) of ",
 }
 T.test("files the fuzzer found give clear errors, in memory and into a table folder", function()
   local dir = os.getenv("SKYRUN_SOURCE_ROOT") .. "/tests/data/fuzz"
