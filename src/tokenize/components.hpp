@@ -40,6 +40,19 @@ struct JsonAt {
   std::string type_name() const;  // the "type" member, or fail
 };
 
+// Every occurrence of `needle` in `text`, left to right, not overlapping (none for an empty needle).
+void find_literal(std::string_view text, std::string_view needle, std::vector<Offsets>& out);
+
+// HF's Replace ({"pattern": {"String": s} | {"Regex": r}, "content": c}), the normalizer's and the
+// decoder's: what to find, and what to put in its place.
+struct ReplaceRule {
+  std::string literal;
+  std::unique_ptr<Regex> regex;
+  std::string content;
+  void find(std::string_view text, std::vector<Offsets>& out) const;
+  static ReplaceRule from_json(const JsonAt& j);
+};
+
 // ---- normalizers -------------------------------------------------------------------------------
 
 struct Normalizer {

@@ -303,18 +303,40 @@ void find_literal(std::string_view text, std::string_view needle, std::vector<Of
   }
 }
 
+void ReplaceRule::find(std::string_view text, std::vector<Offsets>& out) const {
+  if (regex) regex->find_all(text, out);
+  else find_literal(text, literal, out);
+}
+
+ReplaceRule ReplaceRule::from_json(const JsonAt& j) {
+  ReplaceRule r;
+  JsonAt pat = j.at("pattern");
+  pat.expect_object();
+  if (pat.has("String")) {
+    r.literal = pat.str("String");
+  } else if (pat.has("Regex")) {
+    try {
+      r.regex = std::make_unique<Regex>(pat.str("Regex"));
+    } catch (const std::exception& e) {
+      pat.at("Regex").fail(e.what());
+    }
+  } else {
+    pat.fail("expected a String or Regex pattern");
+  }
+  r.content = j.str("content");
+  return r;
+}
+
 namespace {
 
 struct Replace : Normalizer {
-  std::string literal;
-  std::unique_ptr<Regex> regex;
-  std::string content;
+  ReplaceRule rule;
+  explicit Replace(ReplaceRule r) : rule(std::move(r)) {}
   void normalize(Normalized& n) const override {
     thread_local std::vector<Offsets> m;
     m.clear();
-    if (regex) regex->find_all(n.text, m);
-    else find_literal(n.text, literal, m);
-    replace_normalized(n, m, content);
+    rule.find(n.text, m);
+    replace_normalized(n, m, rule.content);
   }
 };
 
@@ -553,24 +575,7 @@ std::unique_ptr<Normalizer> normalizer_from_json(const JsonAt& j) {
   if (type == "Strip") return std::make_unique<Strip>(j.boolean_or("strip_left", true), j.boolean_or("strip_right", true));
   if (type == "StripAccents") return std::make_unique<StripAccents>();
   if (type == "Prepend") return std::make_unique<Prepend>(j.str("prepend"));
-  if (type == "Replace") {
-    auto r = std::make_unique<Replace>();
-    JsonAt pat = j.at("pattern");
-    pat.expect_object();
-    if (pat.has("String")) {
-      r->literal = pat.str("String");
-    } else if (pat.has("Regex")) {
-      try {
-        r->regex = std::make_unique<Regex>(pat.str("Regex"));
-      } catch (const std::exception& e) {
-        pat.at("Regex").fail(e.what());
-      }
-    } else {
-      pat.fail("expected a String or Regex pattern");
-    }
-    r->content = j.str("content");
-    return r;
-  }
+  if (type == "Replace") return std::make_unique<Replace>(ReplaceRule::from_json(j));
   if (type == "BertNormalizer") {
     auto b = std::make_unique<BertNormalizer>();
     b->clean_text = j.boolean_or("clean_text", true);

@@ -6,7 +6,6 @@
 namespace sky::tok {
 
 void replace_normalized(Normalized& n, const std::vector<Offsets>& matches, const std::string& content);
-void find_literal(std::string_view text, std::string_view needle, std::vector<Offsets>& out);
 
 namespace {
 

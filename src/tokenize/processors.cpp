@@ -7,8 +7,6 @@
 
 namespace sky::tok {
 
-void find_literal(std::string_view text, std::string_view needle, std::vector<Offsets>& out);
-
 void Encoding::append(Encoding&& o) {
   ids.insert(ids.end(), o.ids.begin(), o.ids.end());
   type_ids.insert(type_ids.end(), o.type_ids.begin(), o.type_ids.end());
@@ -457,21 +455,19 @@ struct StripDecoder : Decoder {
 };
 
 struct ReplaceDecoder : Decoder {
-  std::string literal;
-  std::unique_ptr<Regex> regex;
-  std::string content;
+  ReplaceRule rule;
+  explicit ReplaceDecoder(ReplaceRule r) : rule(std::move(r)) {}
   void decode_chain(std::vector<std::string>& tokens) const override {
     std::vector<Offsets> m;
     for (auto& t : tokens) {
       m.clear();
-      if (regex) regex->find_all(t, m);
-      else find_literal(t, literal, m);
+      rule.find(t, m);
       if (m.empty()) continue;
       std::string out;
       size_t last = 0;
       for (auto& x : m) {
         out.append(t, last, x.first - last);
-        out += content;
+        out += rule.content;
         last = x.second;
       }
       out.append(t, last, std::string::npos);
@@ -525,24 +521,7 @@ std::unique_ptr<Decoder> decoder_from_json(const JsonAt& j) {
     s->stop = j.uint_or("stop", 0);
     return s;
   }
-  if (type == "Replace") {
-    auto r = std::make_unique<ReplaceDecoder>();
-    JsonAt pat = j.at("pattern");
-    pat.expect_object();
-    if (pat.has("String")) {
-      r->literal = pat.str("String");
-    } else if (pat.has("Regex")) {
-      try {
-        r->regex = std::make_unique<Regex>(pat.str("Regex"));
-      } catch (const std::exception& e) {
-        pat.at("Regex").fail(e.what());
-      }
-    } else {
-      pat.fail("expected a String or Regex pattern");
-    }
-    r->content = j.str("content");
-    return r;
-  }
+  if (type == "Replace") return std::make_unique<ReplaceDecoder>(ReplaceRule::from_json(j));
   if (type == "Sequence") {
     auto s = std::make_unique<SequenceDecoder>();
     JsonAt items = j.at("decoders");
