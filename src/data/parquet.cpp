@@ -1269,11 +1269,25 @@ struct ParquetFile {
     std::vector<LeafData> acc(accumulate ? fields.size() : 0);
     if (rgs && accumulate) reserve(acc, *rgs);
     size_t ng = rgs ? rgs->size() : 0;
-    // Row groups decode `ahead` at a time on their own threads (one per core, at most 4) while this
-    // thread hands on (or appends) the one before; each has its own buffers, reused `ahead + 1`
-    // groups later. One core, or no thread to be had: each decodes here when its turn comes.
+    // Row groups decode `ahead` at a time on their own threads (one per core, at most 4, and no more
+    // than 256 MB of decoded groups beside the current one) while this thread hands on (or appends)
+    // the one before; each has its own buffers, reused `ahead + 1` groups later. One core, huge
+    // groups, or no thread to be had: each decodes here when its turn comes.
     unsigned cores = std::thread::hardware_concurrency();
     size_t ahead = ng > 1 && cores > 1 ? std::min<size_t>(cores, 4) : 0;
+    if (ahead > 0) {
+      uint64_t biggest = 1;  // decoded bytes of the largest group, from the footer
+      for (auto& rg : *rgs) {
+        const auto* cols = rg.list(1);
+        uint64_t bytes = 0;
+        for (auto& f : fields) {
+          const TVal* cm = cols && f.leaf < static_cast<int>(cols->size()) ? (*cols)[f.leaf].field(3) : nullptr;
+          if (cm) bytes += static_cast<uint64_t>(std::clamp<int64_t>(cm->get_i(6, 0), 0, int64_t{1} << 40));
+        }
+        biggest = std::max(biggest, bytes);
+      }
+      ahead = std::min<uint64_t>(ahead, (uint64_t{256} << 20) / biggest);
+    }
     std::vector<Group> groups(ahead + 1);
     auto decode = [&](size_t k) {
       decode_group((*rgs)[k], static_cast<int>(k + 1), groups[k % groups.size()], !accumulate);
