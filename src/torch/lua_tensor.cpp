@@ -575,32 +575,31 @@ int m_is_tensor(lua_State* L) {
   return 1;
 }
 
-// torch.cat({t1, t2, ...} [, dim])
-int m_cat(lua_State* L) {
-  check_table(L, 1);
+// The tensors of the Lua list at idx (`who` names the function in errors).
+std::vector<at::Tensor> tensor_list_arg(lua_State* L, int idx, const char* who) {
+  check_table(L, idx);
   std::vector<at::Tensor> ts;
-  size_t n = lua_objlen(L, 1);
+  size_t n = lua_objlen(L, idx);
   for (size_t i = 1; i <= n; ++i) {
-    lua_rawgeti(L, 1, static_cast<int>(i));
+    lua_rawgeti(L, idx, static_cast<int>(i));
     ts.push_back(lua_to_tensor(L, -1));
     lua_pop(L, 1);
   }
-  if (ts.empty()) return luaL_error(L, "torch.cat: no tensors");
+  if (ts.empty()) luaL_error(L, "%s: no tensors", who);
+  return ts;
+}
+
+// torch.cat({t1, t2, ...} [, dim]): along an existing dimension
+int m_cat(lua_State* L) {
+  std::vector<at::Tensor> ts = tensor_list_arg(L, 1, "torch.cat");
   int64_t d = lua_isnoneornil(L, 2) ? 0 : dim_arg(L, 2, ts[0].dim());
   lua_push_tensor(L, at::cat(ts, d));
   return 1;
 }
 
+// torch.stack({t1, t2, ...} [, dim]): along a new dimension
 int m_stack(lua_State* L) {
-  check_table(L, 1);
-  std::vector<at::Tensor> ts;
-  size_t n = lua_objlen(L, 1);
-  for (size_t i = 1; i <= n; ++i) {
-    lua_rawgeti(L, 1, static_cast<int>(i));
-    ts.push_back(lua_to_tensor(L, -1));
-    lua_pop(L, 1);
-  }
-  if (ts.empty()) return luaL_error(L, "torch.stack: no tensors");
+  std::vector<at::Tensor> ts = tensor_list_arg(L, 1, "torch.stack");
   int64_t d = lua_isnoneornil(L, 2) ? 0 : dim_arg(L, 2, ts[0].dim() + 1);
   lua_push_tensor(L, at::stack(ts, d));
   return 1;

@@ -151,6 +151,12 @@ T.test("torch tensors go to and from Lua tables with shape, dtype and device", f
   T.eq(torch.tensor({ true, false }):tolist(), { true, false })
   T.eq(t:select(1, 2):tolist(), { 4, 5, 6 })
   T.eq(t:to("float32"):softmax(2):sum(2):tolist()[1], 1)
+  T.eq(torch.cat({ t, t }):tolist(), { { 1, 2, 3 }, { 4, 5, 6 }, { 1, 2, 3 }, { 4, 5, 6 } })
+  T.eq(torch.cat({ t, t }, 2).shape, { 2, 6 })
+  T.eq(torch.stack({ t, t }).shape, { 2, 2, 3 })
+  T.eq(torch.stack({ t, t }, -1):tolist()[2][3], { 6, 6 })
+  T.raises(function() torch.cat({}) end, "torch.cat: no tensors")
+  T.raises(function() torch.stack({ t, 5 }) end, "equal size")  -- a number is a 0-d tensor
   T.raises(function() torch.tensor({ { 1, 2 }, { 3 } }) end, "ragged")
   T.raises(function() t:to("flaot32") end, "did you mean 'float32'")
   T.contains(tostring(f), "dtype=float32")
