@@ -3,6 +3,9 @@
 //   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc src/data/fuzz_parquet.cpp \
 //     src/data/parquet.cpp src/data/readers.cpp src/data/table.cpp -lsnappy -lzstd -lz -o fuzz_parquet
 //   ./fuzz_parquet -max_total_time=300 corpus/ ../shared/data/parquet/   (seeds: the test files)
+// Row groups decode on several threads: to check them with ThreadSanitizer, build the same way with
+// -fsanitize=thread,fuzzer -fno-sanitize-coverage=trace-pc-guard,inline-8bit-counters,pc-table,trace-cmp
+// (libFuzzer's counters would race) and run it over the corpus and some many-row-group files.
 #include <cstddef>
 #include <cstdint>
 

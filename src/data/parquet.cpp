@@ -761,8 +761,8 @@ class ChunkReader {
         if (static_cast<uint64_t>(n) > c.left() / 4) c.need(static_cast<size_t>(n) * 4);
         size_t at = out.offsets.size(), base = out.chars.size(), room = c.left() - static_cast<size_t>(n) * 4;
         out.offsets.resize(at + static_cast<size_t>(n));
-        if (out.chars.capacity() < base + room)  // grow geometrically
-          out.chars.reserve(std::max(base + room, 2 * out.chars.capacity()));
+        if (out.chars.capacity() < base + room + 32)  // grow geometrically
+          out.chars.reserve(std::max(base + room + 32, 2 * out.chars.capacity()));
         out.chars.resize(base + room + 32);  // slack: values are copied 32 bytes at a time
         char* chars = out.chars.data();
         size_t pos = base;
