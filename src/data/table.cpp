@@ -384,7 +384,10 @@ struct OutFile {
       size_t k = std::min(n, kWindow);
       bool copied = false;
       if (mappable) {
-        if (::fallocate(fd, 0, static_cast<off_t>(done), static_cast<off_t>(k)) != 0) {
+        int rc;
+        do rc = ::fallocate(fd, 0, static_cast<off_t>(done), static_cast<off_t>(k));
+        while (rc != 0 && errno == EINTR);
+        if (rc != 0) {
           if (errno != EOPNOTSUPP && errno != ENOSYS) fail();
           mappable = false;
         } else {
