@@ -830,6 +830,9 @@ class ChunkReader {
       const int64_t* doff = dict_.offsets.data();
       size_t total = 0;
       for (int64_t i = 0; i < n; i++) total += static_cast<size_t>(doff[idx[i] + 1] - doff[idx[i]]);
+      if (total > (size_t{1} << 32))  // a few bytes of indices repeating a long entry: refuse the bomb
+        throw Error(what_ + ": a dictionary-encoded page expands to " + std::to_string(total) +
+                    " bytes of strings (over 4 GiB; corrupt page?)");
       size_t at = out.offsets.size(), pos = out.chars.size();
       if (out.chars.capacity() < pos + total) out.chars.reserve(std::max(pos + total, 2 * out.chars.capacity()));
       out.chars.resize(pos + total);
