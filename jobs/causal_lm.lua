@@ -12,15 +12,17 @@ local sky = require "sky"
 local USAGE = [[
 usage: skyrun jobs/causal_lm.lua [--model ID|DIR] [--dataset ID] [--epochs N] [--batch-size N]
                                  [--max-samples N] [--output-dir DIR] [--lr X] [--block-size N]
+                                 [--attn-implementation eager|sdpa]
 ]]
 local FLAGS = { model = "string", dataset = "string", epochs = "number", ["batch-size"] = "number",
-  ["max-samples"] = "number", ["output-dir"] = "string", lr = "number", ["block-size"] = "number" }
+  ["max-samples"] = "number", ["output-dir"] = "string", lr = "number", ["block-size"] = "number",
+  ["attn-implementation"] = "string" }
 
 local flags = require("sky.flags").parse(arg, FLAGS, { prog = "causal_lm.lua", usage = USAGE })
 local opts = {
   model = flags.model, dataset = flags.dataset, epochs = flags.epochs or 2, batch_size = math.floor(flags["batch-size"] or 16),
   max_samples = math.floor(flags["max-samples"] or 1000), output_dir = flags["output-dir"] or "/tmp/skyrun-causal-lm",
-  lr = flags.lr, block_size = math.floor(flags["block-size"] or 128),
+  lr = flags.lr, block_size = math.floor(flags["block-size"] or 128), attn_implementation = flags["attn-implementation"],
 }
 
 local train_lm = sky.compute(function(o)
@@ -35,7 +37,7 @@ local train_lm = sky.compute(function(o)
   end
   local tok = transformers.AutoTokenizer.from_pretrained(base)
   if tok.pad_token == nil then tok.pad_token = tok.eos_token end  -- GPT-2 has no pad token
-  local model = transformers.AutoModelForCausalLM.from_pretrained(base)
+  local model = transformers.AutoModelForCausalLM.from_pretrained(base, { attn_implementation = o.attn_implementation })
 
   local train_ds, eval_ds
   local n_eval = math.max(16, math.floor(o.max_samples / 10))

@@ -15,22 +15,25 @@ local sky = require "sky"
 local USAGE = [[
 usage: skyrun jobs/finetune.lua [--model ID|DIR] [--dataset ID] [--epochs N] [--batch-size N]
                                 [--max-samples N] [--output-dir DIR] [--lr X]
+                                [--attn-implementation eager|sdpa]
   --model        a hub id or folder with a DistilBERT/BERT-style classifier (default: a tiny one made here)
   --dataset      a hub dataset with a text ("text" or "sentence") and a "label" column (default: synthetic)
   --epochs       training epochs (default 3)
   --batch-size   per-device batch size (default 32)
   --max-samples  rows of the train split to use (default 2000; eval uses a fifth of it)
   --output-dir   where checkpoints and the final model go (default /tmp/skyrun-finetune)
+  --attn-implementation  as TRL's flag: "sdpa" (torch's fused attention, the default where
+                 LibTorch >= 2.5) or "eager" (the written-out float32 softmax)
 ]]
 
 local FLAGS = { model = "string", dataset = "string", epochs = "number", ["batch-size"] = "number",
-  ["max-samples"] = "number", ["output-dir"] = "string", lr = "number" }
+  ["max-samples"] = "number", ["output-dir"] = "string", lr = "number", ["attn-implementation"] = "string" }
 
 local flags = require("sky.flags").parse(arg, FLAGS, { prog = "finetune.lua", usage = USAGE })
 local opts = {
   model = flags.model, dataset = flags.dataset, epochs = flags.epochs or 3, batch_size = math.floor(flags["batch-size"] or 32),
   max_samples = math.floor(flags["max-samples"] or 2000), output_dir = flags["output-dir"] or "/tmp/skyrun-finetune",
-  lr = flags.lr,
+  lr = flags.lr, attn_implementation = flags["attn-implementation"],
 }
 
 -- The task: runs on a worker of the pool; everything it needs is required there.
@@ -47,7 +50,8 @@ local finetune = sky.compute(function(o)
   end
   local tok = transformers.AutoTokenizer.from_pretrained(base)
   local model = transformers.AutoModelForSequenceClassification.from_pretrained(base,
-    { num_labels = 2, id2label = { [0] = "NEGATIVE", [1] = "POSITIVE" }, label2id = { NEGATIVE = 0, POSITIVE = 1 } })
+    { num_labels = 2, id2label = { [0] = "NEGATIVE", [1] = "POSITIVE" }, label2id = { NEGATIVE = 0, POSITIVE = 1 },
+      attn_implementation = o.attn_implementation })
 
   local train_ds, eval_ds
   local n_eval = math.max(16, math.floor(o.max_samples / 5))
@@ -96,7 +100,8 @@ local finetune = sky.compute(function(o)
   local final_dir = o.output_dir .. "/final"
   trainer:save_model(final_dir)
 
-  local reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(final_dir)
+  local reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(final_dir,
+    { attn_implementation = o.attn_implementation })
   local check = transformers.Trainer { model = reloaded, args = transformers.TrainingArguments {
     output_dir = o.output_dir .. "/reload-eval", per_device_eval_batch_size = 64, bf16 = cuda, report_to = "none",
     disable_tqdm = true }, eval_dataset = eval_ds, processing_class = tok, compute_metrics = accuracy }

@@ -37,7 +37,7 @@ local function load(head, fname)
     local model, info = nn.from_pretrained(folder, head, {
       dtype = opts.dtype or opts.torch_dtype or "auto", device = device,
       num_labels = opts.num_labels, id2label = opts.id2label, label2id = opts.label2id,
-      problem_type = opts.problem_type,
+      problem_type = opts.problem_type, attn_implementation = opts.attn_implementation,
     })
     if info.warnings ~= "" then io.stderr:write(info.warnings) end
     if opts.output_loading_info then return model, info end
@@ -52,8 +52,10 @@ local function from_config(head, fname)
     if type(config) ~= "table" and type(config) ~= "string" then
       error(string.format("bad argument #1 to '%s' (config table expected, got %s)", fname, type(config)), 2)
     end
-    opts = sky_core.check_options(opts, { dtype = "string", torch_dtype = "string", device = "string" }, fname)
-    return nn.from_config(config, head, { dtype = opts.dtype or opts.torch_dtype, device = opts.device })
+    opts = sky_core.check_options(opts, { dtype = "string", torch_dtype = "string", device = "string",
+      attn_implementation = "string" }, fname)
+    return nn.from_config(config, head, { dtype = opts.dtype or opts.torch_dtype, device = opts.device,
+      attn_implementation = opts.attn_implementation })
   end
 end
 

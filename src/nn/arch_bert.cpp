@@ -54,7 +54,7 @@ class Bert : public Model {
                    at::embedding(P("embeddings.position_embeddings.weight"), pos);  // [B, T, C]
     h = at::layer_norm(h, {C}, P("embeddings.LayerNorm.weight"), P("embeddings.LayerNorm.bias"), c.norm_eps);
     h = dropout(h, c.hidden_dropout);
-    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, T, false, 0, dev);  // [B, 1, T, T]
+    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, T, false, 0, dev, c.attn_implementation);  // [B, 1, T, T]
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "encoder.layer." + std::to_string(i) + ".";
@@ -124,7 +124,7 @@ class DistilBert : public Model {
                    at::embedding(P("embeddings.position_embeddings.weight"), pos);  // [B, T, C]
     h = at::layer_norm(h, {C}, P("embeddings.LayerNorm.weight"), P("embeddings.LayerNorm.bias"), c.norm_eps);
     h = dropout(h, c.hidden_dropout);
-    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, T, false, 0, dev);  // [B, 1, T, T]
+    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, T, false, 0, dev, c.attn_implementation);  // [B, 1, T, T]
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "transformer.layer." + std::to_string(i) + ".";

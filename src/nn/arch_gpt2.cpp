@@ -63,7 +63,7 @@ class Gpt2 : public Model {
                          : at::arange(past, S, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
     at::Tensor h = at::embedding(P("wte.weight"), ids.to(dev)) + at::embedding(P("wpe.weight"), pos);  // [B, T, C]
     h = dropout(h, c.hidden_dropout);
-    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, 0, dev);  // [B, 1, T, S]
+    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, 0, dev, c.attn_implementation);  // [B, 1, T, S]
     if (a.cache && a.cache->keys.size() < static_cast<size_t>(c.num_hidden_layers)) {
       a.cache->keys.resize(c.num_hidden_layers);
       a.cache->values.resize(c.num_hidden_layers);

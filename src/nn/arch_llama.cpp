@@ -68,7 +68,7 @@ class Llama : public Model {
                          : at::arange(past, S, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
     auto [cos, sin] = rope_tables(c.rope, D, pos);  // [B, T, D] float32
     at::Tensor h = at::embedding(P("embed_tokens.weight"), ids.to(dev));  // [B, T, C]
-    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, c.sliding_window, dev);
+    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, c.sliding_window, dev, c.attn_implementation);
     if (a.cache && a.cache->keys.size() < static_cast<size_t>(c.num_hidden_layers)) {
       a.cache->keys.resize(c.num_hidden_layers);
       a.cache->values.resize(c.num_hidden_layers);

@@ -42,6 +42,9 @@ struct ModelConfig {
   bool mlp_bias = false;
   bool qk_norm = false;  // Qwen3
   int64_t sliding_window = 0;  // 0: full attention
+  // HF's attn_implementation (a load option, not saved): "eager" (float32 softmax, written out)
+  // or "sdpa" (torch's fused kernels, LibTorch >= 2.5); empty: sdpa where LibTorch has it.
+  std::string attn_implementation;
   RopeConfig rope;
   double hidden_dropout = 0.0;
   double attention_dropout = 0.0;

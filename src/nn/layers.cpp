@@ -31,8 +31,23 @@ at::Tensor build_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T,
 
 }  // namespace
 
+void check_attn_implementation(const std::string& name) {
+  if (name.empty() || name == "eager") return;
+  if (name == "sdpa") {
+#if !SKY_NN_SDPA
+    throw sky::Error("not supported yet: attn_implementation 'sdpa' with LibTorch " TORCH_VERSION
+                     " (torch's scaled_dot_product_attention is used from LibTorch 2.5; 'eager' works here)");
+#endif
+    return;
+  }
+  if (name == "flash_attention_2" || name == "flash_attention_3" || name == "flex_attention")
+    throw sky::Error("not supported yet: attn_implementation '" + name + "' ('sdpa' takes torch's flash kernels)");
+  throw sky::Error("attn_implementation '" + name + "' is not one of 'eager', 'sdpa'");
+}
+
 AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
-                                int64_t window, const at::Device& device) {
+                                int64_t window, const at::Device& device, const std::string& attn_implementation) {
+  const bool eager = attn_implementation == "eager";
   if (attention_mask.defined() &&
       (attention_mask.dim() != 2 || attention_mask.size(0) != B || attention_mask.size(1) != S))
     throw sky::Error("attention_mask has shape " + c10::str(attention_mask.sizes()) + ", expected [" +
@@ -43,10 +58,10 @@ AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int
   // query that sees every key).
   const bool window_bites = window > 0 && window < S;
   const bool kernel_can = !window_bites && (!causal || T == S || T == 1);
-  if (kernel_can && (!attention_mask.defined() || attention_mask.all().item<bool>()))
-    return {at::Tensor(), causal && T > 1};
+  if (!eager && kernel_can && (!attention_mask.defined() || attention_mask.all().item<bool>()))
+    return {at::Tensor(), causal && T > 1, false};
 #endif
-  return {build_allowed(attention_mask, B, T, S, causal, window, device), causal};
+  return {build_allowed(attention_mask, B, T, S, causal, window, device), causal, eager};
 }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
@@ -59,15 +74,17 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     return t.unsqueeze(2).expand({B, Hkv, H / Hkv, S, D}).reshape({B, H, S, D});
   };
 #if SKY_NN_SDPA
-  if (!mask.allowed.defined())  // flash attention takes grouped heads as they are
-    return at::scaled_dot_product_attention(q, k, v, c10::nullopt, p, mask.causal, scale, /*enable_gqa=*/H != Hkv);
-  // A query row with no key to see (a left pad) would be 0/0: let it see every key, then zero its
-  // output, which is what the eager softmax below gives and keeps its gradient zero as well.
-  at::Tensor none = mask.allowed.any(-1, true).logical_not();  // [B, 1, T, 1]
-  at::Tensor out = at::scaled_dot_product_attention(q, repeat_kv(k), repeat_kv(v), mask.allowed.logical_or(none), p,
-                                                    false, scale);
-  return out.masked_fill(none, 0);
-#else
+  if (!mask.eager) {
+    if (!mask.allowed.defined())  // flash attention takes grouped heads as they are
+      return at::scaled_dot_product_attention(q, k, v, c10::nullopt, p, mask.causal, scale, /*enable_gqa=*/H != Hkv);
+    // A query row with no key to see (a left pad) would be 0/0: let it see every key, then zero
+    // its output, which is what the eager softmax below gives and keeps its gradient zero as well.
+    at::Tensor none = mask.allowed.any(-1, true).logical_not();  // [B, 1, T, 1]
+    at::Tensor out = at::scaled_dot_product_attention(q, repeat_kv(k), repeat_kv(v), mask.allowed.logical_or(none),
+                                                      p, false, scale);
+    return out.masked_fill(none, 0);
+  }
+#endif
   const at::Tensor& allowed = mask.allowed;
   at::Tensor scores = at::matmul(q, repeat_kv(k).transpose(2, 3)) * scale;  // [B, H, T, S]
   // The dtype's lowest finite value, as HF: a fully masked row (a left pad) stays finite.
@@ -86,7 +103,6 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   probs = probs.masked_fill(allowed.any(-1, true).logical_not(), 0);
   if (p > 0) probs = at::dropout(probs, p, true);
   return at::matmul(probs, repeat_kv(v));  // [B, H, T, D]
-#endif
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {

@@ -19,9 +19,13 @@ namespace sky::nn {
 struct AttentionMask {
   at::Tensor allowed;
   bool causal = false;
+  bool eager = false;  // the written-out float32 softmax even where SDPA exists
 };
 AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
-                                int64_t window, const at::Device& device);
+                                int64_t window, const at::Device& device, const std::string& attn_implementation);
+
+// Checks an attn_implementation option: "eager", "sdpa" (an error where LibTorch < 2.5) or "".
+void check_attn_implementation(const std::string& name);
 
 // softmax(q k^T * scale, masked) v. With LibTorch >= 2.5 this is torch's scaled_dot_product_attention
 // (flash or memory-efficient kernels, as HF 5's default "sdpa" attention); before, the softmax in

@@ -13,6 +13,7 @@
 
 #include "host/bind.hpp"
 #include "host/lua_json.hpp"
+#include "nn/layers.hpp"
 #include "nn/model.hpp"
 #include "nn/safetensors.hpp"
 #include "torch/lua_tensor.hpp"
@@ -74,15 +75,19 @@ ModelHead head_from_name(lua_State* L, std::string_view s) {
   raise_error(L, "unknown model head '" + std::string(s) + "'");
 }
 
-// nn.from_pretrained(folder, head, {dtype=, device=, num_labels=, id2label=, label2id=, problem_type=})
+// nn.from_pretrained(folder, head, {dtype=, device=, num_labels=, id2label=, label2id=, problem_type=,
+//                    attn_implementation=})
 // → model, {missing=, unexpected=, warnings=}
 int l_from_pretrained(lua_State* L) {
   std::string folder(check_string_view(L, 1));
   ModelHead head = head_from_name(L, check_string_view(L, 2));
   Options o(L, 3, "from_pretrained",
             {{"dtype", OptType::String}, {"device", OptType::String}, {"num_labels", OptType::Integer},
-             {"id2label", OptType::Table}, {"label2id", OptType::Table}, {"problem_type", OptType::String}});
+             {"id2label", OptType::Table}, {"label2id", OptType::Table}, {"problem_type", OptType::String},
+             {"attn_implementation", OptType::String}});
   LoadOptions lo;
+  lo.attn_implementation = o.string("attn_implementation", "");
+  check_attn_implementation(lo.attn_implementation);
   lo.head = head;
   lo.dtype = o.string("dtype", "auto");
   lo.device = o.string("device", "cpu");
@@ -131,9 +136,8 @@ int l_from_pretrained(lua_State* L) {
   return 2;
 }
 
-// A Lua table (a config as AutoConfig returns it) as JSON text: integer keys of objects become
-// strings (id2label), sequences become arrays.
-// nn.from_config(config (JSON text or table), head, {dtype=, device=}) → model (random init)
+// nn.from_config(config (JSON text or table), head, {dtype=, device=, attn_implementation=}) → model
+// (random init)
 int l_from_config(lua_State* L) {
   std::string text;
   if (lua_istable(L, 1)) {
@@ -143,8 +147,11 @@ int l_from_config(lua_State* L) {
   }
   std::string_view json = text;
   ModelHead head = head_from_name(L, check_string_view(L, 2));
-  Options o(L, 3, "from_config", {{"dtype", OptType::String}, {"device", OptType::String}});
+  Options o(L, 3, "from_config",
+            {{"dtype", OptType::String}, {"device", OptType::String}, {"attn_implementation", OptType::String}});
   ModelConfig c = config_parse(json, "config");
+  c.attn_implementation = o.string("attn_implementation", "");
+  check_attn_implementation(c.attn_implementation);
   std::string dt = o.string("dtype", c.dtype.empty() ? "float32" : c.dtype);
   lua_push_model(L, model_from_config(c, head, dtype_from_string(dt), device_from_string(o.string("device", "cpu"))));
   return 1;

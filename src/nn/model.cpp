@@ -367,6 +367,7 @@ std::shared_ptr<Model> model_from_pretrained(const std::string& folder, const Lo
   }
   if (!opts.label2id.empty()) config.label2id = opts.label2id;
   if (!opts.problem_type.empty()) config.problem_type = opts.problem_type;
+  if (!opts.attn_implementation.empty()) config.attn_implementation = opts.attn_implementation;
   if (!SafetensorsCheckpoint::exists(folder)) {
     namespace fs = std::filesystem;
     if (fs::exists(fs::path(folder) / "pytorch_model.bin"))

@@ -38,6 +38,7 @@ struct LoadOptions {
   std::map<int64_t, std::string> id2label;
   std::map<std::string, int64_t> label2id;
   std::string problem_type;
+  std::string attn_implementation;  // "" | "eager" | "sdpa"
 };
 
 // What from_pretrained did with the checkpoint's tensors, named as HF names them.

@@ -31,6 +31,12 @@ T.test("finetune.lua names an unknown flag", function()
   local _, stderr, code = T.skyrun({ ROOT .. "/jobs/finetune.lua", "--epoch", "1" })
   T.eq(code, 2)
   T.contains(stderr, "unknown argument '--epoch'")
+  local out = T.tmpdir()
+  local stdout
+  stdout, stderr, code = T.skyrun({ ROOT .. "/jobs/finetune.lua", "--attn-implementation", "flash_attention_2",
+    "--output-dir", out })
+  T.ok(code ~= 0, stdout)
+  T.contains(stderr .. stdout, "not supported yet: attn_implementation 'flash_attention_2'")
 end)
 
 T.run()

@@ -31,24 +31,28 @@ local LOADERS = {
 }
 
 -- Registers the parity tests of one fixture: fp32 right/left padding (logits or
--- last_hidden_state within 1e-4, loss within 1e-4), bf16 (within the fixture's bf16 tolerance,
+-- last_hidden_state within 1e-4, loss within 1e-4) with the default attention (SDPA where
+-- LibTorch has it) and with attn_implementation = "eager", bf16 (within the fixture's bf16 tolerance,
 -- 5e-2), and for causal LMs greedy generation equal to HF's.
 function N.parity_tests(name, kind)
   local key = kind == "base" and "last_hidden_state" or "logits"
   local folder = N.root .. name
   T.test(name .. ": fp32 outputs and loss match HF on right- and left-padded batches", function()
     local ref = N.reference(name)
-    local model = LOADERS[kind].from_pretrained(folder, { device = N.device })
+    for _, attn in ipairs { "default", "eager" } do
+    local model = LOADERS[kind].from_pretrained(folder,
+      { device = N.device, attn_implementation = attn ~= "default" and attn or nil })
     T.eq(model.dtype, "float32")
     for _, side in ipairs { "right", "left" } do
       local out = model { input_ids = ref[side .. ".input_ids"], attention_mask = ref[side .. ".attention_mask"],
         labels = ref[side .. ".labels"] }
       T.eq(out[key].shape, ref[side .. "." .. key].shape, side .. " shape")
       local diff = N.masked_max_diff(out[key], ref[side .. "." .. key], kind ~= "cls" and ref[side .. ".attention_mask"])
-      T.ok(diff < 1e-4, string.format("%s %s max |diff| %.3g >= 1e-4", side, key, diff))
+      T.ok(diff < 1e-4, string.format("%s attention, %s %s max |diff| %.3g >= 1e-4", attn, side, key, diff))
       if ref[side .. ".loss"] then
-        T.near(out.loss:item(), ref[side .. ".loss"]:item(), 1e-4, side .. " loss")
+        T.near(out.loss:item(), ref[side .. ".loss"]:item(), 1e-4, attn .. " attention, " .. side .. " loss")
       end
+    end
     end
   end)
   T.test(name .. ": bf16 outputs match HF's CUDA bf16 run within bf16 tolerance", function()

@@ -183,6 +183,24 @@ T.test("dropped tensors are collected as they go, not when Lua's own heap happen
   T.ok(grown < 1000, string.format("RSS grew by %.0f MB over 50 dropped 40 MB tensors", grown))
 end)
 
+T.test("attn_implementation takes HF's names: eager everywhere, sdpa where LibTorch has it", function()
+  local folder = N.root .. "gpt2"
+  T.raises(function() transformers.AutoModelForCausalLM.from_pretrained(folder, { attn_implementation = "flash_attention_2" }) end,
+    "not supported yet: attn_implementation 'flash_attention_2'")
+  T.raises(function() transformers.AutoModelForCausalLM.from_pretrained(folder, { attn_implementation = "egaer" }) end,
+    "attn_implementation 'egaer' is not one of 'eager', 'sdpa'")
+  local cfg = transformers.AutoConfig.from_pretrained(folder)
+  T.raises(function() transformers.AutoModelForCausalLM.from_config(cfg, { attn_implementation = "bogus" }) end, "not one of")
+  local ok, err = pcall(transformers.AutoModelForCausalLM.from_pretrained, folder, { attn_implementation = "sdpa" })
+  local version = T.skyrun { "--version" }
+  local major, minor = version:match("LibTorch (%d+)%.(%d+)")
+  if tonumber(major) * 100 + tonumber(minor) >= 205 then
+    T.ok(ok, err)
+  else
+    T.contains(err, "not supported yet: attn_implementation 'sdpa' with LibTorch")
+  end
+end)
+
 T.test("a LibTorch error reaches Lua as its message, without LibTorch's C++ backtrace", function()
   local ok, err = pcall(function() return torch.tensor({ 1, 2 }) + torch.tensor({ 1, 2, 3 }) end)
   T.ok(not ok)

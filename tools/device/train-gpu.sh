@@ -6,7 +6,7 @@
 #                (which takes the SDPA path), then the Trainer parity and trainer tests there,
 #                then save with skyrun / load with HF on CUDA (tools/nn_hf_roundtrip.py)
 #   bench.log    tools/bench train [steps] [gpt2|qwen3|all] (ours vs HF Trainer)
-#   finetune.log jobs/finetune.lua on CUDA (bf16)
+#   finetune.log jobs/finetune.lua on CUDA (bf16); finetune-eager.log with --attn-implementation eager
 #   usage: tools/device/train-gpu.sh [steps] [which]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,7 +24,7 @@ status=0
     echo "== CUDA $t"; (cd tests && SKYRUN_TEST_DEVICE=cuda ../build-gpu/skyrun "nn/$(basename "$t")") || status=1
     echo "== CPU $t"; (cd tests && ../build-gpu/skyrun "nn/$(basename "$t")") || status=1
   done
-  for t in tests/train/test_trainer_parity.lua tests/train/test_trainer.lua tests/nn/test_generate.lua; do
+  for t in tests/train/test_trainer_parity.lua tests/train/test_trainer.lua tests/nn/test_generate.lua tests/nn/test_models.lua; do
     echo "== CPU $t"; (cd tests && ../build-gpu/skyrun "${t#tests/}") || status=1
   done
   echo "== save with skyrun, load with HF transformers (CUDA)"
@@ -36,4 +36,8 @@ tools/bench train "$@" > "$out/bench.log" 2>&1 || status=1
 cat "$out/bench.log"
 build-gpu/skyrun jobs/finetune.lua --output-dir /tmp/skyrun-finetune-gpu > "$out/finetune.log" 2>&1 || status=1
 tail -4 "$out/finetune.log"
+echo "--- the same with --attn-implementation eager:"
+build-gpu/skyrun jobs/finetune.lua --attn-implementation eager --output-dir /tmp/skyrun-finetune-gpu-eager \
+  > "$out/finetune-eager.log" 2>&1 || status=1
+tail -3 "$out/finetune-eager.log"
 exit $status
