@@ -75,6 +75,16 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   };
 #if SKY_NN_SDPA
   if (!mask.eager) {
+    // No cuDNN attention: it builds a plan for every new shape, and dynamic padding makes a new
+    // shape of most batches. On the H200 (tools/device/sdpa_probe.py) a masked forward+backward
+    // over 16 new lengths took 171 ms each with torch's default order and 1.0 ms without cuDNN;
+    // the main job ran 10.3 s against 2.2 s. Flash and memory-efficient kernels have no per-shape
+    // cost and were within 10% on the fixed causal shapes of tools/bench train.
+    static const bool no_cudnn = [] {
+      at::globalContext().setSDPUseCuDNN(false);
+      return true;
+    }();
+    (void)no_cudnn;
     if (!mask.allowed.defined())  // flash attention takes grouped heads as they are
       return at::scaled_dot_product_attention(q, k, v, c10::nullopt, p, mask.causal, scale, /*enable_gqa=*/H != Hkv);
     // A query row with no key to see (a left pad) would be 0/0: let it see every key, then zero
