@@ -64,10 +64,6 @@ class Gpt2 : public Model {
     at::Tensor h = at::embedding(P("wte.weight"), ids.to(dev)) + at::embedding(P("wpe.weight"), pos);  // [B, T, C]
     h = dropout(h, c.hidden_dropout);
     AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, 0, dev, c.attn_implementation);  // [B, 1, T, S]
-    if (a.cache && a.cache->keys.size() < static_cast<size_t>(c.num_hidden_layers)) {
-      a.cache->keys.resize(c.num_hidden_layers);
-      a.cache->values.resize(c.num_hidden_layers);
-    }
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "h." + std::to_string(i) + ".";
       at::Tensor x = at::layer_norm(h, {C}, P(p + "ln_1.weight"), P(p + "ln_1.bias"), c.norm_eps);
@@ -76,14 +72,7 @@ class Gpt2 : public Model {
       at::Tensor q = parts[0].view({B, T, H, D}).transpose(1, 2);  // [B, H, T, D]
       at::Tensor k = parts[1].view({B, T, H, D}).transpose(1, 2);
       at::Tensor v = parts[2].view({B, T, H, D}).transpose(1, 2);
-      if (a.cache) {
-        if (a.cache->keys[i].defined()) {
-          k = at::cat({a.cache->keys[i], k}, 2);
-          v = at::cat({a.cache->values[i], v}, 2);
-        }
-        a.cache->keys[i] = k;
-        a.cache->values[i] = v;
-      }
+      if (a.cache) a.cache->append(i, c.num_hidden_layers, k, v);
       double scale = c.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
       if (c.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
       at::Tensor o = attention(q, k, v, allowed, scale, c.attention_dropout, training_);  // [B, H, T, D]

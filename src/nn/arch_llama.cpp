@@ -69,10 +69,6 @@ class Llama : public Model {
     auto [cos, sin] = rope_tables(c.rope, D, pos);  // [B, T, D] float32
     at::Tensor h = at::embedding(P("embed_tokens.weight"), ids.to(dev));  // [B, T, C]
     AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, c.sliding_window, dev, c.attn_implementation);
-    if (a.cache && a.cache->keys.size() < static_cast<size_t>(c.num_hidden_layers)) {
-      a.cache->keys.resize(c.num_hidden_layers);
-      a.cache->values.resize(c.num_hidden_layers);
-    }
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "layers." + std::to_string(i) + ".";
@@ -86,14 +82,7 @@ class Llama : public Model {
       }
       q = rope_apply(q.transpose(1, 2), cos, sin);  // [B, H, T, D]
       k = rope_apply(k.transpose(1, 2), cos, sin);  // [B, K, T, D]
-      if (a.cache) {
-        if (a.cache->keys[i].defined()) {
-          k = at::cat({a.cache->keys[i], k}, 2);
-          v = at::cat({a.cache->values[i], v}, 2);
-        }
-        a.cache->keys[i] = k;
-        a.cache->values[i] = v;
-      }
+      if (a.cache) a.cache->append(i, c.num_hidden_layers, k, v);
       at::Tensor o = attention(q, k, v, allowed, scale, c.attention_dropout, training_);  // [B, H, T, D]
       o = o.transpose(1, 2).reshape({B, T, H * D});
       h = h + linear(p + "self_attn.o_proj", o);

@@ -53,6 +53,20 @@ struct LoadReport {
 struct KVCache {
   std::vector<at::Tensor> keys, values;  // per layer, [B, H_kv, S, D]
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+  // Layer `layer`'s new keys and values [B, H_kv, T, D] appended to what the cache holds; the cache
+  // keeps the result and k, v become it (past + new, for attention).
+  void append(int64_t layer, int64_t num_layers, at::Tensor& k, at::Tensor& v) {
+    if (keys.size() < static_cast<size_t>(num_layers)) {
+      keys.resize(num_layers);
+      values.resize(num_layers);
+    }
+    if (keys[layer].defined()) {
+      k = at::cat({keys[layer], k}, 2);
+      v = at::cat({values[layer], v}, 2);
+    }
+    keys[layer] = k;
+    values[layer] = v;
+  }
 };
 
 struct ForwardArgs {
