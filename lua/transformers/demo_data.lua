@@ -67,13 +67,7 @@ function M.lm_rows(n, seed)
   return rows
 end
 
-local function write(path, text)
-  local tmp = path .. ".tmp"
-  local f = assert(io.open(tmp, "wb"))
-  f:write(text)
-  f:close()
-  assert(os.rename(tmp, path))
-end
+local write = tcore.write_file_atomic
 
 local function tokenizer_files(dir, with_cls)
   local words = M.vocabulary()

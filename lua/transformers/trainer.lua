@@ -24,13 +24,7 @@ local function read_file(path)
   return s
 end
 
-local function write_file_atomic(path, text)
-  local tmp = path .. ".tmp"
-  local f = assert(io.open(tmp, "wb"))
-  f:write(text)
-  f:close()
-  assert(os.rename(tmp, path))
-end
+local write_file_atomic = tcore.write_file_atomic
 
 local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function exec(cmd)

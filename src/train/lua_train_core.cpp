@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 
@@ -149,6 +151,22 @@ int core_json_decode(lua_State* L) {
   return 1;
 }
 
+// write_file_atomic(path, text): written to path..".tmp", then renamed over path, so a reader (or a
+// crash) never sees half a file. Errors name the path.
+int core_write_file_atomic(lua_State* L) {
+  std::string path(check_string_view(L, 1));
+  std::string_view text = check_string_view(L, 2);
+  std::string tmp = path + ".tmp";
+  FILE* f = fopen(tmp.c_str(), "wb");
+  if (!f) raise_error(L, "cannot write '" + tmp + "': " + strerror(errno));
+  bool ok = fwrite(text.data(), 1, text.size(), f) == text.size();
+  ok = (fclose(f) == 0) && ok;
+  if (!ok) raise_error(L, "cannot write '" + tmp + "': " + strerror(errno));
+  if (rename(tmp.c_str(), path.c_str()) != 0)
+    raise_error(L, "cannot rename '" + tmp + "' to '" + path + "': " + strerror(errno));
+  return 0;
+}
+
 }  // namespace
 }  // namespace sky::train
 
@@ -160,6 +178,7 @@ extern "C" int luaopen_transformers_train_core(lua_State* L) {
       {"tb_open", sky::safe<sky::train::tb_open>},
       {"json_encode", sky::safe<sky::train::core_json_encode>},
       {"json_decode", sky::safe<sky::train::core_json_decode>},
+      {"write_file_atomic", sky::safe<sky::train::core_write_file_atomic>},
       {nullptr, nullptr},
   };
   sky::class_register(L, sky::train::kTbSpec);
