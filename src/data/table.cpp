@@ -344,11 +344,11 @@ struct OutFile {
   static constexpr size_t kStage = size_t{256} << 10, kWindow = size_t{8} << 20;
   int fd = -1;
   std::string path;
-  int64_t bytes = 0;  // written so far, staged ones included
-  size_t done = 0;    // in the file
+  size_t done = 0;  // in the file (staged bytes not yet)
   bool mappable = true;
   std::vector<uint8_t> stage;
 
+  int64_t bytes() const { return static_cast<int64_t>(done + stage.size()); }  // written so far
   [[noreturn]] void fail() const { throw Error("cannot write " + path + ": " + std::strerror(errno)); }
   void open(const std::string& p) {
     path = p;
@@ -358,7 +358,6 @@ struct OutFile {
   }
   void write(const void* d, size_t n) {
     if (!n) return;
-    bytes += static_cast<int64_t>(n);
     auto* src = static_cast<const uint8_t*>(d);
     if (stage.size() + n > kStage) flush();
     if (n < kStage) stage.insert(stage.end(), src, src + n);
@@ -462,7 +461,7 @@ struct TableWriter::Col {
   void write_null_values(int64_t n) {
     if (size_t w = fixed_width(type)) values.fill(0, n * w);
     else if (type == DType::String || type == DType::List) {
-      int64_t end = type == DType::String ? values.bytes : child->rows;
+      int64_t end = type == DType::String ? values.bytes() : child->rows;
       for (int64_t i = 0; i < n; i++) offsets.write(&end, 8);
     }
   }
@@ -503,7 +502,7 @@ struct TableWriter::Col {
       values.write(c.values.data, n * w);
     } else if (type == DType::String) {
       const int64_t* o = c.offsets.as<int64_t>();
-      int64_t base = values.bytes - o[0];
+      int64_t base = values.bytes() - o[0];
       values.write(c.values.data + o[0], o[n] - o[0]);
       std::vector<int64_t> re(n);
       for (int64_t i = 0; i < n; i++) re[i] = o[i + 1] + base;
