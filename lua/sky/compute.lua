@@ -10,17 +10,24 @@ Compute.__index = Compute
 local Task = {}
 Task.__index = Task
 
---- sky.compute(fn, {timeout = seconds, name = "..."}) -> a callable; calling it makes a task,
---- which runs when a pool runs it (pool:run, broadcast, gather, submit, map).
+--- sky.compute(fn, {timeout = seconds, name = "...", retry_on_interruption = n}) -> a callable;
+--- calling it makes a task, which runs when a pool runs it (pool:run, broadcast, gather, submit,
+--- map). retry_on_interruption overrides the pool's for this function's tasks (0: a task that
+--- must not run twice fails when its worker dies instead of running again).
 function M.compute(fn, opts)
   if type(fn) ~= "function" then
     error("sky.compute expects a function (got " .. type(fn) .. ")", 2)
   end
-  opts = core.check_options(opts, { timeout = "number", name = "string" }, "sky.compute", 3)
+  opts = core.check_options(opts, { timeout = "number", name = "string", retry_on_interruption = "integer" },
+    "sky.compute", 3)
   if opts.timeout ~= nil and opts.timeout <= 0 then error("sky.compute: timeout must be positive seconds", 2) end
+  if opts.retry_on_interruption ~= nil and opts.retry_on_interruption < 0 then
+    error("sky.compute: retry_on_interruption must be 0 or more (got " .. opts.retry_on_interruption .. ")", 2)
+  end
   local info = debug.getinfo(fn, "S")
   local name = opts.name or (info.short_src .. ":" .. info.linedefined)
-  return setmetatable({ fn = fn, name = name, timeout = opts.timeout }, Compute)
+  return setmetatable({ fn = fn, name = name, timeout = opts.timeout, retries = opts.retry_on_interruption },
+    Compute)
 end
 
 function Compute.__call(self, ...)

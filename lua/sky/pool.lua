@@ -25,21 +25,27 @@ local function pack(...) return { n = select("#", ...), ... } end
 local pool_count = 0
 
 --- sky.ComputePool{provider=, nodes=, concurrency=, accelerator=, image=, plugins=, env=, name=,
---- output=, startup_timeout=}
+--- output=, startup_timeout=, retry_on_interruption=}
 ---   provider     sky.providers.local_{} (default) or another provider
 ---   nodes        number of nodes (local: any; default 1); concurrency: worker processes per node
 ---   env          environment variables for the workers, delivered over the protocol (never on a
 ---                command line)
 ---   output       true (default): worker output printed as "[node N] line"; false: dropped;
 ---                a function(node, line, stream) receives each line
+---   retry_on_interruption  how many times a task, or a map batch, whose worker died is run again
+---                on the replacement or another worker (default 3, as Skyward's; 0: never). Errors
+---                raised by the task and timeouts are not interruptions: they fail at once.
 function M.ComputePool(opts)
   opts = core.check_options(opts, {
     provider = "table", nodes = "integer", concurrency = "integer", accelerator = "string", image = "table",
     plugins = "table", env = "table", name = "string", output = "any", startup_timeout = "number",
+    retry_on_interruption = "integer",
   }, "ComputePool", 3)
   local nodes, conc = opts.nodes or 1, opts.concurrency or 1
   if nodes < 1 then error("ComputePool: nodes must be at least 1 (got " .. nodes .. ")", 2) end
   if conc < 1 then error("ComputePool: concurrency must be at least 1 (got " .. conc .. ")", 2) end
+  local retries = opts.retry_on_interruption or 3
+  if retries < 0 then error("ComputePool: retry_on_interruption must be 0 or more (got " .. retries .. ")", 2) end
   local out = opts.output
   if out ~= nil and type(out) ~= "boolean" and type(out) ~= "function" then
     error("ComputePool: output must be a boolean or a function(node, line, stream)", 2)
@@ -55,6 +61,7 @@ function M.ComputePool(opts)
     env = opts.env or {},
     output = out == nil and true or out,
     startup_timeout = opts.startup_timeout or 60,
+    retry_on_interruption = retries,
     state = "new",
     workers = {}, queue = {}, maps = {},
     next_id = 0, next_map = 0,
@@ -236,7 +243,7 @@ function Pool:_flush_output(w)
   end
 end
 
--- Fails every unit running on w with err_fields (a function(unit) -> remote error fields).
+-- Fails every unit running on w with make(name) -> remote error fields.
 function Pool:_fail_inflight(w, make)
   for _, u in ipairs(w.inflight) do
     if u.rec then
@@ -266,10 +273,7 @@ function Pool:_worker_lost(w, why, kind)
   end
   self.conns_dirty = true
   local where = worker_where(w)
-  self:_fail_inflight(w, function(task_name)
-    return { kind = kind or "died", task = task_name, node = w.node, where = where,
-             message = "worker died (" .. tostring(reason) .. ")", traceback = "" }
-  end)
+  self:_requeue_inflight(w, kind or "died", "worker died (" .. tostring(reason) .. ")")
   if was_starting then
     w.failures = w.failures + 1
     self.startup_error = self.startup_error or ("worker on " .. where .. " ended before it was ready (" .. tostring(reason) .. ")")
@@ -279,6 +283,54 @@ function Pool:_worker_lost(w, why, kind)
   elseif self.state == "open" then
     w.state = "failed"
     w.error = "worker on " .. where .. " failed to start 3 times: " .. tostring(reason)
+  end
+end
+
+-- The work of a worker that died goes back to the queue (tasks first in line, map batches before
+-- the map's next items) while its retries last; past them it fails with `message`.
+function Pool:_requeue_inflight(w, kind, message)
+  local where = worker_where(w)
+  local again = {}
+  local function exhausted(name, runs, limit)
+    local why = message
+    if limit > 0 then why = why .. string.format("; it ran %d times (retry_on_interruption = %d)", runs, limit) end
+    return compute.remote_error({ kind = kind, task = name, node = w.node, where = where, message = why, traceback = "" })
+  end
+  local function note(name, attempt, limit)
+    io.stderr:write(secret.mask(string.format("[pool] %s: %s was interrupted on %s (%s); running it again (retry %d of %d)\n",
+      self.name, name, where, message, attempt, limit)))
+  end
+  for _, u in ipairs(w.inflight) do
+    if u.rec then
+      local rec = u.rec
+      local limit = rec.retries or self.retry_on_interruption
+      rec.interrupted = (rec.interrupted or 0) + 1
+      if rec.interrupted <= limit and not rec.done and self.state == "open" then
+        note("task '" .. rec.name .. "'", rec.interrupted, limit)
+        rec.state, rec.worker, rec.deadline = "queued", nil, nil
+        again[#again + 1] = rec
+      else
+        self:_finish(rec, nil, exhausted(rec.name, rec.interrupted, limit))
+      end
+    elseif u.job then
+      local job = u.job
+      job.inflight = job.inflight - 1
+      local interrupted = (u.interrupted or 0) + 1
+      if interrupted <= job.retries and not job.stop and self.state == "open" then
+        note(string.format("map '%s' (items %d-%d)", job.name, u.base, u.base + u.count - 1), interrupted, job.retries)
+        job.again[#job.again + 1] = { base = u.base, count = u.count, interrupted = interrupted }
+      else
+        for j = 0, u.count - 1 do
+          self:_map_item(job, u.base + j, nil, exhausted(job.name, interrupted, job.retries))
+        end
+      end
+    end
+  end
+  w.inflight = {}
+  w.busy = 0
+  if #again > 0 then
+    for _, rec in ipairs(self.queue) do again[#again + 1] = rec end
+    self.queue = again
   end
 end
 
@@ -393,7 +445,7 @@ function Pool:_make_rec(task, level)
     error(bytes, level + 1)
   end
   self.next_id = self.next_id + 1
-  return { id = self.next_id, name = c.name, timeout = c.timeout, bytes = bytes, state = "queued" }
+  return { id = self.next_id, name = c.name, timeout = c.timeout, retries = c.retries, bytes = bytes, state = "queued" }
 end
 
 function Pool:_check_open(what, level)
@@ -660,11 +712,17 @@ function Pool:_dispatch_map(job)
   if ready == 0 then return end
   for k = 1, #self.workers do
     local w = self.workers[k]
-    while job.next <= job.n and self:_usable(w) and w.busy < 2 and #self.queue == 0 do
-      local remaining = job.n - job.next + 1
-      local size = job.batch or (job.timeout and 1) or math.max(1, math.min(256, math.ceil(remaining / (4 * ready))))
-      size = math.min(size, remaining)
-      local base = job.next
+    while (job.again[1] or job.next <= job.n) and self:_usable(w) and w.busy < 2 and #self.queue == 0 do
+      local base, size, interrupted
+      local retry = table.remove(job.again, 1)
+      if retry then
+        base, size, interrupted = retry.base, retry.count, retry.interrupted
+      else
+        local remaining = job.n - job.next + 1
+        size = job.batch or (job.timeout and 1) or math.max(1, math.min(256, math.ceil(remaining / (4 * ready))))
+        size = math.min(size, remaining)
+        base = job.next
+      end
       local items = { n = size }
       local src = job.items
       for j = 1, size do items[j] = src[base + j - 1] end
@@ -683,10 +741,10 @@ function Pool:_dispatch_map(job)
         if not w.conn:send(K.MAP_FN, job.id .. ":" .. job.fn_bytes) then self:_worker_lost(w) break end
         w.sent_fn[job.id] = true
       end
-      job.next = base + size
+      if not retry then job.next = base + size end
       job.inflight = job.inflight + 1
       w.busy = w.busy + 1
-      w.inflight[#w.inflight + 1] = { job = job, base = base, count = size,
+      w.inflight[#w.inflight + 1] = { job = job, base = base, count = size, interrupted = interrupted,
                                       deadline = job.timeout and (now() + job.timeout) or nil }
       if not w.conn:send(K.BATCH, job.id .. ":" .. base .. ":" .. bytes) then self:_worker_lost(w) break end
     end
@@ -742,6 +800,7 @@ function Pool:map(fn, items, opts)
     id = self.next_map, fn_bytes = fn_bytes, items = items, n = #items, next = 1, done = 0, count = 0,
     results = {}, have = {}, inflight = 0, ordered = opts.ordered ~= false, return_errors = opts.return_errors == true,
     batch = opts.batch, timeout = c and c.timeout, name = c and c.name or (info.short_src .. ":" .. info.linedefined),
+    retries = c and c.retries or self.retry_on_interruption, again = {},
   }
   self.maps[job.id] = job
   local ok, err = pcall(function()
