@@ -18,6 +18,7 @@ M.compute = compute.compute
 M.info = compute.info
 M.ComputePool = require("sky.pool").ComputePool
 M.providers = require "sky.providers"
+M.accelerators = require "sky.accelerators"  -- sky.accelerators.H100{count = 8}; the catalog
 M.plugins = require "sky.plugins"   -- sky.plugins.huggingface{token=}, sky.plugins.torch{backend=}
 M.Image = require("sky.image").Image
 M.free_port = require("sky.pool.core").free_port

@@ -24,10 +24,22 @@ local function pack(...) return { n = select("#", ...), ... } end
 
 local pool_count = 0
 
+-- "sky-" and 8 random hex digits: the tag on everything a provider creates for this pool.
+local function new_pool_id()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(4) or tostring(os.time() + pcore.getpid())
+  if f then f:close() end
+  return "sky-" .. bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end):sub(1, 8)
+end
+
 --- sky.ComputePool{provider=, nodes=, concurrency=, accelerator=, image=, plugins=, env=, name=,
---- output=, startup_timeout=, retry_on_interruption=}
+--- output=, startup_timeout=, retry_on_interruption=, and the machine spec (lua/sky/spec.lua): vcpus=,
+--- memory_gb=, disk_gb=, region=, allocation=, ttl=, max_hourly_cost=}
 ---   provider     sky.providers.local_{} (default) or another provider
----   nodes        number of nodes (local: any; default 1); concurrency: worker processes per node
+---   nodes        number of nodes (default 1), or {min=, max=}: as many as the provider gives, at
+---                least min; concurrency: worker processes per node
+---   accelerator  "A100", "H100:8", sky.accelerators.H100{count=8} (lua/sky/accelerators.lua), or a
+---                label ("auto", the default: the worker says what it sees)
 ---   env          environment variables for the workers, delivered over the protocol (never on a
 ---                command line)
 ---   output       true (default): worker output printed as "[node N] line"; false: dropped;
@@ -37,12 +49,14 @@ local pool_count = 0
 ---                raised by the task and timeouts are not interruptions: they fail at once.
 function M.ComputePool(opts)
   opts = core.check_options(opts, {
-    provider = "table", nodes = "integer", concurrency = "integer", accelerator = "string", image = "table",
+    provider = "table", nodes = "any", concurrency = "integer", accelerator = "any", image = "table",
     plugins = "table", env = "table", name = "string", output = "any", startup_timeout = "number",
     retry_on_interruption = "integer",
+    vcpus = "any", memory_gb = "any", disk_gb = "any", region = "any", allocation = "any", ttl = "any",
+    max_hourly_cost = "any",
   }, "ComputePool", 3)
-  local nodes, conc = opts.nodes or 1, opts.concurrency or 1
-  if nodes < 1 then error("ComputePool: nodes must be at least 1 (got " .. nodes .. ")", 2) end
+  local spec = require("sky.spec").from_options(opts)
+  local conc = opts.concurrency or 1
   if conc < 1 then error("ComputePool: concurrency must be at least 1 (got " .. conc .. ")", 2) end
   local retries = opts.retry_on_interruption or 3
   if retries < 0 then error("ComputePool: retry_on_interruption must be 0 or more (got " .. retries .. ")", 2) end
@@ -53,9 +67,11 @@ function M.ComputePool(opts)
   pool_count = pool_count + 1
   local self = setmetatable({
     name = opts.name or ("pool-" .. pool_count),
+    id = new_pool_id(),
     provider = opts.provider or require("sky.providers")["local"](),
-    nodes = nodes, concurrency = conc,
-    accelerator = opts.accelerator or "auto",
+    spec = spec,
+    nodes = spec.nodes.max, concurrency = conc,
+    accelerator = spec.label,
     image = opts.image,
     plugins = opts.plugins or {},
     env = opts.env or {},
@@ -67,6 +83,7 @@ function M.ComputePool(opts)
     next_id = 0, next_map = 0,
     conns = {}, conn_workers = {}, conns_dirty = true,
   }, Pool)
+  require("sky.spec").check_provider(spec, self.provider)
   if self.image ~= nil and not require("sky.image").is_image(self.image) then
     error("ComputePool: image must be a sky.Image{...}", 2)
   end
@@ -123,8 +140,9 @@ function Pool:_spawn(k)
 end
 
 function Pool:_context()
-  return { pool = self.name, nodes = self.nodes, concurrency = self.concurrency, image = self._image or self.image,
-           bootstrap = self._bootstrap, head_address = self:head_address(), accelerator = self.accelerator }
+  return { pool = self.name, pool_id = self.id, nodes = self.nodes, concurrency = self.concurrency,
+           image = self._image or self.image, bootstrap = self._bootstrap, head_address = self:head_address(),
+           accelerator = self.accelerator, spec = self.spec }
 end
 
 -- The image after the plugins' image hooks, and the plugins' bootstrap lines.
@@ -839,7 +857,11 @@ function Pool:open()
       if pl.open then pl.open(self) end
     end
     self._image, self._bootstrap = self:_effective_image()
-    if p.open then p:open(self:_context(), self) end
+    if p.open then
+      -- a provider of a node range says how many nodes it gave
+      local given = p:open(self:_context(), self)
+      if type(given) == "table" and given.nodes then self.nodes = given.nodes end
+    end
     for k = 1, self.nodes * self.concurrency do self:_spawn(k) end
     local deadline = now() + self.startup_timeout
     while true do

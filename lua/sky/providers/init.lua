@@ -5,13 +5,29 @@
 --   name                         "local", "ssh", ...
 --   spawn(self, node, slot, ctx) -> a skyrun.Connection to a fresh `skyrun worker` (required).
 --                                C++ providers make one with sky::pool::connection_push(L, transport)
---                                (src/pool/transport.hpp); ctx = {pool, nodes, concurrency, image,
---                                head_address, accelerator}
---   open(self, ctx, pool)        optional: prepare the nodes (apply the image) before spawning
+--                                (src/pool/transport.hpp); ctx = {pool, pool_id, nodes, concurrency,
+--                                image, bootstrap, head_address, accelerator, spec}. The pool calls it
+--                                again for a node whose worker died: a provider that creates machines
+--                                replaces a machine that is gone there.
+--   spec_fields                  optional: the machine-spec fields of the pool it honours (lua/sky/spec.lua):
+--                                "nodes" (a {min=, max=} range), "vcpus", "memory_gb", "disk_gb",
+--                                "region", "allocation", "ttl", "max_hourly_cost". A pool that sets a
+--                                field its provider does not list is an error naming both. Every
+--                                provider takes `accelerator` and a plain node count.
+--   open(self, ctx, pool)        optional: get and prepare the nodes (create machines, apply the image)
+--                                before spawning. May return { nodes = n }: the nodes it gave, between
+--                                spec.nodes.min and spec.nodes.max (default: spec.nodes.max).
 --   head_address(self)           optional: the address other nodes reach node 1 at (default 127.0.0.1)
 --   node_address(self, i)        optional: the address other nodes reach node i at (sky.info().address)
---   close(self, pool)            optional: release hosts/sessions
+--   close(self, pool)            optional: release hosts/sessions; a provider that created machines
+--                                ends them here (also when open failed half way, and on Ctrl-C)
 --   __tostring                   a description without secrets
+--
+-- ctx.spec (sky.spec.from_options): accelerator (nil, or {name, count, memory_gb (nil: any variant),
+-- entry = the catalog entry of lua/sky/accelerators.lua with each cloud's names}), nodes = {min, max},
+-- vcpus, memory_gb, disk_gb, region, allocation ("spot-if-available", "spot", "on-demand",
+-- "cheapest"), ttl (seconds, 0: none), max_hourly_cost (USD per hour for the whole pool), given.
+-- ctx.pool_id ("sky-" and 8 hex digits) tags everything created for the pool.
 local M = {}
 
 local aliases = { local_ = "local", Local = "local" }

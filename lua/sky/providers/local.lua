@@ -30,6 +30,6 @@ end
 return function(opts)
   opts = core.check_options(opts, { modify_host = "boolean", cwd = "string", command = "table" },
     "sky.providers.local_", 3)
-  return setmetatable({ name = "local", modify_host = opts.modify_host == true, cwd = opts.cwd,
+  return setmetatable({ name = "local", spec_fields = { "nodes" }, modify_host = opts.modify_host == true, cwd = opts.cwd,
                         command = opts.command }, Local)
 end

@@ -35,6 +35,8 @@ end
 --- Connects to the hosts of nodes 1..ctx.nodes, then bootstraps them side by side.
 function Ssh:open(ctx, pool)
   local nodes = ctx.nodes or #self.hosts
+  local least = ctx.spec and ctx.spec.nodes.min or nodes
+  if nodes > #self.hosts and least <= #self.hosts then nodes = #self.hosts end  -- nodes = {min=, max=}
   if nodes > #self.hosts then
     error(string.format("sky.providers.ssh: nodes=%d but only %d host%s given", nodes, #self.hosts,
       #self.hosts == 1 and " is" or "s are"), 0)
@@ -43,6 +45,7 @@ function Ssh:open(ctx, pool)
   for i = 1, nodes do self.sessions[i] = connect(self, i) end
   self.prepared = boot.prepare_all(self.sessions, { image = ctx.image, bootstrap = ctx.bootstrap, workdir = self.workdir,
     sudo = self.sudo, install_libraries = self.install_libraries, quiet = self.quiet })
+  return { nodes = nodes }
 end
 
 --- A fresh worker on node's host, on a new exec channel of that host's session. A host whose
@@ -108,7 +111,7 @@ return function(opts)
     error("sky.providers.ssh: option 'connect_timeout' must be positive", 2)
   end
   return setmetatable({
-    name = "ssh", hosts = hosts, key = opts.key, known_hosts = opts.known_hosts, host_key_policy = policy,
+    name = "ssh", spec_fields = { "nodes" }, hosts = hosts, key = opts.key, known_hosts = opts.known_hosts, host_key_policy = policy,
     connect_timeout = opts.connect_timeout or 10, dead_after = opts.dead_after or 30, ssh_config = opts.ssh_config, sudo = opts.sudo == true,
     install_libraries = opts.install_libraries == true, workdir = opts.workdir, quiet = opts.quiet == true,
   }, Ssh)
