@@ -74,8 +74,10 @@ local function accelerator_seen()
   return "cpu"
 end
 
---- Inside a task: {node, nodes, rank, world_size, local_rank, slot, head_address, accelerator,
---- pool, pid}. On the driver: node 0 and role "driver".
+--- Inside a task: {node, nodes, slot, rank, world_size, local_rank, is_head, concurrency, job_id,
+--- peers = {{node, address}, ...}, head_address, address, accelerator, pool, pid}.
+--- node and slot count from 1 as Lua does (Skyward's node and worker count from 0); rank and
+--- local_rank count from 0 as torch's. On the driver: node 0 and role "driver".
 function M.info()
   local w = package.loaded["sky.worker"]
   local src = w and w.info
@@ -86,6 +88,7 @@ function M.info()
     return t
   end
   return { node = 0, nodes = 0, rank = 0, world_size = 1, local_rank = 0, slot = 0, head_address = "127.0.0.1",
+           is_head = false, peers = {},
            accelerator = accelerator_seen(), role = "driver", pid = require("sky.pool.core").getpid() }
 end
 

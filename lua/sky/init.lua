@@ -16,6 +16,11 @@ M.check_options = core.check_options
 local compute = require "sky.compute"
 M.compute = compute.compute
 M.info = compute.info
+M.shard = require "sky.shard"
+-- Distributed collections held by the driver (Skyward's sky.dict, counter, queue, barrier, lock).
+local collections = require "sky.collections"
+M.dict, M.counter, M.queue, M.barrier, M.lock = collections.dict, collections.counter, collections.queue,
+  collections.barrier, collections.lock
 M.ComputePool = require("sky.pool").ComputePool
 M.providers = require "sky.providers"
 M.accelerators = require "sky.accelerators"  -- sky.accelerators.H100{count = 8}; the catalog

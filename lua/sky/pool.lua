@@ -8,6 +8,7 @@ local wire = require "sky.wire"
 local K = require "sky.protocol"
 local secret = require "sky.secret"
 local compute = require "sky.compute"
+local collections = require "sky.collections"
 
 local M = {}
 
@@ -43,7 +44,9 @@ end
 ---   env          environment variables for the workers, delivered over the protocol (never on a
 ---                command line)
 ---   output       true (default): worker output printed as "[node N] line"; false: dropped;
----                a function(node, line, stream) receives each line
+---                a function(node, line, stream) receives each line; {only = "head" | node |
+---                function(info) -> boolean}: printed, but stdout only from the workers it picks
+---                (Skyward's @sky.stdout(only="head")); stderr always shows
 ---   retry_on_interruption  how many times a task, or a map batch, whose worker died is run again
 ---                on the replacement or another worker (default 3, as Skyward's; 0: never). Errors
 ---                raised by the task and timeouts are not interruptions: they fail at once.
@@ -60,9 +63,16 @@ function M.ComputePool(opts)
   if conc < 1 then error("ComputePool: concurrency must be at least 1 (got " .. conc .. ")", 2) end
   local retries = opts.retry_on_interruption or 3
   if retries < 0 then error("ComputePool: retry_on_interruption must be 0 or more (got " .. retries .. ")", 2) end
-  local out = opts.output
-  if out ~= nil and type(out) ~= "boolean" and type(out) ~= "function" then
-    error("ComputePool: output must be a boolean or a function(node, line, stream)", 2)
+  local out, only = opts.output, nil
+  if type(out) == "table" then
+    only = core.check_options(out, { only = "any" }, "ComputePool: output", 3).only
+    local nodes = spec.nodes.max
+    if only ~= "head" and type(only) ~= "function" and not (type(only) == "number" and only >= 1 and only <= nodes) then
+      error('ComputePool: output.only must be "head", a node number (1 to ' .. nodes .. ') or a function(info) -> boolean', 2)
+    end
+    out = true
+  elseif out ~= nil and type(out) ~= "boolean" and type(out) ~= "function" then
+    error('ComputePool: output must be a boolean, a function(node, line, stream) or {only = "head"}', 2)
   end
   pool_count = pool_count + 1
   local self = setmetatable({
@@ -76,6 +86,7 @@ function M.ComputePool(opts)
     plugins = opts.plugins or {},
     env = opts.env or {},
     output = out == nil and true or out,
+    output_only = only,
     startup_timeout = opts.startup_timeout or 60,
     retry_on_interruption = retries,
     state = "new",
@@ -136,7 +147,19 @@ function Pool:_spawn(k)
   end
   w.conn = conn
   w.where = secret.mask(conn:describe())
+  w.quiet = self:_quiet(w)
   return w
+end
+
+-- Whether output = {only = ...} silences w's stdout.
+function Pool:_quiet(w)
+  local only = self.output_only
+  if only == nil then return false end
+  if only == "head" then return not (w.node == 1 and w.slot == 1) end
+  if type(only) == "number" then return w.node ~= only end
+  local ok, pick = pcall(only, self:_info(w))
+  if not ok then error("ComputePool: output.only failed: " .. tostring(pick), 0) end
+  return not pick
 end
 
 function Pool:_context()
@@ -184,10 +207,13 @@ function Pool:node_address(i)
 end
 
 function Pool:_info(w)
+  local peers = {}
+  for i = 1, self.nodes do peers[i] = { node = i, address = self:node_address(i) } end
   return {
     node = w.node, nodes = self.nodes, slot = w.slot, rank = w.rank, world_size = self.nodes * self.concurrency,
     local_rank = w.slot - 1, head_address = self:head_address(), pool = self.name,
-    address = self:node_address(w.node),
+    address = self:node_address(w.node), is_head = w.node == 1 and w.slot == 1,
+    concurrency = self.concurrency, job_id = self.job_id, peers = peers,
     accelerator = self.accelerator,  -- "auto": the worker says what it sees
   }
 end
@@ -224,6 +250,7 @@ end
 
 -- Writes complete lines of a worker's output as "[node N] line".
 function Pool:_output(w, stream, data, flush)
+  if w.quiet and stream == K.STDOUT then return end
   local key = stream
   local buf = (w.partial[key] or "") .. data
   local out = self.output
@@ -291,6 +318,7 @@ function Pool:_worker_lost(w, why, kind)
   end
   self.conns_dirty = true
   local where = worker_where(w)
+  if self.store then self.store:drop_client(w) end
   self:_requeue_inflight(w, kind or "died", "worker died (" .. tostring(reason) .. ")")
   if was_starting then
     w.failures = w.failures + 1
@@ -402,6 +430,8 @@ function Pool:_read(w)
     elseif kind == K.FAIL then
       self:_fatal(w, "worker on " .. worker_where(w) .. " failed to set up: " .. secret.mask(payload))
       return
+    elseif kind == K.CALL then
+      self:_on_call(w, payload)
     elseif kind == K.BYE then
       w.bye = true
     else
@@ -409,6 +439,41 @@ function Pool:_read(w)
       return
     end
   end
+end
+
+-- ---- distributed collections (sky.collections) ----------------------------------------------------
+
+-- A worker's request: applied to the pool's store; the answer goes back as REPLY (now, or when a
+-- blocking operation completes, if that worker is still the one connected).
+function Pool:_on_call(w, payload)
+  local id, body = payload:match("^(%d+):(.*)$")
+  if not id then
+    self:_fatal(w, "worker on " .. worker_where(w) .. " sent a malformed collection request")
+    return
+  end
+  local conn = w.conn
+  local function reply(...)
+    if w.conn ~= conn or not conn then return end
+    local ok, bytes = pcall(encode, { ... }, "collection answer")
+    if not ok then bytes = encode({ false, tostring(bytes) }) end
+    if not conn:send(K.REPLY, id .. ":" .. bytes) then self:_worker_lost(w) end
+  end
+  if not self.store then return reply(false, "the pool is closing") end
+  local okd, r = pcall(decode, body, nil, true)
+  if not okd then return reply(false, "the request cannot be decoded: " .. tostring(r)) end
+  self.store:handle(w, r, reply, now())
+end
+
+-- A request made on the driver: answered from the store; a blocking one turns the event loop
+-- until it is answered.
+function Pool:_collection_call(r)
+  local answer
+  self.store:handle("driver", r, function(...) answer = pack(...) end, now())
+  while not answer do
+    if self.state ~= "open" then return false, "the pool was closed" end
+    self:_pump(-1)
+  end
+  return answer[1], answer[2], answer[3]
 end
 
 -- ---- tasks -------------------------------------------------------------------------------------
@@ -490,6 +555,18 @@ function Pool:_dispatch()
           self:_finish(rec, nil, compute.remote_error({ kind = "died", task = rec.name, node = w.node,
             where = worker_where(w), message = w.error or "worker failed", traceback = "" }))
         end
+      elseif rec.node then
+        -- Any idle worker of that node; the task fails when every worker of the node has failed.
+        local failed
+        for k = (rec.node - 1) * self.concurrency + 1, rec.node * self.concurrency do
+          local w = self.workers[k]
+          if self:_usable(w) and w.busy == 0 then target = w break end
+          if w and w.state == "failed" and (failed == nil or failed) then failed = w else failed = false end
+        end
+        if not target and failed then
+          self:_finish(rec, nil, compute.remote_error({ kind = "died", task = rec.name, node = failed.node,
+            where = worker_where(failed), message = failed.error or "worker failed", traceback = "" }))
+        end
       else
         for k = 1, #self.workers do
           local w = self.workers[k]
@@ -516,10 +593,10 @@ function Pool:_send_task(w, rec)
   if not w.conn:send(K.TASK, rec.id .. ":" .. rec.bytes) then self:_worker_lost(w) end
 end
 
-function Pool:_submit(task, level, pin)
+function Pool:_submit(task, level, pin, node)
   self:_check_open("cannot run a task", level + 1)
   local rec = self:_make_rec(task, level + 1)
-  rec.pin = pin
+  rec.pin, rec.node = pin, node
   self.queue[#self.queue + 1] = rec
   self:_dispatch()
   return rec
@@ -539,6 +616,11 @@ function Pool:_pump(wait)
       end
     end
   end
+  local store_deadline = self.store and self.store:next_deadline()
+  if store_deadline then
+    local left = store_deadline - t
+    if timeout < 0 or left < timeout then timeout = left end
+  end
   if timeout ~= wait and timeout < 0 then timeout = 0 end
   self:_refresh_conns()
   if #self.conns == 0 then
@@ -549,6 +631,7 @@ function Pool:_pump(wait)
     local owners = self.conn_workers
     for _, i in ipairs(ready) do self:_read(owners[i]) end
   end
+  if self.store then self.store:expire(now()) end
   self:_check_deadlines()
 end
 
@@ -614,16 +697,34 @@ local function result_of(rec)
   return unpack(rec.values, 1, rec.values.n)
 end
 
---- pool:run(task) -> the task's results (Python's `task >> pool`)
-function Pool:run(task)
-  local rec = self:_submit(task, 2)
+-- The node of a {target = "head" | node} option (nil: any node).
+function Pool:_target_node(opts, what, level)
+  opts = core.check_options(opts, { target = "any" }, what, level + 1)
+  local t = opts.target
+  if t == nil then return nil end
+  if t == "head" then return 1 end
+  if type(t) ~= "number" or t ~= math.floor(t) then
+    error(what .. ': target must be "head" or a node number (got ' .. tostring(t) .. ")", level + 1)
+  end
+  if t < 1 or t > self.nodes then
+    error(string.format("%s: no node %d (the pool's nodes are 1 to %d)", what, t, self.nodes), level + 1)
+  end
+  return t
+end
+
+--- pool:run(task, {target = "head" | node}) -> the task's results (Python's `task >> pool`).
+--- target: run it on the head (node 1) or on that node (any of its workers); default any node.
+function Pool:run(task, opts)
+  local node = self:_target_node(opts, "pool:run", 2)
+  local rec = self:_submit(task, 2, nil, node)
   self:_wait({ rec })
   return result_of(rec)
 end
 
---- pool:submit(task) -> a future with :get(), :done(), :cancel()
-function Pool:submit(task)
-  local rec = self:_submit(task, 2)
+--- pool:submit(task, {target = "head" | node}) -> a future with :get(), :done(), :cancel()
+function Pool:submit(task, opts)
+  local node = self:_target_node(opts, "pool:submit", 2)
+  local rec = self:_submit(task, 2, nil, node)
   return setmetatable({ pool = self, rec = rec }, Future)
 end
 
@@ -685,16 +786,27 @@ function Pool:broadcast(task)
   return out
 end
 
---- pool:gather(t1, t2, ...) -> r1, r2, ... run in parallel (Python's `t1 & t2`)
+--- pool:gather(t1, t2, ... [, {stream = true, ordered = false}]) -> r1, r2, ... run in parallel
+--- (Python's `t1 & t2`). With stream = true it returns an iterator of (result, index) in the
+--- order the tasks finish (ordered = true: in the order given, each as soon as it and those
+--- before it are done); a failed task raises when the iterator reaches it.
 function Pool:gather(...)
   self:_check_open("cannot gather", 2)
+  local n = select("#", ...)
+  local last = n > 0 and select(n, ...) or nil
+  local opts
+  if type(last) == "table" and getmetatable(last) == nil then
+    opts = core.check_options(last, { stream = "boolean", ordered = "boolean" }, "pool:gather", 3)
+    n = n - 1
+  end
   local recs = {}
-  for i = 1, select("#", ...) do
+  for i = 1, n do
     local rec = self:_make_rec((select(i, ...)), 2)
     self.queue[#self.queue + 1] = rec
     recs[i] = rec
   end
   self:_dispatch()
+  if opts and opts.stream then return self:_stream(recs, opts.ordered == true) end
   self:_wait(recs)
   local out = {}
   for i, rec in ipairs(recs) do
@@ -702,6 +814,41 @@ function Pool:gather(...)
     out[i] = rec.values[1]
   end
   return unpack(out, 1, #recs)
+end
+
+-- The iterator of gather{stream = true}: (result, index) as each task finishes.
+function Pool:_stream(recs, ordered)
+  local given, next_index = {}, 1
+  return function()
+    while true do
+      local pick
+      if ordered then
+        if recs[next_index] and recs[next_index].done then pick = next_index end
+      else
+        for i, rec in ipairs(recs) do
+          if not given[i] and rec.done then pick = i break end
+        end
+      end
+      if pick then
+        given[pick] = true
+        next_index = next_index + 1
+        local rec = recs[pick]
+        if rec.err then error(rec.err, 0) end
+        return rec.values[1], pick
+      end
+      if next_index > #recs then return nil end
+      -- Nothing finished yet: wait for the next (one turn of the loop at a time).
+      local waiting
+      for i, rec in ipairs(recs) do
+        if not given[i] and not rec.done then waiting = rec break end
+      end
+      if self.state ~= "open" or not self:_any_alive() then
+        self:_wait({ waiting })  -- fails it with the reason
+      else
+        self:_pump(-1)
+      end
+    end
+  end
 end
 
 -- ---- map ---------------------------------------------------------------------------------------
@@ -851,6 +998,9 @@ function Pool:open()
   if self.state == "closed" then error("pool '" .. self.name .. "' is closed; make a new ComputePool", 2) end
   self.state = "opening"
   self.startup_error = nil
+  self.job_id = string.format("%s-%d-%d", self.name, pcore.getpid(), os.time())
+  self.store = collections.new_store()
+  collections.driver_pool = self
   local p = self.provider
   local ok, err = pcall(function()
     for _, pl in ipairs(self.plugins) do
@@ -940,6 +1090,8 @@ function Pool:close()
   end
   self.conns_dirty = true
   self.workers = {}
+  self.store = nil
+  if collections.driver_pool == self then collections.driver_pool = nil end
   local errs = {}
   for _, pl in ipairs(self.plugins) do
     if pl.close then

@@ -13,7 +13,42 @@ local M = {}
 -- sky.info() inside tasks reads this (set from the driver's SETUP).
 M.info = nil
 
-local recv, send = io_.recv, io_.send
+local send = io_.send
+
+-- Frames that came while a task waited for a REPLY: the main loop takes them first.
+local backlog, backlog_first, backlog_last = {}, 1, 0
+local function recv()
+  local f = backlog[backlog_first]
+  if f then
+    backlog[backlog_first] = nil
+    backlog_first = backlog_first + 1
+    return f[1], f[2]
+  end
+  return io_.recv()
+end
+
+local next_call = 0
+--- Sends a collection request to the driver and waits for its answer (other frames that come
+--- meanwhile are kept for the task loop). Returns ok, a, b as the driver's store answered.
+function M.request(r)
+  next_call = next_call + 1
+  local id = tostring(next_call)
+  if not send(K.CALL, id .. ":" .. wire.encode(r, "request")) then error("the driver is gone", 0) end
+  while true do
+    local kind, payload = io_.recv()
+    if not kind then error("the driver is gone", 0) end
+    if kind == K.REPLY then
+      local rid, body = payload:match("^(%d+):(.*)$")
+      if rid == id then
+        local answer = wire.decode(body)
+        return answer[1], answer[2], answer[3]
+      end
+    else
+      backlog_last = backlog_last + 1
+      backlog[backlog_last] = { kind, payload }
+    end
+  end
+end
 local wraps = {}      -- plugins' wrap hooks, in plugin order
 local teardowns = {}  -- plugins' teardown hooks
 

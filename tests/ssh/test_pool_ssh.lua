@@ -34,9 +34,14 @@ T.test("tasks run on the ssh host; the second pool start does not upload the bin
   end)
   T.eq(p1:uploaded(1), true)
   local p2 = provider()
-  local pool2 = sky.ComputePool { provider = p2, nodes = 1 }
+  local pool2 = sky.ComputePool { provider = p2, nodes = 1, concurrency = 2 }
   pool2:with(function()
     T.eq(pool2:run(sky.compute(function() return "again" end)()), "again")
+    -- the driver's collections reach workers on the host through their ssh channels
+    local r = pool2:map(function(i) sky.dict("seen")[i] = true return sky.counter("n"):increment() end, { 1, 2, 3, 4 })
+    T.eq(sky.counter("n"):value(), 4)
+    T.eq(sky.dict("seen"):keys(), { 1, 2, 3, 4 })
+    T.eq(#r, 4)
   end)
   T.eq(p2:uploaded(1), false, "the second start found the binary in ~/.cache/skyrun/bin")
   T.eq(T.sh("ls " .. q(server.home .. "/.cache/skyrun/bin")):gsub("%s+$", ""):len(), 64)
