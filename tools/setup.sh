@@ -12,6 +12,7 @@ PACKAGES=(
   libgloo-dev  # Gloo's headers, for c10d's ProcessGroupGloo (Debian's libtorch-dev lacks them)
   # used by the test suite: real sshd, network namespaces, the npm reference tokenizers
   openssh-server openssh-client iproute2 procps nodejs npm ca-certificates
+  python3-jinja2  # the chat-template goldens (tools/chat_template_goldens.py): jinja2 as transformers uses it
 )
 
 missing=()
