@@ -5,6 +5,7 @@
 
 local core = require "tokenizers.core"
 local sky_core = require "sky.core"
+local chat = require "transformers.chat_template"
 
 local M = {}
 
@@ -103,7 +104,7 @@ TokenizerMT.__tostring = function(self)
     self.name_or_path, self._tok:vocab_size(false), tostring(self.model_max_length), self.padding_side)
 end
 
-local function new_tokenizer(native, config, name_or_path)
+local function new_tokenizer(native, config, name_or_path, chat_template_text)
   local self = setmetatable({ _tok = native, _special = { additional_special_tokens = {} } }, TokenizerMT)
   config = config or {}
   rawset(self, "name_or_path", name_or_path or "")
@@ -111,7 +112,9 @@ local function new_tokenizer(native, config, name_or_path)
   if rawget(self, "model_max_length") > VERY_LARGE_INTEGER then rawset(self, "model_max_length", VERY_LARGE_INTEGER) end
   rawset(self, "padding_side", config.padding_side or "right")
   rawset(self, "truncation_side", config.truncation_side or "right")
-  rawset(self, "chat_template", config.chat_template)
+  local template, template_source = chat.from_config(config.chat_template, chat_template_text)
+  rawset(self, "chat_template", template)
+  rawset(self, "_chat_template_source", template_source)
   rawset(self, "clean_up_tokenization_spaces", config.clean_up_tokenization_spaces == true)
   rawset(self, "is_fast", true)
   rawset(self, "init_kwargs", config)
@@ -211,7 +214,8 @@ function AutoTokenizer.from_pretrained(name_or_path, opts)
     folder = name_or_path:match("^(.*)/[^/]*$") or "."
   else
     folder = hub.resolve_model_folder(name_or_path,
-      { "tokenizer.json", { "tokenizer_config.json", optional = true }, { "special_tokens_map.json", optional = true } },
+      { "tokenizer.json", { "tokenizer_config.json", optional = true }, { "special_tokens_map.json", optional = true },
+        { "chat_template.jinja", optional = true } },
       hub.download_options(opts))
     json_path = folder .. "/tokenizer.json"
   end
@@ -220,7 +224,15 @@ function AutoTokenizer.from_pretrained(name_or_path, opts)
   local stm = (not name_or_path:match("%.json$")) and read_json(folder .. "/special_tokens_map.json") or {}
   for k, v in pairs(stm) do if config[k] == nil then config[k] = v end end
   for k, v in pairs(opts) do if FROM_PRETRAINED[k] and k ~= "use_fast" and k ~= "trust_remote_code" then config[k] = v end end
-  return new_tokenizer(native, config, name_or_path)
+  local jinja_text
+  if not name_or_path:match("%.json$") then
+    local f = io.open(folder .. "/chat_template.jinja", "rb")
+    if f then
+      jinja_text = f:read("*a")
+      f:close()
+    end
+  end
+  return new_tokenizer(native, config, name_or_path, jinja_text)
 end
 
 M.AutoTokenizer = AutoTokenizer
@@ -512,8 +524,65 @@ end
 --- The native tokenizer (skyrun.Tokenizer), as HF's backend_tokenizer.
 function Tokenizer:backend_tokenizer() return self._tok end
 
-function Tokenizer:apply_chat_template()
-  error("not supported yet: apply_chat_template (the template is kept as text in tok.chat_template)", 2)
+--- tok:apply_chat_template(conversation [, opts]) as transformers 5.x (lua/transformers/chat_template.lua).
+function Tokenizer:apply_chat_template(conversation, opts)
+  check_self(self, "apply_chat_template")
+  return chat.apply_chat_template(self, conversation, opts)
+end
+
+--- tok:get_chat_template([name_or_template [, tools]]) -> the template text apply_chat_template uses.
+function Tokenizer:get_chat_template(chat_template, tools)
+  check_self(self, "get_chat_template")
+  return chat.get_chat_template(self, chat_template, tools)
+end
+
+local function added_token_entry(t)
+  return { content = t.content, lstrip = t.lstrip, normalized = t.normalized, rstrip = t.rstrip,
+    single_word = t.single_word, special = t.special }
+end
+
+--- tok:save_pretrained(dir) -> list of the files written: tokenizer.json, tokenizer_config.json
+--- (with the chat template, or chat_template.jinja when it was loaded from one) and
+--- special_tokens_map.json, as transformers writes them and can load them again.
+function Tokenizer:save_pretrained(dir)
+  check_self(self, "save_pretrained")
+  if type(dir) ~= "string" or dir == "" then error("bad argument #1 to 'save_pretrained' (folder path expected)", 2) end
+  local tcore = require "transformers.train_core"
+  local r = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
+  if not (r == 0 or r == true) then error("save_pretrained: cannot create folder " .. dir, 2) end
+  local config = {}
+  for k, v in pairs(self.init_kwargs or {}) do config[k] = v end
+  config.chat_template = nil
+  local decoder = {}
+  for _, t in ipairs(self._tok:added_tokens()) do decoder[tostring(t.id)] = added_token_entry(t) end
+  config.added_tokens_decoder = decoder
+  local stm = {}
+  for _, n in ipairs(SPECIAL_NAMES) do
+    config[n] = self._special[n]
+    stm[n] = self._special[n]
+  end
+  local extra = self._special.additional_special_tokens or {}
+  config.additional_special_tokens = #extra > 0 and setmetatable(extra, { __jsontype = "array" }) or nil
+  stm.additional_special_tokens = config.additional_special_tokens
+  config.model_max_length = self.model_max_length
+  config.padding_side = self.padding_side
+  config.truncation_side = self.truncation_side
+  config.clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+  config.tokenizer_class = config.tokenizer_class or "PreTrainedTokenizerFast"
+  if self.add_bos_token ~= nil then config.add_bos_token = self.add_bos_token end
+  if self.add_eos_token ~= nil then config.add_eos_token = self.add_eos_token end
+  local in_config, jinja_text = chat.to_files(self.chat_template, self._chat_template_source)
+  config.chat_template = in_config
+  local written = {}
+  local function write(name, data)
+    tcore.write_file_atomic(dir .. "/" .. name, data)
+    written[#written + 1] = dir .. "/" .. name
+  end
+  write("tokenizer_config.json", tcore.json_encode(config, 2))
+  write("special_tokens_map.json", tcore.json_encode(stm, 2))
+  write("tokenizer.json", self._tok:to_json())
+  if jinja_text ~= nil then write("chat_template.jinja", jinja_text) end
+  return written
 end
 
 M.is_tokenizer = is_tokenizer

@@ -328,6 +328,14 @@ int tok_set_post_processor(lua_State* L) {
   return 0;
 }
 
+// tok:to_json() -> tokenizer.json text with the added tokens and post-processor as they are now
+int tok_to_json(lua_State* L) {
+  Tokenizer& t = check_tok(L);
+  std::string s = t.to_json();
+  lua_pushlstring(L, s.data(), s.size());
+  return 1;
+}
+
 int tok_source(lua_State* L) {
   Tokenizer& t = check_tok(L);
   lua_pushlstring(L, t.source().data(), t.source().size());
@@ -353,6 +361,7 @@ const ClassSpec kTokenizerSpec = {
         {"added_tokens", safe<tok_added_tokens>},
         {"add_tokens", safe<tok_add_tokens>},
         {"source", safe<tok_source>},
+        {"to_json", safe<tok_to_json>},
         {"set_post_processor", safe<tok_set_post_processor>},
     },
     {},

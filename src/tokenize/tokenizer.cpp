@@ -4,6 +4,8 @@
 // batches on threads, and decode.
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
+#include <rapidjson/prettywriter.h>
+#include <rapidjson/stringbuffer.h>
 
 #include <algorithm>
 #include <atomic>
@@ -320,7 +322,9 @@ std::shared_ptr<Tokenizer> Tokenizer::from_file(const std::string& path) {
   if (!f) throw std::runtime_error("cannot read tokenizer file " + path);
   std::stringstream ss;
   ss << f.rdbuf();
-  return parse(ss.str(), path);
+  auto t = parse(ss.str(), path);
+  t->original_json_ = ss.str();
+  return t;
 }
 
 static Direction direction_from(const JsonAt& j, const char* key) {
@@ -333,6 +337,7 @@ static Direction direction_from(const JsonAt& j, const char* key) {
 std::shared_ptr<Tokenizer> Tokenizer::from_json(std::string_view json, const std::string& source) {
   auto t = parse(json, source);
   t->json_.assign(json);
+  t->original_json_.assign(json);
   return t;
 }
 
@@ -408,6 +413,42 @@ std::shared_ptr<Tokenizer> Tokenizer::parse(std::string_view json, const std::st
     throw std::runtime_error(source + ": " + e.what());
   }
   return t;
+}
+
+std::string Tokenizer::to_json() const {
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseFullPrecisionFlag>(original_json_.data(), original_json_.size());
+  if (doc.HasParseError() || !doc.IsObject()) throw std::runtime_error(source_ + ": the loaded JSON cannot be read again");
+  auto& alloc = doc.GetAllocator();
+  rapidjson::Value added(rapidjson::kArrayType);
+  std::vector<const AddedToken*> sorted;
+  for (const auto& a : added_) sorted.push_back(&a);
+  std::stable_sort(sorted.begin(), sorted.end(), [](auto* x, auto* y) { return x->id < y->id; });
+  for (const AddedToken* a : sorted) {
+    rapidjson::Value e(rapidjson::kObjectType);
+    e.AddMember("id", a->id, alloc);
+    e.AddMember("content", rapidjson::Value(a->content.c_str(), static_cast<rapidjson::SizeType>(a->content.size()), alloc), alloc);
+    e.AddMember("single_word", a->single_word, alloc);
+    e.AddMember("lstrip", a->lstrip, alloc);
+    e.AddMember("rstrip", a->rstrip, alloc);
+    e.AddMember("normalized", a->normalized, alloc);
+    e.AddMember("special", a->special, alloc);
+    added.PushBack(e, alloc);
+  }
+  if (doc.HasMember("added_tokens")) doc["added_tokens"] = added;
+  else doc.AddMember("added_tokens", added, alloc);
+  if (!post_processor_json_.empty()) {
+    rapidjson::Document pp(&alloc);
+    pp.Parse(post_processor_json_.data(), post_processor_json_.size());
+    rapidjson::Value v(pp, alloc);
+    if (doc.HasMember("post_processor")) doc["post_processor"] = v;
+    else doc.AddMember("post_processor", v, alloc);
+  }
+  rapidjson::StringBuffer buf;
+  rapidjson::PrettyWriter<rapidjson::StringBuffer> w(buf);
+  w.SetIndent(' ', 2);
+  doc.Accept(w);
+  return std::string(buf.GetString(), buf.GetSize());
 }
 
 void Tokenizer::set_post_processor_json(std::string_view json) {

@@ -106,6 +106,10 @@ class Tokenizer {
   void set_post_processor_json(std::string_view json);
   const std::string& post_processor_override() const { return post_processor_json_; }
 
+  // tokenizer.json as HF tokenizers' save writes it: the loaded file with the added tokens and
+  // the post-processor as they are now (pretty-printed, two-space indent).
+  std::string to_json() const;
+
   static void pad_encodings(std::vector<Encoding>& encodings, const Padding& p);
   static void truncate_encodings(Encoding& a, Encoding* b, const Truncation& t);
 
@@ -120,6 +124,7 @@ class Tokenizer {
 
   std::string source_;
   std::string json_;
+  std::string original_json_;  // the text it was built from, for to_json
   std::string post_processor_json_;
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
