@@ -87,8 +87,7 @@ class Gpt2 : public Model {
     if (head_ == ModelHead::Base) {
       out.logits = h;
     } else if (head_ == ModelHead::CausalLM) {
-      out.logits = linear("lm_head", h);  // [B, T, V]
-      if (a.labels.defined()) out.loss = causal_lm_loss(out.logits, a.labels, a.num_items_in_batch);
+      causal_lm_head(h, a, out);  // logits [B, T, V], loss
     } else {
       at::Tensor scores = linear("score", h);  // [B, T, L]
       out.logits = pool_last_token(scores, ids.to(dev), config_.pad_token_id, class_name());

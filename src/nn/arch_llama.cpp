@@ -95,8 +95,7 @@ class Llama : public Model {
     if (head_ == ModelHead::Base) {
       out.logits = h;
     } else if (head_ == ModelHead::CausalLM) {
-      out.logits = linear("lm_head", h);  // [B, T, V]
-      if (a.labels.defined()) out.loss = causal_lm_loss(out.logits, a.labels, a.num_items_in_batch);
+      causal_lm_head(h, a, out);  // logits [B, T, V], loss
     } else {
       out.logits = pool_last_token(linear("score", h), ids.to(dev), c.pad_token_id, class_name());  // [B, L]
       if (a.labels.defined()) out.loss = classification_loss(out.logits, a.labels);

@@ -4,15 +4,23 @@
 #include "nn/model.hpp"
 
 #include <torch/torch.h>
+#include <ATen/autocast_mode.h>
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
 
 #include "host/bind.hpp"
+#include "sky_config.h"
 #include "nn/arch.hpp"
 #include "nn/safetensors.hpp"
 #include "torch/compat.hpp"
+
+#if SKY_HAVE_KERNELS
+#include <ATen/cuda/CUDAContext.h>
+
+#include "nn/kernels/kernels.h"
+#endif
 
 namespace sky::nn {
 
@@ -464,7 +472,134 @@ class SumCrossEntropy : public torch::autograd::Function<SumCrossEntropy> {
   }
 };
 
+// The lm_head and the summed cross entropy in one, a chunk of rows at a time, so that the
+// [N, V] logits never exist whole (for Qwen3's 152k vocabulary and 8k tokens they are 2.5 GB in
+// bf16, 5 GB in float32): forward computes each chunk's logits, its loss and, when a gradient is
+// wanted, the chunk's gradients for h and W right away (the softmax is at hand), keeping only
+// those; backward scales them by the incoming gradient. h [N, C] and W [V, C] come in the compute
+// dtype (bf16 under autocast); softmax and the loss in float32, as SumCrossEntropy.
+// CUDA autocast off for a scope, restored after (also when an exception leaves it).
+class AutocastOff {
+ public:
+  explicit AutocastOff(bool cuda) {
+#if SKY_TORCH_AT_LEAST(2, 4)
+    was_ = cuda && at::autocast::is_autocast_enabled(at::kCUDA);
+    if (was_) at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    was_ = cuda && at::autocast::is_enabled();
+    if (was_) at::autocast::set_enabled(false);
+#endif
+  }
+  ~AutocastOff() {
+#if SKY_TORCH_AT_LEAST(2, 4)
+    if (was_) at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+    if (was_) at::autocast::set_enabled(true);
+#endif
+  }
+
+ private:
+  bool was_ = false;
+};
+
+class FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCrossEntropy> {
+ public:
+  static int64_t rows_per_chunk(int64_t V) { return std::max<int64_t>(1, (int64_t{256} << 20) / std::max<int64_t>(V, 1)); }
+
+  // sum over valid rows of the cross entropy; grad_h/grad_w filled when defined
+  static at::Tensor run(const at::Tensor& h, const at::Tensor& w, const at::Tensor& target, at::Tensor* grad_h,
+                        at::Tensor* grad_w) {
+    const int64_t N = h.size(0), step = rows_per_chunk(w.size(0));
+    at::Tensor valid = target.ne(-100);
+    at::Tensor safe = target.masked_fill(valid.logical_not(), 0).unsqueeze(1);  // [N, 1]
+    at::Tensor total = at::zeros({}, h.options().dtype(at::kFloat));
+    for (int64_t s = 0; s < N; s += step) {
+      const int64_t n = std::min(step, N - s);
+      at::Tensor hc = h.narrow(0, s, n);
+      at::Tensor logits = at::mm(hc, w.t());  // [n, V]
+#if SKY_HAVE_KERNELS
+      if (logits.is_cuda()) {
+        // our kernel: loss per row and, in place, d loss / d logits (two reads, one write of the chunk)
+        at::Tensor row_loss = at::empty({n}, h.options().dtype(at::kFloat));
+        at::Tensor tc = target.narrow(0, s, n).contiguous();
+        const int kd = logits.scalar_type() == at::kBFloat16 ? SKY_KDTYPE_BF16
+                       : logits.scalar_type() == at::kHalf   ? SKY_KDTYPE_F16
+                                                              : SKY_KDTYPE_F32;
+        if (int err = sky_cross_entropy_rows(logits.data_ptr(), kd, n, logits.size(1), tc.data_ptr<int64_t>(), -100,
+                                             row_loss.data_ptr<float>(), at::cuda::getCurrentCUDAStream().stream()))
+          throw sky::Error("cross entropy kernel failed to launch (CUDA error " + std::to_string(err) + ")");
+        total.add_(row_loss.sum());
+        if (!grad_h) continue;
+        grad_h->narrow(0, s, n).copy_(at::mm(logits, w));
+        grad_w->add_(at::mm(logits.t(), hc));
+        continue;
+      }
+#endif
+      at::Tensor v = valid.narrow(0, s, n);
+      at::Tensor lse = at::logsumexp(logits.to(at::kFloat), {-1});
+      at::Tensor picked = logits.gather(1, safe.narrow(0, s, n)).squeeze(1).to(at::kFloat);
+      total.add_(((lse - picked) * v).sum());
+      if (!grad_h) continue;
+      at::Tensor p = at::softmax(logits, -1, at::kFloat);
+      p.scatter_add_(1, safe.narrow(0, s, n), at::full({n, 1}, -1.0, p.options()));
+      at::Tensor g = (p * v.to(at::kFloat).unsqueeze(1)).to(h.scalar_type());  // [n, V]: d sum / d logits
+      grad_h->narrow(0, s, n).copy_(at::mm(g, w));
+      grad_w->add_(at::mm(g.t(), hc));
+    }
+    return total;
+  }
+
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w,
+                            const at::Tensor& target) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor grad_h = at::empty_like(h);
+    at::Tensor grad_w = at::zeros(w.sizes(), w.options().dtype(at::kFloat));
+    at::Tensor total = run(h, w, target, &grad_h, &grad_w);
+    ctx->save_for_backward({grad_h, grad_w.to(w.scalar_type())});
+    return total;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& g = grads[0];  // d loss / d sum: a float32 scalar
+    return {saved[0] * g.to(saved[0].scalar_type()), saved[1] * g.to(saved[1].scalar_type()), at::Tensor()};
+  }
+};
+
 }  // namespace
+
+void Model::causal_lm_head(const at::Tensor& h, const ForwardArgs& a, ForwardOutput& out) {
+  const bool fused = a.labels.defined() && !a.return_logits && !linear_hook_ && tensors_.count("lm_head.bias") == 0;
+  if (!fused) {
+    out.logits = linear("lm_head", h);  // [B, T, V]
+    if (a.labels.defined()) out.loss = causal_lm_loss(out.logits, a.labels, a.num_items_in_batch);
+    return;
+  }
+  // As causal_lm_loss: labels shifted left by one, -100 padded on the right.
+  at::Tensor lab = a.labels.to(h.device()).to(at::kLong);
+  at::Tensor shifted = at::constant_pad_nd(lab, {0, 1}, -100).narrow(-1, 1, lab.size(-1)).contiguous().view({-1});
+  // The compute dtype linear() would get under autocast; the casts stay differentiable.
+  at::ScalarType dt = h.scalar_type();
+#if SKY_TORCH_AT_LEAST(2, 4)
+  if (h.is_cuda() && at::autocast::is_autocast_enabled(at::kCUDA)) dt = at::autocast::get_autocast_dtype(at::kCUDA);
+#else
+  if (h.is_cuda() && at::autocast::is_enabled()) dt = at::autocast::get_autocast_gpu_dtype();
+#endif
+  const at::Tensor& w = P("lm_head.weight");
+  at::Tensor h2 = h.reshape({-1, h.size(-1)}).to(dt);
+  at::Tensor w2 = w.to(dt);
+  at::Tensor sum;
+  {
+    AutocastOff off(h.is_cuda());  // the matmuls run in dt as they are, not re-cast
+    if (at::GradMode::is_enabled() && (h2.requires_grad() || w2.requires_grad()))
+      sum = FusedLinearCrossEntropy::apply(h2, w2, shifted);
+    else
+      sum = FusedLinearCrossEntropy::run(h2, w2, shifted, nullptr, nullptr);
+  }
+  if (a.num_items_in_batch > 0) out.loss = sum / a.num_items_in_batch;
+  else out.loss = sum / shifted.ne(-100).sum().to(at::kFloat);
+}
 
 at::Tensor Model::causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels, double num_items_in_batch) const {
   // HF ForCausalLMLoss: upcast, pad labels with -100 on the right, shift left by one.

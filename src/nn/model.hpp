@@ -79,6 +79,10 @@ struct ForwardArgs {
   // (accumulated) batch, as HF's num_items_in_batch; 0: mean over this batch's tokens.
   double num_items_in_batch = 0;
   KVCache* cache = nullptr;   // decoder-only: appended to
+  // false (the Trainer's training step): a causal LM with labels may compute its loss without
+  // ever materialising the [B, T, V] logits (chunked fused lm_head + cross-entropy); logits are
+  // then undefined in the output.
+  bool return_logits = true;
 };
 
 struct ForwardOutput {
@@ -162,6 +166,9 @@ class Model {
   virtual std::string hf_base_class() const = 0;  // "Llama", "GPT2", ...
   // Causal LM / classification losses as HF computes them.
   at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels, double num_items_in_batch) const;
+  // The lm_head on the final hidden states h [B, T, C] and, with labels, the causal loss: through
+  // the fused chunked path when args.return_logits is false (no lm_head bias, no linear hook).
+  void causal_lm_head(const at::Tensor& h, const ForwardArgs& args, ForwardOutput& out);
   at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& labels);
 
   ModelConfig config_;

@@ -36,6 +36,8 @@ export PKG_CONFIG=$P/usr/bin/pkgconf
 export PKG_CONFIG_PATH=$LIB/pkgconfig:$P/usr/share/pkgconfig
 export PKG_CONFIG_SYSROOT_DIR=$P
 export LD_LIBRARY_PATH=$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# nvcc for our kernels (meson's cuda language finds it on PATH)
+[[ -x /usr/local/cuda/bin/nvcc ]] && export PATH=$PATH:/usr/local/cuda/bin
 TORCH_DIR=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 # The pip wheel's NCCL and CUDA runtime live in nvidia/* packages beside torch.
 SITE=$(dirname "$TORCH_DIR")
