@@ -78,19 +78,7 @@ end
 
 -- ---- models ----------------------------------------------------------------------------------
 
-local function model_kind(model)
-  local mt = getmetatable(model)
-  if type(model) == "userdata" and tostring(model):find("^TinyClassifier") then return "tiny" end
-  return mt and "hf" or "unknown"
-end
-
-local function model_save(model, dir)
-  if model_kind(model) == "tiny" then
-    model:save(dir .. "/model.pt")
-  else
-    model:save_pretrained(dir)
-  end
-end
+local function model_save(model, dir) model:save_pretrained(dir) end
 
 local function model_load(model, dir) native().load_weights(model, dir) end
 
@@ -284,9 +272,23 @@ function Trainer:_engine(max_steps)
     adam_beta2 = a.adam_beta2, adam_epsilon = a.adam_epsilon, lr_scheduler_type = a.lr_scheduler_type,
     warmup_steps = a:get_warmup_steps(max_steps), total_steps = max_steps, num_cycles = kw.num_cycles,
     min_lr_rate = min_lr_rate, max_grad_norm = a.max_grad_norm, bf16 = a.bf16 and device ~= "cpu", fp16 = a.fp16, device = device,
-    world_size = self._dist.world,
+    world_size = self._dist.world, cuda_graphs = a.torch_compile,
   })
   return self.engine
+end
+
+-- The native data path (src/train/loader.cpp) for a datasets.Dataset with one of the built-in
+-- collators: batches built from the mapped columns on a worker thread, in pinned memory on CUDA.
+-- nil for Lua lists of rows or a collator written in Lua (they take _collate).
+function Trainer:_loader(dataset)
+  if not (require("datasets.core").is_dataset(dataset) and collators.is_collator(self.data_collator)) then return nil end
+  self._loaders = self._loaders or setmetatable({}, { __mode = "k" })
+  local l = self._loaders[dataset]
+  if not l then
+    l = native().loader(dataset, self.data_collator.opts, self.args.dataloader_pin_memory and self:_device() ~= "cpu")
+    self._loaders[dataset] = l
+  end
+  return l
 end
 
 function Trainer:_collate(rows)
@@ -592,32 +594,46 @@ local function concat_predictions(all, part)
   for _, row in ipairs(part) do all[#all + 1] = row end
 end
 
+-- Losses stay on the device (one read at the end); logits leave it only when predictions are
+-- wanted (compute_metrics, predict), after preprocess_logits_for_metrics(logits, labels) ran on the
+-- device with torch Tensors.
 function Trainer:_prediction_loop(dataset, prefix, want_preds)
   local a = self.args
   local n = ds_len(dataset)
   local engine = self.engine or self:_engine(math.max(self.state.max_steps, 1))
   local bs = a.per_device_eval_batch_size
   local t0 = wall()
-  local loss_sum, loss_rows, batches = 0, 0, 0
+  local batches = 0
   local preds, labels = {}, {}
   local with_labels = true
+  local loader = self:_loader(dataset)
+  if loader then
+    local order, ranges = {}, {}
+    for i = 1, n do order[i] = i end
+    for s = 1, n, bs do ranges[#ranges + 1] = { s, math.min(s + bs - 1, n) } end
+    loader:start(order, ranges)
+  end
+  engine:eval_begin()
   for s = 1, n, bs do
-    local rows = {}
-    for i = s, math.min(s + bs - 1, n) do rows[#rows + 1] = ds_row(dataset, i) end
-    local batch = self:_collate(rows)
-    local loss, logits = engine:eval_batch(batch, want_preds)
-    if loss ~= nil and loss == loss then
-      loss_sum = loss_sum + loss * #rows
-      loss_rows = loss_rows + #rows
+    local batch
+    if loader then
+      batch = loader:next(1)[1]
+    else
+      local rows = {}
+      for i = s, math.min(s + bs - 1, n) do rows[#rows + 1] = ds_row(dataset, i) end
+      batch = self:_collate(rows)
     end
-    if want_preds and logits then
-      if self.preprocess_logits_for_metrics then logits = self.preprocess_logits_for_metrics(logits, batch:get("labels")) end
+    local logits = engine:eval_batch(batch, want_preds)
+    if logits then
+      if self.preprocess_logits_for_metrics then logits = self.preprocess_logits_for_metrics(logits, batch:tensor("labels")) end
+      if type(logits) ~= "table" then logits = engine:host_rows(logits) end
       concat_predictions(preds, logits)
       local l = batch:get("labels")
       if l then concat_predictions(labels, l) else with_labels = false end
     end
     batches = batches + 1
   end
+  local loss_sum, loss_rows = engine:eval_end()
   local runtime = wall() - t0
   local metrics = {}
   if loss_rows > 0 then metrics[prefix .. "_loss"] = loss_sum / loss_rows end
@@ -729,9 +745,10 @@ function Trainer:train(opts)
   end
   self:_call_event("on_train_begin")
 
+  local loader = self:_loader(self.train_dataset)
   local t0 = wall()
   local tokens_total = 0
-  local tr_loss, total_loss, last_logged = 0, 0, s.global_step
+  local total_loss, last_logged = 0, s.global_step  -- tr_loss itself stays on the device (engine:take_loss)
   local start_step = s.global_step
   local stop = false
   for epoch = epochs_trained, num_epochs - 1 do
@@ -750,6 +767,11 @@ function Trainer:train(opts)
       micro = mine
     end
     local steps_in_epoch = #micro
+    if loader then  -- the micro-batches this epoch will take (those a resume skips left out)
+      local ranges = {}
+      for k = skip_batches + 1, #micro do ranges[#ranges + 1] = { micro[k].first, micro[k].last } end
+      loader:start(order, ranges)
+    end
     local remainder = steps_in_epoch % ga
     if remainder == 0 then remainder = ga end
     local total_updates = math.floor(steps_in_epoch / ga) + ((remainder < ga) and 1 or 0)
@@ -760,13 +782,19 @@ function Trainer:train(opts)
       if mi + count <= skip_batches then
         mi = mi + count
       else
-        local batches = {}
-        for _ = 1, count do
-          mi = mi + 1
-          local m = micro[mi]
-          local rows = {}
-          for i = m.first, m.last do rows[#rows + 1] = ds_row(self.train_dataset, order[i]) end
-          batches[#batches + 1] = self:_collate(rows)
+        local batches
+        if loader then
+          batches = loader:next(count)
+          mi = mi + count
+        else
+          batches = {}
+          for _ = 1, count do
+            mi = mi + 1
+            local m = micro[mi]
+            local rows = {}
+            for i = m.first, m.last do rows[#rows + 1] = ds_row(self.train_dataset, order[i]) end
+            batches[#batches + 1] = self:_collate(rows)
+          end
         end
         local num_items = nil
         if info.model_accepts_loss_kwargs then
@@ -775,18 +803,13 @@ function Trainer:train(opts)
           if D.world > 1 then num_items = D.dist.all_reduce(num_items) end  -- average_tokens_across_devices
         end
         self:_call_event("on_step_begin")
+        local lr = engine:train_step(batches, num_items, ga, 1 + s.global_step - last_logged)
         for _, b in ipairs(batches) do
-          local loss = engine:forward_backward(b, num_items, ga)
-          if loss ~= loss or loss == math.huge or loss == -math.huge then
-            loss = tr_loss / (1 + s.global_step - last_logged)  -- HF's logging_nan_inf_filter
-          end
-          tr_loss = tr_loss + loss
           local tok = b:num_tokens()
           tokens_total = tokens_total + tok
           s.num_input_tokens_seen = s.num_input_tokens_seen + tok
           if self._progress then self._progress.tokens = self._progress.tokens + tok end
         end
-        local grad_norm, lr = engine:optimizer_step()
         s.global_step = s.global_step + 1
         s.epoch = epoch + mi / steps_in_epoch
         self.control.should_log, self.control.should_evaluate, self.control.should_save = false, false, false
@@ -808,10 +831,10 @@ function Trainer:train(opts)
           self._progress.last_lr = lr
           self:_draw_progress(false)
         end
-        self:_maybe_log_save_evaluate(tr_loss, grad_norm, lr, last_logged)
+        self:_maybe_log_save_evaluate(lr, last_logged)
         if self._logged then
           total_loss = total_loss + self._logged
-          tr_loss, last_logged, self._logged = 0, s.global_step, nil
+          last_logged, self._logged = s.global_step, nil
         end
         if self.control.should_training_stop then stop = true break end
       end
@@ -820,7 +843,7 @@ function Trainer:train(opts)
     self:_call_event("on_epoch_end")
     if stop then break end
   end
-  total_loss = total_loss + tr_loss
+  total_loss = total_loss + engine:take_loss()  -- what was not logged yet
   local runtime = wall() - t0
   local steps_run = s.global_step - start_step
   if a.load_best_model_at_end and s.best_model_checkpoint and is_dir(s.best_model_checkpoint) then
@@ -849,9 +872,12 @@ function Trainer:train(opts)
   return { training_loss = train_loss, global_step = s.global_step, metrics = m }
 end
 
-function Trainer:_maybe_log_save_evaluate(tr_loss, grad_norm, lr, last_logged)
+-- The one place the step's device-side numbers are read: at logging steps.
+function Trainer:_maybe_log_save_evaluate(lr, last_logged)
   local s, c = self.state, self.control
   if c.should_log and s.global_step > last_logged then
+    local tr_loss = self.engine:take_loss()
+    local grad_norm = self.engine:grad_norm()
     if self._dist.world > 1 then tr_loss = self._dist.dist.all_reduce(tr_loss, "avg") end  -- HF logs the mean over ranks
     local logs = { loss = tr_loss / (s.global_step - last_logged), learning_rate = lr }
     if grad_norm ~= nil then logs.grad_norm = grad_norm end

@@ -62,6 +62,9 @@ local FIELDS = {
   use_cpu = { "boolean", false },
   run_name = { "string", NONE },
   prediction_loss_only = { "boolean", false },
+  -- ours: CUDA graphs of the whole step for static shapes (the Trainer's engine), not torch.compile
+  torch_compile = { "boolean", false },
+  dataloader_pin_memory = { "boolean", true },
   -- our extension: false keeps the dataset's order (HF's sequential sampler)
   train_shuffle = { "boolean", true },
 }
@@ -75,11 +78,11 @@ local UNSUPPORTED = {
   "dataloader_prefetch_factor", "past_index", "ignore_data_skip", "fsdp", "fsdp_config",
   "deepspeed", "accelerator_config", "parallelism_config", "label_smoothing_factor", "debug",
   "optim_args", "project", "trackio_space_id", "ddp_find_unused_parameters", "ddp_bucket_cap_mb",
-  "ddp_broadcast_buffers", "dataloader_pin_memory", "dataloader_persistent_workers",
+  "ddp_broadcast_buffers", "dataloader_persistent_workers",
   "skip_memory_metrics", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token",
   "hub_private_repo", "hub_always_push", "hub_revision", "gradient_checkpointing_kwargs",
   "include_for_metrics", "eval_do_concat_batches", "auto_find_batch_size", "full_determinism",
-  "torchdynamo", "ray_scope", "ddp_timeout", "torch_compile", "torch_compile_backend",
+  "torchdynamo", "ray_scope", "ddp_timeout", "torch_compile_backend",
   "torch_compile_mode", "include_tokens_per_second", "include_num_input_tokens_seen",
   "neftune_noise_alpha", "optim_target_modules", "batch_eval_metrics", "eval_on_start",
   "use_liger_kernel", "liger_kernel_config", "eval_use_gather_object", "average_tokens_across_devices",

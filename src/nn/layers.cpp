@@ -6,13 +6,32 @@
 #include <limits>
 
 #include "host/bind.hpp"
+#include "sky_config.h"
 #include "torch/compat.hpp"
+
+#if SKY_HAVE_CUDA
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+#endif
 
 namespace sky::nn {
 
 #define SKY_NN_SDPA SKY_TORCH_AT_LEAST(2, 5)
 
 namespace {
+
+// A CUDA graph is being captured on the current stream (no device reads allowed).
+[[maybe_unused]] bool capturing(const at::Tensor& t) {
+#if SKY_HAVE_CUDA
+  if (!t.is_cuda()) return false;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing(c10::cuda::getCurrentCUDAStream(t.device().index()).stream(), &status);
+  return status != cudaStreamCaptureStatusNone;
+#else
+  (void)t;
+  return false;
+#endif
+}
 
 at::Tensor build_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal, int64_t window,
                          const at::Device& device) {
@@ -58,7 +77,9 @@ AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int
   // query that sees every key).
   const bool window_bites = window > 0 && window < S;
   const bool kernel_can = !window_bites && (!causal || T == S || T == 1);
-  if (!eager && kernel_can && (!attention_mask.defined() || attention_mask.all().item<bool>()))
+  // While a CUDA graph is captured (the Trainer's torch_compile) the check cannot read the device:
+  // the mask is kept, which gives the same result.
+  if (!eager && kernel_can && (!attention_mask.defined() || (!capturing(attention_mask) && attention_mask.all().item<bool>())))
     return {at::Tensor(), causal && T > 1, false};
 #endif
   return {build_allowed(attention_mask, B, T, S, causal, window, device), causal, eager};

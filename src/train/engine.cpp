@@ -12,6 +12,7 @@
 #include "dist/dist.hpp"
 #include "sky_config.h"
 #include "torch/compat.hpp"
+#include "train/step_graph.hpp"
 
 #if SKY_HAVE_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -65,7 +66,11 @@ Engine::Engine(std::shared_ptr<TrainableModel> model, EngineConfig cfg) : model_
   optim_ = std::make_unique<Optimizer>(std::move(params), cfg_.optim);
   optim_->set_lr(current_lr());
   if (cfg_.world_size > 1) sync_params_from_rank0();
+  tr_loss_ = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(cfg_.device));
+  if (cfg_.cuda_graphs) graph_ = StepGraph::make(*this);
 }
+
+Engine::~Engine() = default;
 
 std::vector<at::Tensor> Engine::param_tensors() const {
   std::vector<at::Tensor> ts;
@@ -77,11 +82,23 @@ void Engine::sync_params_from_rank0() { sky::dist::sync_parameters(param_tensors
 
 double Engine::current_lr() const { return cfg_.optim.lr * schedule_factor(cfg_.schedule, scheduler_steps_); }
 
-Batch Engine::to_device(const Batch& b) const {
+Batch Engine::host_prepare(const Batch& b) const {
   if (cfg_.device.is_cpu()) return b;
   Batch out;
   out.rows = b.rows;
-  for (const auto& [k, v] : b.tensors) out.tensors[k] = v.to(cfg_.device, /*non_blocking=*/true);
+  for (const auto& [k, v] : b.tensors) {
+    // An all-ones padding mask says nothing: leave it out (read here on the host, so the model's
+    // own check, a device sync, does not run), as HF drops it for SDPA.
+    if (k == "attention_mask" && v.is_cpu() && v.all().item<bool>()) continue;
+    out.tensors[k] = v;
+  }
+  return out;
+}
+
+Batch Engine::to_device(const Batch& b) const {
+  if (cfg_.device.is_cpu()) return b;
+  Batch out = host_prepare(b);
+  for (auto& [k, v] : out.tensors) v = v.to(cfg_.device, /*non_blocking=*/true);  // asynchronous from pinned memory
   return out;
 }
 
@@ -90,83 +107,160 @@ int64_t Engine::count_items(const Batch& batch) const {
   if (!labels) return 0;
   at::Tensor l = *labels;
   if (l.dim() >= 2 && model_->shifts_labels()) l = l.slice(-1, 1);
-  return l.ne(-100).sum().item<int64_t>();
+  return l.ne(-100).sum().item<int64_t>();  // host tensors: no device sync
 }
 
-double Engine::forward_backward(const Batch& batch, std::optional<double> num_items, int64_t accumulation_steps) {
-  model_->set_training(true);
-  Batch b = to_device(batch);
+at::Tensor Engine::micro_forward_backward(const Batch& b, std::optional<double> num_items, int64_t accumulation_steps,
+                                          const at::Tensor& items_divisor) {
   at::Tensor loss;
   {
     AutocastScope autocast(cfg_.bf16 || cfg_.fp16, cfg_.fp16 ? at::kHalf : at::kBFloat16);
-    bool pass_items = model_->accepts_loss_kwargs() && num_items.has_value();
-    ModelOutput out = model_->forward(b, pass_items ? num_items : std::nullopt);
+    const bool pass_items = model_->accepts_loss_kwargs() && num_items.has_value();
+    // A graph keeps num_items in a device tensor: a summing model divides by 1 (exact), then by it.
+    const bool divide_here = pass_items && items_divisor.defined() && model_->loss_sums_over_items();
+    ModelOutput out = model_->forward(b, pass_items ? (divide_here ? std::optional<double>(1.0) : num_items) : std::nullopt);
     if (!out.loss.defined())
       throw std::runtime_error("the model returned no loss: the batch has no 'labels' (set label_names or use a collator that adds them)");
     loss = out.loss;
+    if (divide_here) loss = loss / items_divisor;
     // HF: divide by the accumulation steps unless the model normalised by num_items_in_batch
     if (!pass_items) loss = loss / static_cast<double>(accumulation_steps);
-    else if (cfg_.world_size > 1) loss = loss * static_cast<double>(cfg_.world_size);
+    // DDP averages gradients: a loss summed over the global num_items is scaled back by the world
+    // size; a mean loss (classification, which ignores num_items) already averages correctly
+    else if (cfg_.world_size > 1 && model_->loss_sums_over_items()) loss = loss * static_cast<double>(cfg_.world_size);
   }
   if (scaler_.enabled) (loss.to(at::kFloat) * scaler_.scale).backward();
   else loss.backward();
-  return loss.detach().to(at::kFloat).item<double>();
+  return loss.detach().to(at::kFloat);
 }
 
-StepResult Engine::optimizer_step() {
-  StepResult r;
-  r.lr = current_lr();
+void Engine::add_to_tr_loss(const at::Tensor& loss, int64_t steps_since_log) {
+  // HF's logging_nan_inf_filter, on the device: a non-finite step adds the running mean instead
+  at::NoGradGuard no_grad;
+  tr_loss_.add_(at::where(loss.isfinite(), loss, tr_loss_ / static_cast<double>(std::max<int64_t>(steps_since_log, 1))));
+}
+
+bool Engine::apply_update(bool graph_mode) {
+  at::NoGradGuard no_grad;
   if (cfg_.world_size > 1) sky::dist::sync_gradients(param_tensors());  // DDP: mean over ranks
   if (scaler_.enabled) {
-    // GradScaler.unscale_ then the inf check; a bad step changes nothing but the scale
-    at::NoGradGuard no_grad;
-    const double inv = 1.0 / scaler_.scale;
-    bool found_inf = false;
-    for (const NamedParam& p : optim_->params()) {
-      at::Tensor g = p.param.grad();
-      if (!g.defined()) continue;
-      g.mul_(inv);
-      if (!found_inf && !g.isfinite().all().item<bool>()) found_inf = true;
+    // GradScaler.unscale_: one fused unscale-and-check over every grad on CUDA, then one read
+    std::vector<at::Tensor> grads;
+    for (const NamedParam& p : optim_->params())
+      if (p.param.grad().defined()) grads.push_back(p.param.grad());
+    const auto opts = at::TensorOptions().dtype(at::kFloat).device(cfg_.device);
+    at::Tensor found_inf = at::zeros({1}, opts);
+    if (cfg_.device.is_cuda()) {
+      at::Tensor inv = at::full({1}, 1.0 / scaler_.scale, opts);
+      at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv);
+    } else {
+      const double inv = 1.0 / scaler_.scale;
+      for (at::Tensor& g : grads) {
+        g.mul_(inv);
+        found_inf.add_(g.isfinite().all().logical_not().to(at::kFloat));
+      }
     }
-    if (found_inf) {
+    if (found_inf.item<float>() > 0) {
       scaler_.scale *= scaler_.backoff_factor;
       scaler_.growth_tracker = 0;
-      optim_->zero_grad();
-      r.grad_norm = NAN;
-      r.skipped = true;
-      return r;
+      grad_norm_ = at::Tensor();
+      return false;
     }
     if (++scaler_.growth_tracker == scaler_.growth_interval) {
       scaler_.scale *= scaler_.growth_factor;
       scaler_.growth_tracker = 0;
     }
   }
-  r.grad_norm = cfg_.max_grad_norm > 0 ? clip_grad_norm(optim_->params(), cfg_.max_grad_norm) : NAN;
-  optim_->set_lr(r.lr);
+  at::Tensor norm = cfg_.max_grad_norm > 0 ? clip_grad_norm(optim_->params(), cfg_.max_grad_norm) : at::Tensor();
+  if (graph_mode && norm.defined()) grad_norm_.copy_(norm);  // into the graph's static output
+  else grad_norm_ = norm;
   optim_->step();
+  return true;
+}
+
+void Engine::finish_step(StepResult& r) {
+  if (r.skipped) return;
   ++scheduler_steps_;
   optim_->set_lr(current_lr());
-  optim_->zero_grad();
+}
+
+StepResult Engine::train_step(const std::vector<Batch>& micro, std::optional<double> num_items,
+                              int64_t accumulation_steps, int64_t steps_since_log) {
+  if (micro.empty()) throw std::runtime_error("train_step: no micro-batches");
+  StepResult r;
+  r.lr = current_lr();
+  model_->set_training(true);
+  if (graph_ && graph_->run(micro, num_items, accumulation_steps, steps_since_log, r)) {
+    ++graph_replays_;
+    finish_step(r);
+    return r;
+  }
+  auto stream_scope = graph_ ? graph_->eager_scope() : nullptr;  // eager steps on the graph's stream
+  if (grads_static_) optim_->zero_grad_in_place();
+  for (const Batch& b : micro) {
+    Batch dev = to_device(b);
+    dev.want_logits = false;  // training reads the loss alone
+    at::Tensor loss = micro_forward_backward(dev, num_items, accumulation_steps, at::Tensor());
+    add_to_tr_loss(loss, steps_since_log);
+  }
+  r.skipped = !apply_update(false);
+  if (!grads_static_) optim_->zero_grad();
+  else if (r.skipped) optim_->zero_grad_in_place();
+  finish_step(r);
   return r;
 }
 
-ModelOutput Engine::eval_batch(const Batch& batch) {
+double Engine::take_loss() {
+  double v = tr_loss_.item<double>();
+  tr_loss_.zero_();
+  return v;
+}
+
+std::optional<double> Engine::grad_norm() const {
+  if (!grad_norm_.defined()) return std::nullopt;
+  return grad_norm_.item<double>();
+}
+
+void Engine::eval_begin() {
+  eval_sum_ = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(cfg_.device));
+  eval_rows_ = 0;
+}
+
+at::Tensor Engine::eval_batch(const Batch& batch, bool want_logits) {
+  if (!eval_sum_.defined()) eval_begin();
   model_->set_training(false);
   at::NoGradGuard no_grad;
+  auto stream_scope = graph_ ? graph_->eager_scope() : nullptr;
   Batch b = to_device(batch);
+  b.want_logits = want_logits;
   AutocastScope autocast(cfg_.bf16 || cfg_.fp16, cfg_.fp16 ? at::kHalf : at::kBFloat16);
   // HF 5.17 passes num_items_in_batch in evaluation too (counted per batch with the same rule as
   // in training), which is why GPT2LMHeadModel's eval loss divides by the unshifted label count.
   std::optional<double> items;
-  if (model_->accepts_loss_kwargs() && b.find("labels")) {
-    int64_t n = count_items(b);
+  if (model_->accepts_loss_kwargs() && batch.find("labels")) {
+    int64_t n = count_items(batch);
     if (n > 0) items = static_cast<double>(n);
   }
   ModelOutput out = model_->forward(b, items);
-  ModelOutput cpu;
-  if (out.loss.defined()) cpu.loss = out.loss.detach().to(at::kCPU, at::kFloat);
-  if (out.logits.defined()) cpu.logits = out.logits.detach().to(at::kCPU, at::kFloat);
-  return cpu;
+  if (out.loss.defined()) {
+    eval_sum_.add_(out.loss.detach().to(at::kDouble) * static_cast<double>(batch.rows));
+    eval_rows_ += batch.rows;
+  }
+  return want_logits && out.logits.defined() ? out.logits.detach() : at::Tensor();
+}
+
+std::pair<double, int64_t> Engine::eval_end() {
+  double sum = eval_sum_.defined() ? eval_sum_.item<double>() : 0.0;
+  int64_t rows = eval_rows_;
+  eval_sum_ = at::Tensor();
+  eval_rows_ = 0;
+  return {sum, rows};
+}
+
+at::Tensor Engine::to_host(const at::Tensor& t) {
+  at::Tensor h = t.to(at::kCPU, t.is_floating_point() ? at::kFloat : t.scalar_type());
+  host_logits_bytes_ += h.numel() * static_cast<int64_t>(h.element_size());
+  return h;
 }
 
 void Engine::state_save(const std::string& folder) const {
@@ -236,74 +330,6 @@ void Engine::state_load(const std::string& folder) {
 
 void engine_set_seed(uint64_t seed) {
   torch::manual_seed(seed);  // CPU and every CUDA device
-}
-
-// ---- the tiny test classifier -----------------------------------------------------------------
-
-namespace {
-
-class TinyClassifier : public TrainableModel {
- public:
-  TinyClassifier(int64_t vocab, int64_t hidden, int64_t labels, uint64_t seed) {
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-    embed_ = at::normal(0.0, 0.02, {vocab, hidden}, gen).set_requires_grad(true);
-    w_ = at::normal(0.0, 0.02, {labels, hidden}, gen).set_requires_grad(true);
-    b_ = at::zeros({labels}).set_requires_grad(true);
-  }
-  std::vector<NamedParam> named_parameters() override {
-    return {{"embed.weight", embed_}, {"classifier.weight", w_}, {"classifier.bias", b_}};
-  }
-  ModelOutput forward(const Batch& batch, std::optional<double> num_items) override {
-    const at::Tensor* ids = batch.find("input_ids");
-    if (!ids) throw std::runtime_error("tiny classifier: the batch has no input_ids");
-    at::Tensor mask = batch.find("attention_mask") ? *batch.find("attention_mask") : at::ones_like(*ids);
-    at::Tensor h = at::embedding(embed_, *ids);                        // (B, T, H)
-    at::Tensor m = mask.unsqueeze(-1).to(h.scalar_type());             // (B, T, 1)
-    at::Tensor pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0);      // (B, H)
-    ModelOutput out;
-    out.logits = at::linear(pooled, w_, b_);                           // (B, C)
-    if (const at::Tensor* labels = batch.find("labels")) {
-      if (num_items) {
-        out.loss = at::cross_entropy_loss(out.logits, *labels, {}, at::Reduction::Sum, -100) / *num_items;
-      } else {
-        out.loss = at::cross_entropy_loss(out.logits, *labels, {}, at::Reduction::Mean, -100);
-      }
-    }
-    return out;
-  }
-  void set_training(bool) override {}
-  void to_device(const at::Device& d) override {
-    embed_ = embed_.detach().to(d).set_requires_grad(true);
-    w_ = w_.detach().to(d).set_requires_grad(true);
-    b_ = b_.detach().to(d).set_requires_grad(true);
-  }
-  at::Tensor embed_, w_, b_;
-};
-
-}  // namespace
-
-std::shared_ptr<TrainableModel> tiny_classifier_new(int64_t vocab, int64_t hidden, int64_t labels, uint64_t seed) {
-  if (vocab < 1 || hidden < 1 || labels < 1) throw std::runtime_error("tiny classifier: sizes must be positive");
-  return std::make_shared<TinyClassifier>(vocab, hidden, labels, seed);
-}
-
-void tiny_classifier_save(TrainableModel& m, const std::string& path) {
-  torch::serialize::OutputArchive ar;
-  for (NamedParam& p : m.named_parameters()) ar.write(p.name, p.param.detach().cpu());
-  std::string tmp = path + ".tmp";
-  ar.save_to(tmp);
-  std::filesystem::rename(tmp, path);
-}
-
-void tiny_classifier_load(TrainableModel& m, const std::string& path) {
-  torch::serialize::InputArchive ar;
-  ar.load_from(path);
-  at::NoGradGuard no_grad;
-  for (NamedParam& p : m.named_parameters()) {
-    at::Tensor t;
-    ar.read(p.name, t);
-    p.param.copy_(t);
-  }
 }
 
 }  // namespace sky::train

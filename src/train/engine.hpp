@@ -1,12 +1,16 @@
 // The training step, native: a model seen through TrainableModel, batches of named tensors, the
-// optimizer and lr schedule, gradient clipping, bf16 autocast on CUDA, and the tensor state of a
-// checkpoint (optimizer, scheduler, RNG). The loop around it (epochs, logging, evaluation,
-// callbacks, checkpoint folders) is Lua: lua/transformers/trainer.lua.
+// optimizer and lr schedule, gradient clipping, bf16 autocast on CUDA, CUDA graphs of the whole
+// step for static shapes, and the tensor state of a checkpoint (optimizer, scheduler, RNG). The
+// loop around it (epochs, logging, evaluation, callbacks, checkpoint folders) is Lua:
+// lua/transformers/trainer.lua, which crosses into the engine once per optimizer step.
+//
+// Host syncs: a step reads nothing back from the device (bf16/fp32); fp16's loss scaler reads one
+// flag per step (as torch.amp.GradScaler does). Losses and the grad norm stay on the device until
+// the loop asks for them at a logging step (take_loss, grad_norm).
 #pragma once
 
 #include <torch/torch.h>
 
-#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -19,9 +23,13 @@
 namespace sky::train {
 
 // B: rows, T: tokens. input_ids (B, T) int64, attention_mask (B, T) int64, labels (B, T) or (B).
+// Tensors are on the CPU (pinned when the native data path made them) until the engine moves them.
 struct Batch {
   std::map<std::string, at::Tensor> tensors;
   int64_t rows = 0;
+  // false: the model may skip the logits (a causal LM's fused lm_head + loss); the engine clears
+  // it for training steps and for evaluation without predictions
+  bool want_logits = true;
   const at::Tensor* find(const std::string& name) const {
     auto it = tensors.find(name);
     return it == tensors.end() ? nullptr : &it->second;
@@ -33,7 +41,9 @@ struct ModelOutput {
   at::Tensor logits;  // (B, C) or (B, T, V)
 };
 
-// What the Trainer needs of a model. Models of src/nn and the tiny test model implement it.
+// What the Trainer needs of a model. The models of src/nn implement it (model_lookup.cpp); PEFT
+// models reach it through the same adapter (frozen tensors have requires_grad = false and never
+// reach the optimizer).
 class TrainableModel {
  public:
   virtual ~TrainableModel() = default;
@@ -46,6 +56,8 @@ class TrainableModel {
   virtual bool accepts_loss_kwargs() const { return true; }
   // Labels are shifted inside the model (causal LM): num_items counts labels[:, 1:].
   virtual bool shifts_labels() const { return false; }
+  // The loss is a sum divided by num_items_in_batch (causal LM), not a mean that ignores it.
+  virtual bool loss_sums_over_items() const { return false; }
 };
 
 // torch.amp.GradScaler's dynamic loss scale (fp16): scale the loss, unscale the grads, skip the
@@ -70,32 +82,58 @@ struct EngineConfig {
   at::Device device = at::kCPU;
   // DDP over sky::dist's default group (when one of several ranks exists): parameters start
   // from rank 0's, gradients are averaged before clipping. With num_items_in_batch counted over
-  // every rank (HF's average_tokens_across_devices), each rank's loss is multiplied by the world
-  // size so that the averaged gradient is the one of the global batch.
+  // every rank (HF's average_tokens_across_devices), each rank's summed loss (a causal LM's) is
+  // multiplied by the world size so that the averaged gradient is the one of the global batch; a
+  // mean loss (classification) is left as it is.
   int64_t world_size = 1;
+  // TrainingArguments.torch_compile: on CUDA, capture the whole step (forward, backward, clipping,
+  // fused AdamW with the lr in a device tensor) in a CUDA graph the first time a shape is seen
+  // twice, and replay it while the shapes stay; other shapes run eager (one notice).
+  bool cuda_graphs = false;
 };
 
 struct StepResult {
-  double grad_norm = 0;  // before clipping; NaN when clipping is off
   double lr = 0;         // the lr this step used
   bool skipped = false;  // fp16: inf/NaN grads, no update, schedule not advanced
+  bool graphed = false;  // the step was a CUDA graph replay
 };
+
+class StepGraph;      // step_graph.hpp
+class CudaStepGraph;  // its CUDA implementation (step_graph.cpp)
 
 class Engine {
  public:
   Engine(std::shared_ptr<TrainableModel> model, EngineConfig cfg);
+  ~Engine();
 
-  // forward + backward of one micro-batch; returns the loss value training_step returns (already
-  // divided by accumulation steps when the model does not take num_items_in_batch).
-  double forward_backward(const Batch& batch, std::optional<double> num_items, int64_t accumulation_steps);
-  // clip, step with the scheduled lr, advance the schedule, zero grads.
-  StepResult optimizer_step();
-  // loss (mean over the batch, NaN without labels) and logits on the CPU, in fp32.
-  ModelOutput eval_batch(const Batch& batch);
+  // One optimizer step (HF's training_step for each micro-batch, then the optimizer step):
+  // forward + backward of every micro-batch, unscale and check (fp16), DDP gradient mean, clip,
+  // update with the scheduled lr, advance the schedule. Each micro-batch's loss (divided by
+  // accumulation_steps when the model does not take num_items) is added to the device-side
+  // tr_loss with HF's logging_nan_inf_filter: a non-finite loss adds tr_loss / steps_since_log
+  // instead (steps_since_log = 1 + global_step - last logged step).
+  StepResult train_step(const std::vector<Batch>& micro, std::optional<double> num_items,
+                        int64_t accumulation_steps, int64_t steps_since_log);
+  // tr_loss read (one sync) and reset to zero, as HF's _maybe_log_save_evaluate does.
+  double take_loss();
+  // The last step's total grad norm before clipping (one sync); nullopt when clipping is off or
+  // the step was skipped.
+  std::optional<double> grad_norm() const;
+
+  // Evaluation. eval_batch runs the model without grad; its loss (mean over the batch) is summed
+  // on the device, weighted by rows; logits are returned (on the device) only when want_logits.
+  void eval_begin();
+  at::Tensor eval_batch(const Batch& batch, bool want_logits);
+  // (sum of loss x rows, rows with a loss) since eval_begin: one sync.
+  std::pair<double, int64_t> eval_end();
+  // Host copy of (the result of) logits as float32, counted in host_logits_bytes().
+  at::Tensor to_host(const at::Tensor& t);
+  int64_t host_logits_bytes() const { return host_logits_bytes_; }
 
   int64_t scheduler_steps() const { return scheduler_steps_; }
   double loss_scale() const { return scaler_.enabled ? scaler_.scale : 1.0; }
   double current_lr() const;
+  int64_t graph_replays() const { return graph_replays_; }
   TrainableModel& model() { return *model_; }
   const EngineConfig& config() const { return cfg_; }
   Optimizer& optimizer() { return *optim_; }
@@ -104,28 +142,40 @@ class Engine {
   void state_save(const std::string& folder) const;
   void state_load(const std::string& folder);
 
-  // tokens with a label in batch (labels[:, 1:] for models that shift them)
+  // tokens with a label in batch (labels[:, 1:] for models that shift them); host batches only
   int64_t count_items(const Batch& batch) const;
 
  private:
+  friend class CudaStepGraph;
   Batch to_device(const Batch& b) const;
+  Batch host_prepare(const Batch& b) const;  // what to_device would copy, still on the host
   std::vector<at::Tensor> param_tensors() const;
   void sync_params_from_rank0();
+  // forward + backward of one micro-batch on device tensors; returns the detached float32 loss
+  // (items_scale: a device scalar dividing the summed loss, for graphs; undefined otherwise)
+  at::Tensor micro_forward_backward(const Batch& dev, std::optional<double> num_items, int64_t accumulation_steps,
+                                    const at::Tensor& items_divisor);
+  void add_to_tr_loss(const at::Tensor& loss, int64_t steps_since_log);
+  // unscale (fp16), mean over ranks, clip, update with lr_t: no host sync; returns false when
+  // the fp16 check found inf/NaN (one sync, fp16 only)
+  bool apply_update(bool graph_mode);
+  void finish_step(StepResult& r);
   std::shared_ptr<TrainableModel> model_;
   EngineConfig cfg_;
   std::unique_ptr<Optimizer> optim_;
   int64_t scheduler_steps_ = 0;
   LossScaler scaler_;
+  at::Tensor tr_loss_;    // float32 scalar on the device (HF's tr_loss)
+  at::Tensor grad_norm_;  // float32 scalar on the device, or undefined
+  at::Tensor eval_sum_;   // float64 scalar on the device
+  int64_t eval_rows_ = 0;
+  int64_t host_logits_bytes_ = 0;
+  int64_t graph_replays_ = 0;
+  bool grads_static_ = false;  // a graph owns the .grad tensors: zero them, never drop them
+  std::unique_ptr<StepGraph> graph_;
 };
 
 // Seeds torch's CPU (and CUDA) generators, as transformers.set_seed does for torch.
 void engine_set_seed(uint64_t seed);
-
-// A small sequence classifier (embedding, masked mean, linear; cross-entropy over rows) for the
-// Trainer's own tests when no src/nn model is wanted. Parameters "embed.weight",
-// "classifier.weight", "classifier.bias".
-std::shared_ptr<TrainableModel> tiny_classifier_new(int64_t vocab, int64_t hidden, int64_t labels, uint64_t seed);
-void tiny_classifier_save(TrainableModel& m, const std::string& path);
-void tiny_classifier_load(TrainableModel& m, const std::string& path);
 
 }  // namespace sky::train

@@ -14,7 +14,10 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #endif
+#include "torch/lua_tensor.hpp"
+#include "train/collate.hpp"
 #include "train/engine.hpp"
+#include "train/loader.hpp"
 #include "train/model_lookup.hpp"
 
 namespace sky::train {
@@ -22,7 +25,7 @@ namespace {
 
 extern const ClassSpec kBatchSpec;
 extern const ClassSpec kEngineSpec;
-extern const ClassSpec kTinySpec;
+extern const ClassSpec kLoaderSpec;
 
 // LibTorch's errors carry a C++ backtrace in what(); users get the message alone.
 template <class F>
@@ -36,129 +39,85 @@ auto torch_call(F&& f) -> decltype(f()) {
 
 // ---- batches ---------------------------------------------------------------------------------
 
-struct Column {
-  bool sequence = false;  // per-row arrays (padded) vs per-row scalars
-  bool floating = false;
-  std::vector<std::vector<double>> seqs;
-  std::vector<double> scalars;
-};
-
-double pad_value_for(const std::string& col, int64_t pad_token_id) {
-  if (col == "input_ids") return static_cast<double>(pad_token_id);
-  if (col == "labels") return -100;
-  if (col == "special_tokens_mask") return 1;
-  return 0;  // attention_mask, token_type_ids, position_ids, ...
-}
-
-// collate(rows, {mode="pad"|"lm"|"stack", pad_token_id=, pad_to_multiple_of=, padding_side=,
-//               columns={names to keep} | nil}) -> Batch
-int lua_collate(lua_State* L) {
-  check_table(L, 1);
-  Options o(L, 2, "collate", {{"mode", OptType::String}, {"pad_token_id", OptType::Integer},
-                              {"pad_to_multiple_of", OptType::Integer}, {"padding_side", OptType::String},
-                              {"columns", OptType::Table}, {"where", OptType::String}});
+// The collator options at idx, shared by collate() and loader(): mode ("pad"|"lm"|"stack"),
+// pad_token_id, pad_to_multiple_of, padding_side, columns (names to keep), where (the collator's
+// name in errors).
+CollateSpec check_collate_spec(lua_State* L, int idx, const char* fname) {
+  Options o(L, idx, fname, {{"mode", OptType::String}, {"pad_token_id", OptType::Integer},
+                            {"pad_to_multiple_of", OptType::Integer}, {"padding_side", OptType::String},
+                            {"columns", OptType::Table}, {"where", OptType::String}});
+  CollateSpec spec;
   const std::string mode = o.string("mode", "pad");
-  const std::string where = o.string("where", "data collator");
-  const bool has_pad = o.has("pad_token_id");
-  const int64_t pad_id = o.integer("pad_token_id", 0);
-  const int64_t multiple = o.integer("pad_to_multiple_of", 0);
-  const bool left = o.string("padding_side", "right") == "left";
-  if (mode != "pad" && mode != "lm" && mode != "stack") luaL_error(L, "collate: unknown mode '%s'", mode.c_str());
-  std::set<std::string> keep;
+  if (mode != "pad" && mode != "lm" && mode != "stack") luaL_error(L, "%s: unknown mode '%s'", fname, mode.c_str());
+  spec.mode = collate_mode_from_name(mode);
+  spec.where = o.string("where", "data collator");
+  spec.has_pad = o.has("pad_token_id");
+  spec.pad_token_id = o.integer("pad_token_id", 0);
+  spec.pad_to_multiple_of = o.integer("pad_to_multiple_of", 0);
+  spec.pad_left = o.string("padding_side", "right") == "left";
   if (o.has("columns")) {
     o.push("columns");  // [cols]
     for (int i = 1; i <= static_cast<int>(lua_objlen(L, -1)); ++i) {
-      lua_rawgeti(L, -1, i);
-      if (lua_type(L, -1) == LUA_TSTRING) keep.insert(lua_tostring(L, -1));
+      lua_rawgeti(L, -1, i);  // [cols, name]
+      if (lua_type(L, -1) == LUA_TSTRING) spec.keep.insert(lua_tostring(L, -1));
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
   }
+  return spec;
+}
+
+// collate(rows, {mode="pad"|"lm"|"stack", pad_token_id=, pad_to_multiple_of=, padding_side=,
+//               columns={names to keep} | nil}) -> Batch. The slow path: rows are Lua tables.
+int lua_collate(lua_State* L) {
+  check_table(L, 1);
+  const CollateSpec spec = check_collate_spec(L, 2, "collate");
+  const char* where = spec.where.c_str();
   const int n = static_cast<int>(lua_objlen(L, 1));
-  if (n == 0) luaL_error(L, "%s: no rows to collate", where.c_str());
-  std::map<std::string, Column> cols;
+  if (n == 0) luaL_error(L, "%s: no rows to collate", where);
+  std::map<std::string, GatheredColumn> cols;
+  std::map<std::string, int> rows_seen;
   for (int r = 1; r <= n; ++r) {
     lua_rawgeti(L, 1, r);  // [row]
-    if (!lua_istable(L, -1)) luaL_error(L, "%s: row %d is a %s, not a table of columns", where.c_str(), r, luaL_typename(L, -1));
+    if (!lua_istable(L, -1)) luaL_error(L, "%s: row %d is a %s, not a table of columns", where, r, luaL_typename(L, -1));
     for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {  // [row, key, value]
       if (lua_type(L, -2) != LUA_TSTRING) continue;
-      std::string name = lua_tostring(L, -2);
-      if (name == "label" || name == "label_ids") name = "labels";
-      if (!keep.empty() && !keep.count(name)) continue;
+      const std::string name = collate_column_name(lua_tostring(L, -2), spec);
+      if (name.empty()) continue;
       int t = lua_type(L, -1);
       if (t == LUA_TSTRING || t == LUA_TBOOLEAN || t == LUA_TLIGHTUSERDATA) continue;  // text, flags: not model inputs
-      Column& c = cols[name];
+      GatheredColumn& c = cols[name];
+      int& seen = rows_seen[name];
+      if (seen != r - 1) luaL_error(L, "%s: column '%s' is missing from some rows before row %d", where, name.c_str(), r);
+      ++seen;
       if (t == LUA_TNUMBER) {
-        if (c.sequence) luaL_error(L, "%s: column '%s' mixes numbers and lists (row %d)", where.c_str(), name.c_str(), r);
-        if (static_cast<int>(c.scalars.size()) != r - 1)
-          luaL_error(L, "%s: column '%s' is missing from some rows before row %d", where.c_str(), name.c_str(), r);
+        if (c.sequence) luaL_error(L, "%s: column '%s' mixes numbers and lists (row %d)", where, name.c_str(), r);
         double v = lua_tonumber(L, -1);
         if (v != std::floor(v)) c.floating = true;
-        c.scalars.push_back(v);
+        c.values.push_back(v);
       } else if (t == LUA_TTABLE) {
-        if (!c.scalars.empty()) luaL_error(L, "%s: column '%s' mixes numbers and lists (row %d)", where.c_str(), name.c_str(), r);
+        if (!c.values.empty() && !c.sequence) luaL_error(L, "%s: column '%s' mixes numbers and lists (row %d)", where, name.c_str(), r);
         c.sequence = true;
-        if (static_cast<int>(c.seqs.size()) != r - 1)
-          luaL_error(L, "%s: column '%s' is missing from some rows before row %d", where.c_str(), name.c_str(), r);
-        std::vector<double> seq;
-        int len = static_cast<int>(lua_objlen(L, -1));
-        seq.reserve(len);
+        const int len = static_cast<int>(lua_objlen(L, -1));
         for (int i = 1; i <= len; ++i) {
-          lua_rawgeti(L, -1, i);
+          lua_rawgeti(L, -1, i);  // [row, key, value, item]
           if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "%s: column '%s' row %d item %d is a %s, not a number", where.c_str(), name.c_str(), r, i, luaL_typename(L, -1));
+            luaL_error(L, "%s: column '%s' row %d item %d is a %s, not a number", where, name.c_str(), r, i, luaL_typename(L, -1));
           double v = lua_tonumber(L, -1);
           if (v != std::floor(v)) c.floating = true;
-          seq.push_back(v);
+          c.values.push_back(v);
           lua_pop(L, 1);
         }
-        c.seqs.push_back(std::move(seq));
+        c.starts.push_back(static_cast<int64_t>(c.values.size()));
       } else {
-        luaL_error(L, "%s: column '%s' row %d holds a %s (numbers or lists of numbers expected)", where.c_str(), name.c_str(), r, type_name_at(L, -1));
+        luaL_error(L, "%s: column '%s' row %d holds a %s (numbers or lists of numbers expected)", where, name.c_str(), r, type_name_at(L, -1));
       }
     }
     lua_pop(L, 1);  // []
   }
-  for (auto& [name, c] : cols) {
-    size_t have = c.sequence ? c.seqs.size() : c.scalars.size();
-    if (static_cast<int>(have) != n) luaL_error(L, "%s: column '%s' is missing from %d of %d rows", where.c_str(), name.c_str(), n - static_cast<int>(have), n);
-  }
-  if ((mode == "pad" || mode == "lm") && cols.count("input_ids") && cols["input_ids"].sequence && !cols.count("attention_mask")) {
-    Column m;
-    m.sequence = true;
-    for (const auto& s : cols["input_ids"].seqs) m.seqs.emplace_back(s.size(), 1.0);
-    cols["attention_mask"] = std::move(m);
-  }
-  auto batch = std::make_shared<Batch>();
-  batch->rows = n;
-  for (auto& [name, c] : cols) {
-    const auto dtype = c.floating ? at::kFloat : at::kLong;
-    if (!c.sequence) {
-      batch->tensors[name] = at::tensor(c.scalars, at::kDouble).to(dtype);
-      continue;
-    }
-    size_t longest = 0, shortest = SIZE_MAX;
-    for (const auto& s : c.seqs) longest = std::max(longest, s.size()), shortest = std::min(shortest, s.size());
-    if (mode == "stack" && longest != shortest)
-      luaL_error(L, "%s: column '%s' has rows of different lengths (%d and %d): pad them (DataCollatorWithPadding)",
-                 where.c_str(), name.c_str(), static_cast<int>(shortest), static_cast<int>(longest));
-    if (multiple > 0) longest = (longest + multiple - 1) / multiple * multiple;
-    const double pad = pad_value_for(name, pad_id);
-    std::vector<double> flat(static_cast<size_t>(n) * longest, pad);
-    for (int r = 0; r < n; ++r) {
-      const auto& s = c.seqs[r];
-      size_t off = left ? longest - s.size() : 0;
-      std::copy(s.begin(), s.end(), flat.begin() + r * longest + off);
-    }
-    batch->tensors[name] = at::tensor(flat, at::kDouble).view({n, static_cast<int64_t>(longest)}).to(dtype);
-  }
-  if (mode == "lm") {
-    auto it = batch->tensors.find("input_ids");
-    if (it == batch->tensors.end()) luaL_error(L, "%s: rows have no input_ids", where.c_str());
-    at::Tensor labels = it->second.clone();
-    if (has_pad) labels.masked_fill_(labels.eq(pad_id), -100);
-    batch->tensors["labels"] = labels;
-  }
+  for (const auto& [name, seen] : rows_seen)
+    if (seen != n) luaL_error(L, "%s: column '%s' is missing from %d of %d rows", where, name.c_str(), n - seen, n);
+  auto batch = torch_call([&] { return std::make_shared<Batch>(collate_gathered(cols, n, spec)); });
   class_push(L, kBatchSpec, batch);
   return 1;
 }
@@ -194,6 +153,15 @@ int batch_get(lua_State* L) {
     return 1;
   }
   push_tensor_table(L, *t);
+  return 1;
+}
+
+// batch:tensor(name) -> the column as a torch Tensor (no copy), nil when absent
+int batch_tensor(lua_State* L) {
+  auto& b = class_check<Batch>(L, 1, kBatchSpec);
+  const at::Tensor* t = b.find(std::string(check_string_view(L, 2)));
+  if (t) lua_push_tensor(L, *t);
+  else lua_pushnil(L);
   return 1;
 }
 
@@ -244,43 +212,82 @@ int batch_index(lua_State* L) {
 const ClassSpec kBatchSpec = {
     "skyrun.Batch",
     "Batch",
-    {{"get", safe<batch_get>}, {"keys", safe<batch_keys>}, {"shape", safe<batch_shape>},
+    {{"get", safe<batch_get>}, {"tensor", safe<batch_tensor>}, {"keys", safe<batch_keys>}, {"shape", safe<batch_shape>},
      {"num_tokens", safe<batch_num_tokens>}},
     {{"rows", safe<batch_rows>, nullptr}},
     nullptr, nullptr, safe<batch_rows>, safe<batch_index>,
 };
 
-// ---- tiny classifier (tests) --------------------------------------------------------------------
+// ---- the native data path ----------------------------------------------------------------------
 
-int lua_tiny_classifier(lua_State* L) {
-  Options o(L, 1, "tiny_classifier", {{"vocab_size", OptType::Integer}, {"hidden_size", OptType::Integer},
-                                      {"num_labels", OptType::Integer}, {"seed", OptType::Integer}});
-  auto m = tiny_classifier_new(o.integer("vocab_size", 64), o.integer("hidden_size", 16), o.integer("num_labels", 2),
-                               static_cast<uint64_t>(o.integer("seed", 0)));
-  class_push(L, kTinySpec, m);
+// loader(dataset, collator_opts, pin) -> Loader: batches from a datasets.Dataset's columns with a
+// built-in collator's options (those of collate()); pin: page-locked memory (with CUDA only).
+int lua_loader_new(lua_State* L) {
+  data::DatasetPtr ds = data::check_dataset(L, 1);
+  CollateSpec spec = check_collate_spec(L, 2, "loader");
+  spec.pin = opt_boolean(L, 3, false) && torch::cuda::is_available();
+  class_push(L, kLoaderSpec, torch_call([&] { return std::make_shared<Loader>(std::move(ds), std::move(spec)); }));
   return 1;
 }
 
-int tiny_save(lua_State* L) {
-  auto& m = class_check<TrainableModel>(L, 1, kTinySpec);
-  tiny_classifier_save(m, std::string(check_string_view(L, 2)));
+// loader:start(order, micro): order lists 1-based dataset rows; micro lists {first, last} ranges
+// (1-based, inclusive) of order, one a micro-batch, in the order they will be taken.
+int loader_start(lua_State* L) {
+  Loader& ld = class_check<Loader>(L, 1, kLoaderSpec);
+  check_table(L, 2);
+  check_table(L, 3);
+  const int64_t n = static_cast<int64_t>(lua_objlen(L, 2));
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) {
+    lua_rawgeti(L, 2, static_cast<int>(i + 1));  // [.., row]
+    order[i] = check_int64(L, -1) - 1;
+    lua_pop(L, 1);
+  }
+  std::vector<std::vector<int64_t>> plan;
+  const int m = static_cast<int>(lua_objlen(L, 3));
+  plan.reserve(m);
+  for (int k = 1; k <= m; ++k) {
+    lua_rawgeti(L, 3, k);  // [.., range]
+    if (!lua_istable(L, -1)) luaL_error(L, "loader:start: micro-batch %d is a %s, not {first, last}", k, luaL_typename(L, -1));
+    lua_rawgeti(L, -1, 1);  // [.., range, first]
+    lua_rawgeti(L, -2, 2);  // [.., range, first, last]
+    const int64_t first = check_int64(L, -2), last = check_int64(L, -1);
+    lua_pop(L, 3);
+    if (first < 1 || last > n || first > last)
+      luaL_error(L, "loader:start: micro-batch %d spans %d..%d of an order of %d rows", k, static_cast<int>(first),
+                 static_cast<int>(last), static_cast<int>(n));
+    plan.emplace_back(order.begin() + (first - 1), order.begin() + last);
+  }
+  torch_call([&] { ld.start(std::move(plan)); });
   return 0;
 }
 
-int tiny_load(lua_State* L) {
-  auto& m = class_check<TrainableModel>(L, 1, kTinySpec);
-  tiny_classifier_load(m, std::string(check_string_view(L, 2)));
-  return 0;
+// loader:next(count) -> {Batch, ...}: the next count batches of the plan
+int loader_next(lua_State* L) {
+  Loader& ld = class_check<Loader>(L, 1, kLoaderSpec);
+  const int64_t count = lua_isnoneornil(L, 2) ? 1 : check_int64(L, 2);
+  lua_createtable(L, static_cast<int>(count), 0);  // [.., list]
+  for (int64_t i = 1; i <= count; ++i) {
+    auto b = torch_call([&] { return std::make_shared<Batch>(ld.next()); });
+    class_push(L, kBatchSpec, b);  // [.., list, batch]
+    lua_rawseti(L, -2, static_cast<int>(i));
+  }
+  return 1;
 }
 
-const ClassSpec kTinySpec = {
-    "skyrun.TinyClassifier", "TinyClassifier", {{"save", safe<tiny_save>}, {"load", safe<tiny_load>}}, {},
+int loader_len(lua_State* L) {
+  lua_pushnumber(L, static_cast<double>(class_check<Loader>(L, 1, kLoaderSpec).size()));
+  return 1;
+}
+
+const ClassSpec kLoaderSpec = {
+    "skyrun.Loader", "Loader", {{"start", safe<loader_start>}, {"next", safe<loader_next>}}, {},
+    nullptr, nullptr, safe<loader_len>, nullptr,
 };
 
 // ---- engine --------------------------------------------------------------------------------------
 
 std::shared_ptr<TrainableModel> check_model(lua_State* L, int idx) {
-  if (Handle* h = class_test_handle(L, idx, kTinySpec)) return std::static_pointer_cast<TrainableModel>(h->ptr);
   if (auto m = model_lookup(L, idx)) return m;
   arg_type_error(L, idx, "model");
 }
@@ -297,7 +304,8 @@ int lua_engine_new(lua_State* L) {
                              {"min_lr_rate", OptType::Number}, {"max_grad_norm", OptType::Number},
                              {"bf16", OptType::Boolean}, {"fp16", OptType::Boolean},
                              {"loss_scaling", OptType::Boolean}, {"init_scale", OptType::Number},
-                             {"device", OptType::String}, {"world_size", OptType::Integer}});
+                             {"device", OptType::String}, {"world_size", OptType::Integer},
+                             {"cuda_graphs", OptType::Boolean}});
   EngineConfig cfg;
   cfg.optim.kind = optim_kind_from_name(o.string("optim", "adamw_torch"));
   cfg.optim.lr = o.number("learning_rate", 5e-5);
@@ -316,6 +324,7 @@ int lua_engine_new(lua_State* L) {
   cfg.loss_scaling = o.boolean("loss_scaling", false);
   cfg.init_scale = o.number("init_scale", 65536.0);
   cfg.world_size = o.integer("world_size", 1);
+  cfg.cuda_graphs = o.boolean("cuda_graphs", false);
   std::string dev = o.string("device", "cpu");
   cfg.device = at::Device(dev);
   class_push(L, kEngineSpec, torch_call([&] { return std::make_shared<Engine>(std::move(model), cfg); }));
@@ -324,39 +333,81 @@ int lua_engine_new(lua_State* L) {
 
 Engine& check_engine(lua_State* L) { return class_check<Engine>(L, 1, kEngineSpec); }
 
-// engine:forward_backward(batch, num_items|nil, accumulation_steps) -> loss
-int engine_forward_backward(lua_State* L) {
+// engine:train_step({batch, ...}, num_items|nil, accumulation_steps, steps_since_log)
+//   -> lr used, skipped (fp16 overflow), graphed (a CUDA graph replay)
+// One optimizer step over the micro-batches; reads nothing back from the device.
+int engine_train_step(lua_State* L) {
   Engine& e = check_engine(L);
-  auto& b = class_check<Batch>(L, 2, kBatchSpec);
+  check_table(L, 2);
+  std::vector<Batch> micro;
+  const int n = static_cast<int>(lua_objlen(L, 2));
+  micro.reserve(n);
+  for (int i = 1; i <= n; ++i) {
+    lua_rawgeti(L, 2, i);  // [.., batch]
+    micro.push_back(class_check<Batch>(L, -1, kBatchSpec));
+    lua_pop(L, 1);
+  }
   std::optional<double> items;
   if (!lua_isnoneornil(L, 3)) items = luaL_checknumber(L, 3);
-  int64_t accum = lua_isnoneornil(L, 4) ? 1 : check_int64(L, 4);
-  lua_pushnumber(L, torch_call([&] { return e.forward_backward(b, items, accum); }));
-  return 1;
-}
-
-// engine:optimizer_step() -> grad_norm (nil when clipping is off), lr used, skipped (fp16 overflow)
-int engine_optimizer_step(lua_State* L) {
-  Engine& e = check_engine(L);
-  StepResult r = torch_call([&] { return e.optimizer_step(); });
-  if (std::isnan(r.grad_norm)) lua_pushnil(L);
-  else lua_pushnumber(L, r.grad_norm);
+  const int64_t accum = lua_isnoneornil(L, 4) ? 1 : check_int64(L, 4);
+  const int64_t since = lua_isnoneornil(L, 5) ? 1 : check_int64(L, 5);
+  StepResult r = torch_call([&] { return e.train_step(micro, items, accum, since); });
   lua_pushnumber(L, r.lr);
   lua_pushboolean(L, r.skipped);
+  lua_pushboolean(L, r.graphed);
   return 3;
 }
 
-// engine:eval_batch(batch, want_logits) -> loss|nil, logits table|nil
+// engine:take_loss() -> the summed step losses since the last call (HF's tr_loss), then zero
+int engine_take_loss(lua_State* L) {
+  Engine& e = check_engine(L);
+  lua_pushnumber(L, torch_call([&] { return e.take_loss(); }));
+  return 1;
+}
+
+// engine:grad_norm() -> the last step's norm before clipping, nil when clipping is off or skipped
+int engine_grad_norm(lua_State* L) {
+  Engine& e = check_engine(L);
+  std::optional<double> g = torch_call([&] { return e.grad_norm(); });
+  if (g) lua_pushnumber(L, *g);
+  else lua_pushnil(L);
+  return 1;
+}
+
+int engine_eval_begin(lua_State* L) {
+  check_engine(L).eval_begin();
+  return 0;
+}
+
+// engine:eval_batch(batch, want_logits) -> logits as a torch Tensor on the device, or nil. The
+// loss stays on the device (eval_end).
 int engine_eval_batch(lua_State* L) {
   Engine& e = check_engine(L);
   auto& b = class_check<Batch>(L, 2, kBatchSpec);
-  bool want = opt_boolean(L, 3, false);
-  ModelOutput out = torch_call([&] { return e.eval_batch(b); });
-  if (out.loss.defined()) lua_pushnumber(L, out.loss.item<double>());
+  const bool want = opt_boolean(L, 3, false);
+  at::Tensor logits = torch_call([&] { return e.eval_batch(b, want); });
+  if (logits.defined()) lua_push_tensor(L, logits);
   else lua_pushnil(L);
-  if (want && out.logits.defined()) push_tensor_table(L, out.logits);
-  else lua_pushnil(L);
+  return 1;
+}
+
+// engine:eval_end() -> sum of (batch loss x rows), rows with a loss
+int engine_eval_end(lua_State* L) {
+  Engine& e = check_engine(L);
+  auto [sum, rows] = torch_call([&] { return e.eval_end(); });
+  lua_pushnumber(L, sum);
+  lua_pushnumber(L, static_cast<double>(rows));
   return 2;
+}
+
+// engine:host_rows(tensor) -> nested Lua tables (float32 on the host first; counted in
+// info().host_logits_bytes)
+int engine_host_rows(lua_State* L) {
+  Engine& e = check_engine(L);
+  at::Tensor t = lua_check_tensor(L, 2);
+  at::Tensor h = torch_call([&] { return e.to_host(t); });
+  push_tensor_table(L, h);
+  return 1;
 }
 
 int engine_count_items(lua_State* L) {
@@ -407,6 +458,10 @@ int engine_info(lua_State* L) {
   lua_setfield(L, -2, "model_accepts_loss_kwargs");
   lua_pushnumber(L, e.loss_scale());
   lua_setfield(L, -2, "loss_scale");
+  lua_pushnumber(L, static_cast<double>(e.host_logits_bytes()));
+  lua_setfield(L, -2, "host_logits_bytes");
+  lua_pushnumber(L, static_cast<double>(e.graph_replays()));
+  lua_setfield(L, -2, "graph_replays");
   return 1;
 }
 
@@ -426,8 +481,10 @@ int engine_decay_names(lua_State* L) {
 const ClassSpec kEngineSpec = {
     "skyrun.TrainEngine",
     "TrainEngine",
-    {{"forward_backward", safe<engine_forward_backward>}, {"optimizer_step", safe<engine_optimizer_step>},
-     {"eval_batch", safe<engine_eval_batch>}, {"count_items", safe<engine_count_items>},
+    {{"train_step", safe<engine_train_step>}, {"take_loss", safe<engine_take_loss>},
+     {"grad_norm", safe<engine_grad_norm>}, {"eval_begin", safe<engine_eval_begin>},
+     {"eval_batch", safe<engine_eval_batch>}, {"eval_end", safe<engine_eval_end>},
+     {"host_rows", safe<engine_host_rows>}, {"count_items", safe<engine_count_items>},
      {"state_save", safe<engine_state_save>}, {"state_load", safe<engine_state_load>}, {"lr", safe<engine_lr>},
      {"info", safe<engine_info>}, {"decay_names", safe<engine_decay_names>}},
     {},
@@ -457,10 +514,6 @@ int lua_randperm(lua_State* L) {
 // load_weights(model, folder): the saved weights copied into the model in place
 int lua_load_weights(lua_State* L) {
   std::string folder(check_string_view(L, 2));
-  if (class_test_handle(L, 1, kTinySpec)) {
-    tiny_classifier_load(class_check<TrainableModel>(L, 1, kTinySpec), folder + "/model.pt");
-    return 0;
-  }
   model_load_weights(L, 1, folder);
   return 0;
 }
@@ -508,7 +561,7 @@ extern "C" __attribute__((visibility("default"))) int luaopen_skyrun_train(lua_S
   static const luaL_Reg fns[] = {
       {"collate", safe<train::lua_collate>},
       {"engine", safe<train::lua_engine_new>},
-      {"tiny_classifier", safe<train::lua_tiny_classifier>},
+      {"loader", safe<train::lua_loader_new>},
       {"set_seed", safe<train::lua_set_seed>},
       {"randperm", safe<train::lua_randperm>},
       {"cuda_available", safe<train::lua_cuda_available>},
@@ -519,7 +572,7 @@ extern "C" __attribute__((visibility("default"))) int luaopen_skyrun_train(lua_S
   };
   class_register(L, train::kBatchSpec);
   class_register(L, train::kEngineSpec);
-  class_register(L, train::kTinySpec);
+  class_register(L, train::kLoaderSpec);
   lua_createtable(L, 0, 8);
   luaL_register(L, nullptr, fns);
   return 1;

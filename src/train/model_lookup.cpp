@@ -32,6 +32,7 @@ class NnModel : public TrainableModel {
     if (const at::Tensor* t = batch.find("token_type_ids")) a.token_type_ids = *t;
     if (const at::Tensor* t = batch.find("position_ids")) a.position_ids = *t;
     a.num_items_in_batch = num_items.value_or(0.0);
+    a.return_logits = batch.want_logits;
     nn::ForwardOutput o = m_->forward(a);
     return {o.loss, o.logits};
   }
@@ -53,6 +54,8 @@ class NnModel : public TrainableModel {
   bool shifts_labels() const override {
     return m_->head() == nn::ModelHead::CausalLM && m_->class_name().find("ForCausalLM") != std::string::npos;
   }
+
+  bool loss_sums_over_items() const override { return m_->head() == nn::ModelHead::CausalLM; }
 
   nn::Model& model() { return *m_; }
 

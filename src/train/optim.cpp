@@ -48,6 +48,33 @@ void Optimizer::zero_grad() {
   }
 }
 
+void Optimizer::zero_grad_in_place() {
+  at::NoGradGuard no_grad;
+  for (NamedParam& p : params_) {
+    if (p.param.grad().defined()) p.param.mutable_grad().zero_();
+  }
+}
+
+bool Optimizer::fused() const {
+#if SKY_TORCH_AT_LEAST(2, 2)
+  return cfg_.kind == OptimKind::OPTIM_ADAMW_FUSED && !params_.empty() && params_[0].param.is_cuda();
+#else
+  return false;
+#endif
+}
+
+void Optimizer::set_lr(double lr) {
+  lr_ = lr;
+  if (!fused()) return;
+  if (!lr_t_.defined()) lr_t_ = at::empty({}, params_[0].param.options().dtype(at::kFloat));
+  lr_t_.fill_(lr);  // a kernel with the value as argument: no sync, ordered before the next step
+}
+
+void Optimizer::count_replayed_step() {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (state_[i].step_t.defined()) state_[i].step += 1;
+}
+
 void Optimizer::step_adamw_single(size_t i, const at::Tensor& grad, double wd) {
   at::Tensor param = params_[i].param;
   ParamState& st = state_[i];
@@ -68,37 +95,46 @@ void Optimizer::step_adamw_single(size_t i, const at::Tensor& grad, double wd) {
   param.addcdiv_(st.exp_avg, denom, -step_size);
 }
 
-void Optimizer::step() {
-  at::NoGradGuard no_grad;
-#if SKY_TORCH_AT_LEAST(2, 1)
-  if (cfg_.kind == OptimKind::OPTIM_ADAMW_FUSED && !params_.empty() && params_[0].param.is_cuda()) {
-    // torch's fused AdamW kernel: one launch per group and dtype, as optim="adamw_torch_fused" runs
-    for (int group = 0; group < 2; ++group) {
-      std::vector<at::Tensor> ps, gs, m, v, vmax, steps;
-      for (size_t i = 0; i < params_.size(); ++i) {
-        if (decay_[i] != (group == 0)) continue;
-        at::Tensor g = params_[i].param.grad();
-        if (!g.defined()) continue;
-        ParamState& st = state_[i];
-        if (!st.exp_avg.defined()) {
-          st.exp_avg = at::zeros_like(params_[i].param, at::MemoryFormat::Preserve);
-          st.exp_avg_sq = at::zeros_like(params_[i].param, at::MemoryFormat::Preserve);
-        }
-        st.step += 1;
-        ps.push_back(params_[i].param);
-        gs.push_back(g);
-        m.push_back(st.exp_avg);
-        v.push_back(st.exp_avg_sq);
-        steps.push_back(at::full({}, st.step, params_[i].param.options().dtype(at::kFloat)));
+// torch's fused AdamW kernel, one launch per group, as optim="adamw_torch_fused" runs it, with the
+// lr and the step counts in device tensors (torch's capturable form): nothing here reads the
+// device, so the step can be captured in a CUDA graph and replayed.
+void Optimizer::step_fused() {
+#if SKY_TORCH_AT_LEAST(2, 2)
+  if (!lr_t_.defined()) set_lr(lr_);
+  for (int group = 0; group < 2; ++group) {
+    std::vector<at::Tensor> ps, gs, m, v, vmax, steps;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (decay_[i] != (group == 0)) continue;
+      at::Tensor g = params_[i].param.grad();
+      if (!g.defined()) continue;
+      ParamState& st = state_[i];
+      if (!st.exp_avg.defined()) {
+        st.exp_avg = at::zeros_like(params_[i].param, at::MemoryFormat::Preserve);
+        st.exp_avg_sq = at::zeros_like(params_[i].param, at::MemoryFormat::Preserve);
       }
-      if (ps.empty()) continue;
-      double wd = group == 0 ? cfg_.weight_decay : 0.0;
-      at::_fused_adamw_(ps, gs, m, v, vmax, steps, lr_, cfg_.beta1, cfg_.beta2, wd, cfg_.eps, false, false,
-                        c10::nullopt, c10::nullopt);
+      if (!st.step_t.defined()) st.step_t = at::full({}, st.step, params_[i].param.options().dtype(at::kFloat));
+      st.step += 1;
+      ps.push_back(params_[i].param);
+      gs.push_back(g);
+      m.push_back(st.exp_avg);
+      v.push_back(st.exp_avg_sq);
+      steps.push_back(st.step_t);
     }
-    return;
+    if (ps.empty()) continue;
+    at::_foreach_add_(steps, 1);  // torch's _fused_adamw: the counts advance before the kernel
+    const double wd = group == 0 ? cfg_.weight_decay : 0.0;
+    at::_fused_adamw_(ps, gs, m, v, vmax, steps, lr_t_, cfg_.beta1, cfg_.beta2, wd, cfg_.eps, false, false,
+                      c10::nullopt, c10::nullopt);
   }
 #endif
+}
+
+void Optimizer::step() {
+  at::NoGradGuard no_grad;
+  if (fused()) {
+    step_fused();
+    return;
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor grad = params_[i].param.grad();
     if (!grad.defined()) continue;
@@ -117,7 +153,9 @@ void Optimizer::state_save(torch::serialize::OutputArchive& ar) const {
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamState& st = state_[i];
     const std::string& n = params_[i].name;
-    ar.write("step." + n, at::full({}, st.step, at::kDouble));
+    // the fused path counts on the device (a replayed graph advances it without the host)
+    const double step = st.step_t.defined() ? st.step_t.item<double>() : st.step;
+    ar.write("step." + n, at::full({}, step, at::kDouble));
     if (st.exp_avg.defined()) {
       ar.write("exp_avg." + n, st.exp_avg.cpu());
       ar.write("exp_avg_sq." + n, st.exp_avg_sq.cpu());
@@ -133,6 +171,7 @@ void Optimizer::state_load(torch::serialize::InputArchive& ar) {
     if (!ar.try_read("step." + n, step))
       throw std::runtime_error("optimizer state has no entry for parameter '" + n + "'");
     st.step = step.item<double>();
+    st.step_t = at::Tensor();  // the fused path makes it again from st.step
     at::Tensor m, v;
     if (ar.try_read("exp_avg." + n, m) && ar.try_read("exp_avg_sq." + n, v)) {
       if (!m.sizes().equals(params_[i].param.sizes()))
@@ -144,12 +183,12 @@ void Optimizer::state_load(torch::serialize::InputArchive& ar) {
   }
 }
 
-double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
+at::Tensor clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> grads, norms;
   for (const NamedParam& p : params)
     if (p.param.grad().defined()) grads.push_back(p.param.grad());
-  if (grads.empty()) return 0.0;
+  if (grads.empty()) return at::Tensor();
   // torch takes the foreach kernels on CUDA (one launch for all norms, one for the scaling) and
   // one op per tensor on the CPU; so do we.
   const bool foreach = SKY_TORCH_AT_LEAST(2, 1) && grads[0].is_cuda();
@@ -169,7 +208,7 @@ double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
     if (!foreach)
       for (at::Tensor& g : grads) g.mul_(clamped);
   }
-  return total.item<double>();
+  return total;
 }
 
 }  // namespace sky::train

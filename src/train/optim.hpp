@@ -35,10 +35,17 @@ class Optimizer {
  public:
   Optimizer(std::vector<NamedParam> params, OptimConfig cfg);
 
-  void set_lr(double lr) { lr_ = lr; }
+  // The lr of the next step; on CUDA it also lives in a device tensor that the fused kernel reads,
+  // so a captured step (CUDA graph) sees each new value (set outside the capture).
+  void set_lr(double lr);
   double lr() const { return lr_; }
   void step();       // uses each param's .grad; params without a grad are skipped, as torch does
   void zero_grad();  // set_to_none, as model.zero_grad() does in torch 2.x
+  void zero_grad_in_place();  // grads kept (a CUDA graph owns them), filled with zeros
+  // A replayed graph ran step() on the device: advance the host copy of each step count.
+  void count_replayed_step();
+  // The fused AdamW path (CUDA, adamw_torch_fused): device step counts, lr tensor; capturable.
+  bool fused() const;
 
   const std::vector<NamedParam>& params() const { return params_; }
   int64_t decay_count() const;
@@ -51,17 +58,21 @@ class Optimizer {
   struct ParamState {
     double step = 0;
     at::Tensor exp_avg, exp_avg_sq;
+    at::Tensor step_t;  // fused path: float32 scalar on the device, mirrors step
   };
+  void step_fused();
   void step_adamw_single(size_t i, const at::Tensor& grad, double wd);
   std::vector<NamedParam> params_;
   std::vector<bool> decay_;
   std::vector<ParamState> state_;
   OptimConfig cfg_;
   double lr_;
+  at::Tensor lr_t_;  // fused path: float32 scalar on the device
 };
 
-// torch.nn.utils.clip_grad_norm_(params, max_norm, 2): returns the total norm before clipping;
-// grads are multiplied by clamp(max_norm / (total + 1e-6), max=1). max_norm <= 0: norm only.
-double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
+// torch.nn.utils.clip_grad_norm_(params, max_norm, 2): returns the total norm before clipping (a
+// float32 scalar on the grads' device: reading it is the caller's sync); grads are multiplied by
+// clamp(max_norm / (total + 1e-6), max=1). max_norm <= 0: norm only. Undefined without grads.
+at::Tensor clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
 
 }  // namespace sky::train

@@ -16,9 +16,8 @@ local function rows_of(n, seed)
   for i = 1, n do
     local ids = {}
     for j = 1, 3 + rnd(6) do ids[j] = 1 + rnd(63) end
-    local small = 0
-    for _, v in ipairs(ids) do if v < 32 then small = small + 1 end end
-    rows[i] = { input_ids = ids, label = (small * 2 > #ids) and 1 or 0, text = "ignored" }
+    -- the label: is the first token (where DistilBERT's classifier pools) below 32
+    rows[i] = { input_ids = ids, label = (ids[1] < 32) and 1 or 0, text = "ignored" }
   end
   return rows
 end
@@ -31,7 +30,8 @@ end
 
 local tok = { pad_token_id = 0 }
 
-local function tiny() return train.tiny_classifier { vocab_size = 64, hidden_size = 16, num_labels = 2, seed = 1 } end
+local tiny_model = require "tiny_model"
+local function tiny() return tiny_model.tiny_classifier { vocab_size = 64, hidden_size = 16, num_labels = 2, seed = 1 } end
 
 T.test("train logs every step, follows the schedule and improves eval accuracy", function()
   local out_dir = T.tmpdir()
@@ -101,7 +101,7 @@ T.test("checkpoints have HF's layout and trainer_state fields; save_total_limit 
   end
   T.eq(st.global_step, 12)
   T.eq(st.max_steps, 12)
-  for _, f in ipairs { "model.pt", "optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.json" } do
+  for _, f in ipairs { "model.safetensors", "config.json", "optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.json" } do
     T.ok(io.open(out_dir .. "/checkpoint-12/" .. f), "checkpoint has " .. f)
   end
   T.eq(transformers.Trainer and require("transformers.trainer").get_last_checkpoint(out_dir), out_dir .. "/checkpoint-12")
@@ -286,9 +286,8 @@ T.test("the fp16 loss scaler leaves fp32 results unchanged and skips a step whos
     local e = train.engine(tiny(), opts)
     local out = {}
     for i = 1, 3 do
-      local loss = e:forward_backward(b, nil, 1)
-      local gn, lr, skipped = e:optimizer_step()
-      out[i] = { loss = loss, grad_norm = gn, lr = lr, skipped = skipped }
+      local lr, skipped = e:train_step({ b }, nil, 1, 1)
+      out[i] = { loss = e:take_loss(), grad_norm = e:grad_norm(), lr = lr, skipped = skipped }
     end
     return out, e
   end
@@ -356,6 +355,70 @@ T.test("predict returns logits and labels; datasets.Dataset rows train as lists 
   T.eq(#p.predictions[1], 2)
   T.eq(p.label_ids[1], plain[1].label)
   T.ok(p.metrics.test_loss > 0)
+end)
+
+T.test("evaluation without compute_metrics copies no logits to the host; predict copies them once (issue 17)", function()
+  local dir = ROOT .. "/tests/fixtures/trainer/gpt2"
+  local data = tcore.json_decode(T.read_file(dir .. "/data.json"))
+  local trainer = transformers.Trainer { model = transformers.AutoModelForCausalLM.from_pretrained(dir .. "/initial"),
+    eval_dataset = data.eval, data_collator = transformers.DataCollatorForLanguageModeling(tok, { mlm = false }),
+    args = transformers.TrainingArguments { output_dir = T.tmpdir(), use_cpu = true, per_device_eval_batch_size = 4,
+      disable_tqdm = true } }
+  local m = trainer:evaluate()
+  T.ok(m.eval_loss > 0 and m.eval_loss < 100, "eval_loss " .. m.eval_loss)
+  T.eq(trainer.engine:info().host_logits_bytes, 0, "no [batch, seq, vocab] logits reached the host")
+  local p = trainer:predict(data.eval)
+  local V = #p.predictions[1][1]
+  T.ok(V > 100, "predictions carry the vocabulary: " .. V)
+  local elements = 0
+  for s = 1, #data.eval, 4 do  -- each batch is padded to its longest row
+    local longest = 0
+    for i = s, math.min(s + 3, #data.eval) do longest = math.max(longest, #data.eval[i].input_ids) end
+    elements = elements + math.min(4, #data.eval - s + 1) * longest * V
+  end
+  T.eq(trainer.engine:info().host_logits_bytes, elements * 4, "predict: the float32 logits, once")
+  T.near(p.metrics.test_loss, m.eval_loss, 1e-6 * m.eval_loss, "the same loss, with logits (predict) or the fused lm_head + loss (evaluate)")
+  -- preprocess_logits_for_metrics runs on the device, with tensors: only its result is copied
+  local seen
+  trainer.preprocess_logits_for_metrics = function(logits, labels)
+    seen = { logits.shape[3], labels.shape[1] }
+    return logits:argmax(-1)
+  end
+  local before = trainer.engine:info().host_logits_bytes
+  local q = trainer:predict(data.eval)
+  T.eq(seen[1], V)
+  T.eq(type(q.predictions[1][1]), "number", "token ids, not logits")
+  T.eq(trainer.engine:info().host_logits_bytes - before, elements / V * 8, "int64 ids only")
+end)
+
+T.test("a datasets.Dataset takes the native data path (issue 17) with the losses of the same rows as Lua tables", function()
+  local datasets = require "datasets"
+  local rows = rows_of(40, 5)
+  local cols = { input_ids = {}, label = {}, text = {} }
+  for i, r in ipairs(rows) do cols.input_ids[i], cols.label[i], cols.text[i] = r.input_ids, r.label, r.text end
+  local ds = datasets.Dataset.from_dict(cols)
+  local function run(data)
+    local t = transformers.Trainer { model = tiny(), train_dataset = data, eval_dataset = data, processing_class = tok,
+      args = transformers.TrainingArguments { output_dir = T.tmpdir(), per_device_train_batch_size = 4,
+        gradient_accumulation_steps = 2, num_train_epochs = 2, learning_rate = 0.05, logging_steps = 1,
+        save_strategy = "no", disable_tqdm = true, seed = 3 } }
+    t:train()
+    local l = {}
+    for _, e in ipairs(t.state.log_history) do if e.loss then l[#l + 1] = e.loss end end
+    return l, t:evaluate().eval_loss, t
+  end
+  local lua_losses, lua_eval, t1 = run(rows)
+  local native_losses, native_eval, t2 = run(ds)
+  T.ok(t1._loaders == nil or next(t1._loaders) == nil, "Lua rows take the Lua path")
+  T.ok(t2._loaders and next(t2._loaders) ~= nil, "the Dataset took the native loader")
+  T.eq(#native_losses, 10)
+  T.eq(native_losses, lua_losses)
+  T.eq(native_eval, lua_eval)
+  local bad = datasets.Dataset.from_dict { input_ids = { { 1, 2 } }, tokens = { { "a", "b" } }, label = { 1 } }
+  T.raises(function()
+    transformers.Trainer { model = tiny(), train_dataset = bad, processing_class = tok,
+      args = transformers.TrainingArguments { output_dir = T.tmpdir(), max_steps = 1, disable_tqdm = true } }:train()
+  end, "DataCollatorWithPadding: column 'tokens' is list<string> (numbers or lists of numbers expected)")
 end)
 
 T.run()

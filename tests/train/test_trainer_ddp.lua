@@ -17,7 +17,7 @@ for i = 1, 32 do
   rows[i] = { input_ids = ids, label = (ids[1] < 32) and 1 or 0 }
 end
 local world = tonumber(os.getenv("WORLD_SIZE") or "1")
-local t = transformers.Trainer { model = train.tiny_classifier { seed = 3 }, train_dataset = rows, processing_class = { pad_token_id = 0 },
+local t = transformers.Trainer { model = require("tiny_model").tiny_classifier { seed = 3 }, train_dataset = rows, processing_class = { pad_token_id = 0 },
   args = transformers.TrainingArguments { output_dir = os.getenv("OUT"), per_device_train_batch_size = 4 / world,
     gradient_accumulation_steps = 2, learning_rate = 0.05, num_train_epochs = 1, logging_steps = 1, train_shuffle = false,
     save_steps = 2, disable_tqdm = true } }

@@ -16,7 +16,7 @@ local function die() os.execute("kill -9 " .. my_pid()) end
 
 local model_dir = os.getenv("MODEL")
 local model = model_dir and transformers.AutoModelForCausalLM.from_pretrained(model_dir)
-  or train.tiny_classifier { vocab_size = 64, hidden_size = 16, num_labels = 2, seed = 1 }
+  or require("tiny_model").tiny_classifier { vocab_size = 64, hidden_size = 16, num_labels = 2, seed = 1 }
 local rng = 7
 local function rnd(n) rng = (rng * 1103515245 + 12345) % 2147483648; return rng % n end
 local rows = {}
