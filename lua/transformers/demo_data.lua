@@ -28,7 +28,8 @@ function M.vocabulary()
   return words
 end
 
--- A small deterministic generator (LCG), the same on every machine and LuaJIT build.
+-- A small deterministic generator (LCG), the same on every machine and LuaJIT build:
+-- rng(seed) gives r with r(n) in 1..n.
 local function rng(seed)
   local state = (seed * 2654435761) % 4294967296
   return function(n)
@@ -66,6 +67,8 @@ function M.lm_rows(n, seed)
   for i, row in ipairs(M.sentiment_rows(n, seed)) do rows[i] = { text = row.text } end
   return rows
 end
+
+M.rng = rng
 
 local write = tcore.write_file_atomic
 

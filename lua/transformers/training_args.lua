@@ -334,6 +334,9 @@ Args.__index = function(t, k)
   local m = rawget(Args, k)
   if m ~= nil then return m end
   if FIELDS[k] or k == "reporters" then return nil end
+  -- fields a subclass declares (trl's SFTConfig) read as nil when unset, as HF dataclass fields do
+  local extra = rawget(t, "_extra_fields")
+  if extra and extra[k] then return nil end
   local names = {}
   for n in pairs(FIELDS) do names[#names + 1] = n end
   local hint = type(k) == "string" and core.suggest(k, names)

@@ -63,7 +63,8 @@ class Gpt2 : public Model {
                          : at::arange(past, S, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
     at::Tensor h = at::embedding(P("wte.weight"), ids.to(dev)) + at::embedding(P("wpe.weight"), pos);  // [B, T, C]
     h = dropout(h, c.hidden_dropout);
-    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, 0, dev, c.attn_implementation);  // [B, 1, T, S]
+    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, 0, dev, c.attn_implementation,
+                                              a.cache ? at::Tensor() : a.position_ids);  // [B, 1, T, S]
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "h." + std::to_string(i) + ".";
       at::Tensor x = at::layer_norm(h, {C}, P(p + "ln_1.weight"), P(p + "ln_1.bias"), c.norm_eps);

@@ -68,7 +68,8 @@ class Llama : public Model {
                          : at::arange(past, S, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
     auto [cos, sin] = rope_tables(c.rope, D, pos);  // [B, T, D] float32
     at::Tensor h = at::embedding(P("embed_tokens.weight"), ids.to(dev));  // [B, T, C]
-    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, c.sliding_window, dev, c.attn_implementation);
+    AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, c.sliding_window, dev, c.attn_implementation,
+                                              a.cache ? at::Tensor() : a.position_ids);
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "layers." + std::to_string(i) + ".";

@@ -64,13 +64,33 @@ void check_attn_implementation(const std::string& name) {
   throw sky::Error("attn_implementation '" + name + "' is not one of 'eager', 'sdpa'");
 }
 
+// HF's find_packed_sequence_indices: [B, T] sequence index of each position (0 for the first),
+// a new sequence wherever a position id is not the previous one plus one.
+static at::Tensor packed_sequence_index(const at::Tensor& position_ids, const at::Device& device) {
+  at::Tensor pos = position_ids.to(device).to(at::kLong);                        // [B, T]
+  at::Tensor prev = at::cat({pos.narrow(1, 0, 1) - 1, pos.narrow(1, 0, pos.size(1) - 1)}, 1);
+  return pos.sub(prev).ne(1).cumsum(1);                                          // [B, T]
+}
+
 AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
-                                int64_t window, const at::Device& device, const std::string& attn_implementation) {
+                                int64_t window, const at::Device& device, const std::string& attn_implementation,
+                                const at::Tensor& packed_position_ids) {
   const bool eager = attn_implementation == "eager";
   if (attention_mask.defined() &&
       (attention_mask.dim() != 2 || attention_mask.size(0) != B || attention_mask.size(1) != S))
     throw sky::Error("attention_mask has shape " + c10::str(attention_mask.sizes()) + ", expected [" +
                      std::to_string(B) + ", " + std::to_string(S) + "]");
+  if (packed_position_ids.defined() && !attention_mask.defined() && T == S && T > 1) {
+    if (packed_position_ids.dim() != 2 || packed_position_ids.size(1) != T)
+      throw sky::Error("position_ids has shape " + c10::str(packed_position_ids.sizes()) + ", expected [" +
+                       std::to_string(B) + ", " + std::to_string(T) + "]");
+    at::Tensor seq = packed_sequence_index(packed_position_ids, device).expand({B, T});  // [B, T]
+    // One sequence per row is plain causal attention: keep the fused kernel's own masking.
+    if (seq.narrow(1, T - 1, 1).any().item<bool>()) {
+      at::Tensor same = seq.unsqueeze(2).eq(seq.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, T]
+      return {build_allowed(attention_mask, B, T, S, causal, window, device).logical_and(same), causal, eager};
+    }
+  }
 #if SKY_NN_SDPA
   // As HF's sdpa_mask: no mask tensor when the padding mask is all ones (one sync, as HF's check)
   // and the rest is what the kernel's is_causal does (top-left aligned: no past keys, or a single

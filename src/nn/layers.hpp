@@ -21,8 +21,12 @@ struct AttentionMask {
   bool causal = false;
   bool eager = false;  // the written-out float32 softmax even where SDPA exists
 };
+// packed_position_ids [B, T]: with no attention_mask and no cache, as HF's masking_utils, a
+// position that does not follow the one before starts a new sequence (packed, padding-free
+// batches) and queries see only keys of their own sequence: a block-diagonal causal mask.
 AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int64_t T, int64_t S, bool causal,
-                                int64_t window, const at::Device& device, const std::string& attn_implementation);
+                                int64_t window, const at::Device& device, const std::string& attn_implementation,
+                                const at::Tensor& packed_position_ids = at::Tensor());
 
 // Checks an attn_implementation option: "eager", "sdpa" (an error where LibTorch < 2.5) or "".
 void check_attn_implementation(const std::string& name);

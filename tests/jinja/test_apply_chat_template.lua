@@ -11,26 +11,8 @@ local tcore = require "transformers.train_core"
 local data = assert(os.getenv("SKYRUN_SHARED_DATA"), "SKYRUN_SHARED_DATA not set")
 local build = os.getenv("SKYRUN_BUILD_ROOT")
 
--- A word-level tokenizer: one token per whitespace-separated word, so masks are easy to read.
-local WORDS = { "[UNK]", "<s>", "</s>", "<pad>", "user:", "assistant:", "system:", "hi", "there", "hello", "how",
-  "are", "you", "fine", "thanks", "<|end|>", "bye", "ok" }
-
-local function word_tokenizer(dir, config)
-  T.exec("mkdir -p " .. T.shell_quote(dir))
-  local vocab = {}
-  for i, w in ipairs(WORDS) do vocab[w] = i - 1 end
-  local added = setmetatable({}, { __jsontype = "array" })
-  for _, w in ipairs { "<s>", "</s>", "<pad>", "<|end|>" } do
-    added[#added + 1] = { id = vocab[w], content = w, single_word = false, lstrip = false, rstrip = false,
-      normalized = false, special = true }
-  end
-  T.write_file(dir .. "/tokenizer.json", tcore.json_encode({ version = "1.0", truncation = tcore.json_null,
-    padding = tcore.json_null, added_tokens = added, normalizer = tcore.json_null,
-    pre_tokenizer = { type = "WhitespaceSplit" }, post_processor = tcore.json_null, decoder = tcore.json_null,
-    model = { type = "WordLevel", vocab = vocab, unk_token = "[UNK]" } }))
-  T.write_file(dir .. "/tokenizer_config.json", tcore.json_encode(config or {}))
-  return dir
-end
+local words = require "word_tokenizer"
+local function word_tokenizer(dir, config) return words.write(dir, config) end
 
 -- The assistant's words are inside {% generation %}; "<|end|>" closes every turn.
 local GEN_TEMPLATE = "{% for m in messages %}{{ m.role }}: {% if m.role == 'assistant' %}{% generation %}" ..
