@@ -25,13 +25,34 @@ end
 
 local WEIGHTS = { "config.json", "model.safetensors", { "generation_config.json", optional = true } }
 
+-- A repository whose architecture exists only as Python code in the repo (config.json's auto_map
+-- and a model_type skyrun does not run) is refused naming that code, whatever trust_remote_code
+-- says: skyrun runs its native architectures, never a repository's Python.
+local function refuse_remote_code(folder, path_or_id, fname)
+  local f = io.open(folder .. "/config.json", "rb")
+  if not f then return end
+  local text = f:read("*a")
+  f:close()
+  local ok, config = pcall(require("transformers.train_core").json_decode, text, folder .. "/config.json")
+  if not ok or type(config) ~= "table" or type(config.auto_map) ~= "table" then return end
+  if pcall(nn.load_config, folder) then return end  -- a native architecture: auto_map is not needed
+  local entries = {}
+  for k, v in pairs(config.auto_map) do
+    entries[#entries + 1] = string.format("%s = %s", tostring(k), type(v) == "table" and table.concat(v, ", ") or tostring(v))
+  end
+  table.sort(entries)
+  error(string.format("%s: '%s' needs remote code (config.json auto_map: %s; model_type '%s'); skyrun runs only " ..
+    "its native architectures, not Python code from a repository", fname, path_or_id, table.concat(entries, "; "),
+    tostring(config.model_type)), 3)
+end
+
 local function load(head, fname)
   return function(path_or_id, opts)
     if type(path_or_id) ~= "string" then
       error(string.format("bad argument #1 to '%s' (path or repo id expected, got %s)", fname, type(path_or_id)), 2)
     end
     opts = sky_core.check_options(opts, LOAD, fname)
-    if opts.trust_remote_code then error("not supported yet: trust_remote_code", 2) end
+    refuse_remote_code(resolve(path_or_id, opts, { "config.json" }), path_or_id, fname)
     local folder = resolve(path_or_id, opts, WEIGHTS)
     local device = opts.device or opts.device_map
     local model, info = nn.from_pretrained(folder, head, {

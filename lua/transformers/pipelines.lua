@@ -15,7 +15,7 @@ local DEFAULT_MODEL = {
 }
 local ALIASES = { ["sentiment-analysis"] = "text-classification" }
 
-local OPTIONS = { model = "any", tokenizer = "any", device = "string", dtype = "string", torch_dtype = "string",
+local OPTIONS = { model = "any", tokenizer = "any", device = "any", dtype = "string", torch_dtype = "string",
   revision = "string", token = "any", top_k = "any", function_to_apply = "string", max_new_tokens = "integer",
   do_sample = "boolean", temperature = "number", top_p = "number" }
 
@@ -128,13 +128,23 @@ function M.pipeline(task, opts)
     error("not supported yet: pipeline task '" .. task .. "' (supported: text-classification, sentiment-analysis, text-generation)", 2)
   end
   opts = sky_core.check_options(opts, OPTIONS, "pipeline")
+  -- HF's device: a GPU index (-1: the CPU), "cpu", "cuda", "cuda:N".
+  local device = opts.device
+  if type(device) == "number" then
+    if device ~= math.floor(device) then error("pipeline: device must be a whole GPU index (got " .. device .. ")", 2) end
+    device = device < 0 and "cpu" or ("cuda:" .. device)
+  elseif device ~= nil and type(device) ~= "string" then
+    error("pipeline: device must be a GPU index, \"cpu\" or \"cuda:N\" (got " .. type(device) .. ")", 2)
+  end
   local name = opts.model
   local model = opts.model
   if model == nil or type(model) == "string" then
     name = name or DEFAULT_MODEL[task]
     local load = task == "text-generation" and modeling.AutoModelForCausalLM or modeling.AutoModelForSequenceClassification
-    model = load.from_pretrained(name, { device = opts.device, dtype = opts.dtype or opts.torch_dtype,
+    model = load.from_pretrained(name, { device = device, dtype = opts.dtype or opts.torch_dtype,
       revision = opts.revision, token = opts.token })
+  elseif device ~= nil then
+    model:to(device)
   end
   model:eval()
   local tok = opts.tokenizer

@@ -83,7 +83,9 @@ local function model_save(model, dir) model:save_pretrained(dir) end
 local function model_load(model, dir) native().load_weights(model, dir) end
 
 -- The tokenizer's files beside the model: its save_pretrained when it has one, else a copy of the
--- tokenizer files of the folder it was loaded from (name_or_path).
+-- tokenizer files of the folder it was loaded from (name_or_path), or of that Hub repo's cached
+-- snapshot when name_or_path is a Hub id (no request: what from_pretrained fetched is there), so
+-- the saved folder reloads offline.
 local TOKENIZER_FILES = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
   "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja" }
 local function save_processing_class(pc, dir)
@@ -94,9 +96,12 @@ local function save_processing_class(pc, dir)
     return
   end
   local ok2, src = pcall(function() return pc.name_or_path end)
-  if not ok2 or type(src) ~= "string" or not is_dir(src) then return end
+  if not ok2 or type(src) ~= "string" or src == "" then return end
+  local hub = not is_dir(src) and require "huggingface_hub"
   for _, f in ipairs(TOKENIZER_FILES) do
-    local data = read_file(src .. "/" .. f)
+    local path = src .. "/" .. f
+    if hub then path = hub.try_to_load_from_cache(src, f) end
+    local data = path and read_file(path)
     if data then write_file_atomic(dir .. "/" .. f, data) end
   end
 end

@@ -65,6 +65,8 @@ local FIELDS = {
   -- ours: CUDA graphs of the whole step for static shapes (the Trainer's engine), not torch.compile
   torch_compile = { "boolean", false },
   dataloader_pin_memory = { "boolean", true },
+  -- DDP's find_unused_parameters (None: the Trainer decides, as HF's); kept for the DDP step
+  ddp_find_unused_parameters = { "boolean", NONE },
   -- our extension: false keeps the dataset's order (HF's sequential sampler)
   train_shuffle = { "boolean", true },
 }
@@ -77,7 +79,7 @@ local UNSUPPORTED = {
   "half_precision_backend", "fp16_full_eval", "tf32", "local_rank", "ddp_backend", "tpu_num_cores",
   "dataloader_prefetch_factor", "past_index", "ignore_data_skip", "fsdp", "fsdp_config",
   "deepspeed", "accelerator_config", "parallelism_config", "label_smoothing_factor", "debug",
-  "optim_args", "project", "trackio_space_id", "ddp_find_unused_parameters", "ddp_bucket_cap_mb",
+  "optim_args", "project", "trackio_space_id", "ddp_bucket_cap_mb",
   "ddp_broadcast_buffers", "dataloader_persistent_workers",
   "skip_memory_metrics", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token",
   "hub_private_repo", "hub_always_push", "hub_revision", "gradient_checkpointing_kwargs",

@@ -335,8 +335,18 @@ int m_get_parameter(lua_State* L) {
   return 1;
 }
 
+// model:num_parameters{only_trainable=} → the parameter count (only those with requires_grad)
 int m_num_parameters(lua_State* L) {
-  lua_pushnumber(L, static_cast<double>(self(L).num_parameters()));
+  Options o(L, 2, "num_parameters", {{"only_trainable", OptType::Boolean}, {"exclude_embeddings", OptType::Boolean}});
+  if (o.boolean("exclude_embeddings", false)) raise_error(L, "not supported yet: num_parameters exclude_embeddings");
+  if (!o.boolean("only_trainable", false)) {
+    lua_pushnumber(L, static_cast<double>(self(L).num_parameters()));
+    return 1;
+  }
+  int64_t n = 0;
+  for (const auto& [name, t] : self(L).named_parameters())
+    if (t.requires_grad()) n += t.numel();
+  lua_pushnumber(L, static_cast<double>(n));
   return 1;
 }
 

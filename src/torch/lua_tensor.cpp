@@ -13,6 +13,11 @@
 #include <vector>
 
 #include "host/bind.hpp"
+#include "sky_config.h"
+#if SKY_HAVE_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 namespace sky {
 
@@ -181,6 +186,15 @@ int t_device(lua_State* L) {
 
 int t_requires_grad(lua_State* L) {
   lua_pushboolean(L, self(L).requires_grad());
+  return 1;
+}
+
+// t:requires_grad_([flag = true]) -> t: sets requires_grad in place, as torch's (freezes a
+// parameter with false); the tensor must be a leaf.
+int t_requires_grad_set(lua_State* L) {
+  at::Tensor t = self(L);
+  t.requires_grad_(lua_isnoneornil(L, 2) ? true : opt_boolean(L, 2, true));
+  lua_settop(L, 1);
   return 1;
 }
 
@@ -452,7 +466,7 @@ const ClassSpec kTensorClass = {
         {"lt", safe<t_binary<7>>},        {"le", safe<t_binary<8>>},
         {"gt", safe<t_binary<9>>},        {"ge", safe<t_binary<10>>},
         {"equal", safe<t_equal>},         {"allclose", safe<t_allclose>},
-        {"backward", safe<t_backward>},
+        {"backward", safe<t_backward>},   {"requires_grad_", safe<t_requires_grad_set>},
     },
     {
         {"shape", safe<p_shape>, nullptr},
@@ -615,6 +629,56 @@ int m_cuda_device_count(lua_State* L) {
   return 1;
 }
 
+// cuda_memory_stat(what, device) -> bytes: the caching allocator's counter `what` ("allocated",
+// "max_allocated", "reserved", "max_reserved") on a 0-based device, as torch.cuda.memory_allocated
+// and friends read it; 0 where CUDA is absent (as PyTorch answers before CUDA is initialised).
+int m_cuda_memory_stat(lua_State* L) {
+  std::string_view what = check_string_view(L, 1);
+  int64_t device = lua_isnoneornil(L, 2) ? -1 : check_int64(L, 2);
+  const bool known = what == "allocated" || what == "max_allocated" || what == "reserved" || what == "max_reserved";
+  if (!known) raise_error(L, "torch.cuda: no memory counter '" + std::string(what) + "'");
+  double bytes = 0;
+#if SKY_HAVE_CUDA
+  if (torch::cuda::is_available()) {
+    if (device < 0) device = c10::cuda::current_device();
+    if (device >= static_cast<int64_t>(torch::cuda::device_count()))
+      raise_error(L, "torch.cuda: no device " + std::to_string(device) + " (there are " +
+                         std::to_string(torch::cuda::device_count()) + ")");
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+    const size_t agg = 0;  // StatType::AGGREGATE (its namespace moved between LibTorch 2.x releases)
+    const auto& stat = (what == "allocated" || what == "max_allocated") ? stats.allocated_bytes[agg]
+                                                                         : stats.reserved_bytes[agg];
+    bytes = static_cast<double>(what.substr(0, 4) == "max_" ? stat.peak : stat.current);
+  }
+#else
+  (void)device;
+#endif
+  lua_pushnumber(L, bytes);
+  return 1;
+}
+
+// cuda_reset_peak_memory_stats(device): the max_ counters start again from the current values.
+int m_cuda_reset_peak_memory_stats(lua_State* L) {
+  int64_t device = lua_isnoneornil(L, 1) ? -1 : check_int64(L, 1);
+#if SKY_HAVE_CUDA
+  if (torch::cuda::is_available()) {
+    if (device < 0) device = c10::cuda::current_device();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device));
+  }
+#else
+  (void)device;
+#endif
+  return 0;
+}
+
+int m_cuda_synchronize(lua_State* L) {
+#if SKY_HAVE_CUDA
+  if (torch::cuda::is_available()) c10::cuda::device_synchronize();
+#endif
+  (void)L;
+  return 0;
+}
+
 int m_version(lua_State* L) {
   lua_pushstring(L, TORCH_VERSION);
   return 1;
@@ -710,6 +774,9 @@ extern "C" __attribute__((visibility("default"))) int luaopen_skyrun_torch(lua_S
       {"is_tensor", safe<m_is_tensor>},
       {"cuda_is_available", safe<m_cuda_is_available>},
       {"cuda_device_count", safe<m_cuda_device_count>},
+      {"cuda_memory_stat", safe<m_cuda_memory_stat>},
+      {"cuda_reset_peak_memory_stats", safe<m_cuda_reset_peak_memory_stats>},
+      {"cuda_synchronize", safe<m_cuda_synchronize>},
       {"version", safe<m_version>},
       {nullptr, nullptr},
   };
