@@ -91,12 +91,11 @@ T.test("save_model and checkpoints hold the tokenizer of a Hub id; the folder re
   setenv("HF_HUB_CACHE", T.tmpdir())
   setenv("HF_ENDPOINT", hub.endpoint)
   local tok = transformers.AutoTokenizer.from_pretrained("org/tok", { token = false })
-  local train = require "skyrun.train"
   local rows = {}
   for i = 1, 8 do rows[i] = { input_ids = tok("a movie number " .. i).input_ids, label = i % 2 } end
   local out_dir = T.tmpdir()
   local trainer = transformers.Trainer {
-    model = train.tiny_classifier { vocab_size = 30522, hidden_size = 8, num_labels = 2, seed = 1 },
+    model = require("tiny_model").tiny_classifier { vocab_size = 30522, hidden_size = 8, num_labels = 2, seed = 1 },
     train_dataset = rows, processing_class = tok,
     args = transformers.TrainingArguments { output_dir = out_dir, per_device_train_batch_size = 4, num_train_epochs = 1,
       save_strategy = "steps", save_steps = 2, disable_tqdm = true, report_to = "none" },
