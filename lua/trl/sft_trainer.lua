@@ -128,7 +128,7 @@ end
 
 local KNOWN = "'text' (or the dataset_text_field), 'prompt' with 'completion', 'messages', 'conversations' or 'input_ids'"
 
--- TRL's _prepare_dataset for one dataset; returns a list of rows {input_ids, labels[, seq_lengths]}.
+-- TRL's _prepare_dataset for one dataset; returns a datasets.Dataset of {input_ids, labels[, seq_lengths]}.
 function M.prepare_dataset(self, ds, args, packing, formatting_func, name)
   local tok = self.processing_class
   local rows = rows_of(ds, name .. " dataset")
@@ -258,8 +258,13 @@ function M.prepare_dataset(self, ds, args, packing, formatting_func, name)
     if args.shuffle_dataset then out = datasets().Dataset.from_list(out):shuffle { seed = args.seed }:to_list() end
     out = data_utils.pack_rows(out, args.max_length, args.packing_strategy)
   end
-  if args.shuffle_dataset then out = datasets().Dataset.from_list(out):shuffle { seed = args.seed }:to_list() end
-  return out
+  if #out == 0 then
+    error(string.format("SFTTrainer: no row of the %s dataset is left to train on (each had no label after truncation " ..
+      "to max_length %s)", name, tostring(args.max_length)), 3)
+  end
+  local ds_out = datasets().Dataset.from_list(out)  -- columns the Trainer's native data path reads
+  if args.shuffle_dataset then ds_out = ds_out:shuffle { seed = args.seed } end
+  return ds_out
 end
 
 -- ---- the trainer ---------------------------------------------------------------------------------------
@@ -348,8 +353,15 @@ local function build(opts)
         tostring(pad)), 3)
     end
     tok.pad_token = pad
-    collator = M.DataCollatorForLanguageModeling { pad_token_id = tok.pad_token_id, padding_free = padding_free,
-      pad_to_multiple_of = args.pad_to_multiple_of }
+    if padding_free then
+      collator = M.DataCollatorForLanguageModeling { pad_token_id = tok.pad_token_id, padding_free = true,
+        pad_to_multiple_of = args.pad_to_multiple_of }
+    else
+      -- TRL's padded batches follow DataCollatorWithPadding's rules (right padding, attention_mask,
+      -- labels -100): the built-in collator lets the Trainer build them natively from the dataset.
+      collator = transformers.DataCollatorWithPadding({ pad_token_id = tok.pad_token_id, padding_side = "right" },
+        { pad_to_multiple_of = args.pad_to_multiple_of })
+    end
   end
   local decoded = {}
   for k, v in pairs(sample) do decoded[k] = maybe_decode(v) end

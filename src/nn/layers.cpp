@@ -3,6 +3,8 @@
 #include "nn/layers.hpp"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 
 #include "host/bind.hpp"
@@ -14,9 +16,13 @@
 #include <cuda_runtime_api.h>
 #endif
 
-namespace sky::nn {
-
 #define SKY_NN_SDPA SKY_TORCH_AT_LEAST(2, 5)
+#if SKY_NN_SDPA
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#endif
+
+namespace sky::nn {
 
 namespace {
 
@@ -85,10 +91,18 @@ AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int
       throw sky::Error("position_ids has shape " + c10::str(packed_position_ids.sizes()) + ", expected [" +
                        std::to_string(B) + ", " + std::to_string(T) + "]");
     at::Tensor seq = packed_sequence_index(packed_position_ids, device).expand({B, T});  // [B, T]
-    // One sequence per row is plain causal attention: keep the fused kernel's own masking.
-    if (seq.narrow(1, T - 1, 1).any().item<bool>()) {
+    // One sequence per row is plain causal attention: keep the fused kernel's own masking. While
+    // a CUDA graph is captured nothing is read back: the mask is built (same result), unfused.
+    const bool capture = capturing(seq);
+    if (capture || seq.narrow(1, T - 1, 1).any().item<bool>()) {
       at::Tensor same = seq.unsqueeze(2).eq(seq.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, T]
-      return {build_allowed(attention_mask, B, T, S, causal, window, device).logical_and(same), causal, eager};
+      AttentionMask m{build_allowed(attention_mask, B, T, S, causal, window, device).logical_and(same), causal, eager};
+      if (!capture && B == 1 && causal && window <= 0 && device.is_cuda()) {
+        at::Tensor counts = at::bincount(seq[0]);                              // tokens per sequence
+        m.cu_seqlens = at::cat({at::zeros({1}, counts.options()), counts.cumsum(0)}).to(at::kInt);
+        m.max_seqlen = counts.max().item<int64_t>();
+      }
+      return m;
     }
   }
 #if SKY_NN_SDPA
@@ -105,6 +119,57 @@ AttentionMask attention_allowed(const at::Tensor& attention_mask, int64_t B, int
   return {build_allowed(attention_mask, B, T, S, causal, window, device), causal, eager};
 }
 
+#if SKY_NN_SDPA
+// Variable-length flash attention over one packed row: q [1, H, T, D], k/v [1, Hkv, T, D] as
+// [T, heads, D] with the sequences' offsets, each sequence causal on its own (what the
+// block-diagonal mask says, without computing the masked blocks). Called through the dispatcher
+// (aten::_flash_attention_forward, differentiable) so that no LibTorch version's C++ signature is
+// compiled in; an undefined result means "not here" (op missing or refused), and the caller masks.
+static at::Tensor packed_flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                         const AttentionMask& mask, double scale, double dropout_p) {
+  static bool disabled = std::getenv("SKYRUN_NO_VARLEN_ATTENTION") != nullptr;
+  const auto dt = q.scalar_type();
+  if (disabled || !q.is_cuda() || (dt != at::kBFloat16 && dt != at::kHalf) || k.scalar_type() != dt ||
+      v.scalar_type() != dt || q.size(-1) % 8 != 0 || q.size(-1) > 256)
+    return at::Tensor();
+  static const auto op = c10::Dispatcher::singleton().findSchema({"aten::_flash_attention_forward", ""});
+  if (!op) {
+    disabled = true;
+    return at::Tensor();
+  }
+  const int64_t H = q.size(1), T = q.size(2), D = q.size(3);
+  at::Tensor qv = q[0].transpose(0, 1).contiguous();  // [T, H, D]
+  at::Tensor kv = k[0].transpose(0, 1).contiguous();  // [T, Hkv, D]
+  at::Tensor vv = v[0].transpose(0, 1).contiguous();
+  at::Tensor cu = mask.cu_seqlens.to(q.device());
+  try {
+    const auto& args = op->schema().arguments();
+    torch::jit::Stack stack;
+    stack.emplace_back(qv);
+    stack.emplace_back(kv);
+    stack.emplace_back(vv);
+    stack.emplace_back(cu);
+    stack.emplace_back(cu);
+    stack.emplace_back(mask.max_seqlen);
+    stack.emplace_back(mask.max_seqlen);
+    stack.emplace_back(dropout_p);
+    stack.emplace_back(true);   // is_causal
+    stack.emplace_back(false);  // return_debug_mask
+    for (size_t i = stack.size(); i < args.size(); ++i) {
+      if (args[i].name() == "scale") stack.emplace_back(scale);
+      else if (args[i].default_value()) stack.emplace_back(*args[i].default_value());
+      else throw std::runtime_error("aten::_flash_attention_forward: argument " + args[i].name() + " has no default");
+    }
+    op->callBoxed(&stack);
+    return stack[0].toTensor().view({T, H, D}).transpose(0, 1).unsqueeze(0);  // [1, H, T, D]
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "skyrun: variable-length flash attention unavailable (%s); packed rows use a mask\n", e.what());
+    disabled = true;
+    return at::Tensor();
+  }
+}
+#endif
+
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
                      double scale, double dropout_p, bool training) {
   int64_t H = q.size(1), Hkv = k.size(1);
@@ -115,6 +180,10 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     return t.unsqueeze(2).expand({B, Hkv, H / Hkv, S, D}).reshape({B, H, S, D});
   };
 #if SKY_NN_SDPA
+  if (!mask.eager && mask.cu_seqlens.defined()) {
+    at::Tensor out = packed_flash_attention(q, k, v, mask, scale, p);
+    if (out.defined()) return out;
+  }
   if (!mask.eager) {
     // No cuDNN attention: it builds a plan for every new shape, and dynamic padding makes a new
     // shape of most batches. On the H200 (tools/device/sdpa_probe.py) a masked forward+backward

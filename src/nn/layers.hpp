@@ -20,6 +20,10 @@ struct AttentionMask {
   at::Tensor allowed;
   bool causal = false;
   bool eager = false;  // the written-out float32 softmax even where SDPA exists
+  // One packed row (B = 1) of causal sequences: their start offsets [nseq + 1] (int32) and the
+  // longest, for variable-length flash attention on CUDA (allowed is the same rule as a mask).
+  at::Tensor cu_seqlens;
+  int64_t max_seqlen = 0;
 };
 // packed_position_ids [B, T]: with no attention_mask and no cache, as HF's masking_utils, a
 // position that does not follow the one before starts a new sequence (packed, padding-free

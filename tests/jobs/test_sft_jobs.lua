@@ -1,5 +1,5 @@
 -- The playbook's SFT scripts as jobs (issue 14, acceptance 4), run small as a user runs them on
--- the local pool: on the 1,000 real Alpaca rows of ../shared/data with a tiny Llama made by the
+-- the local pool: on the 999 real Alpaca rows of ../shared/data with a tiny Llama made by the
 -- job, and fully offline (rows made by the job, packed), each saving a model and tokenizer that
 -- load again and writing TensorBoard event files.
 local T = require "testlib"

@@ -8,7 +8,11 @@ local trl = require "trl"
 local words = require "word_tokenizer"
 
 local root = os.getenv("SKYRUN_SOURCE_ROOT") .. "/tests/fixtures/models/"
-local X = -100
+-- tools/device/bench-sft.sh runs this file on CUDA too (SKYRUN_TRL_DEVICE=cuda), with torch's
+-- fused attention as well as the float32 softmax.
+local DEVICE = os.getenv("SKYRUN_TRL_DEVICE") or "cpu"
+local IMPLS = DEVICE == "cuda" and { "eager", "sdpa" } or { "eager" }
+local TOL = DEVICE == "cuda" and 1e-4 or 1e-5
 
 -- three sequences of ids < 256 (the fixtures' vocabulary), of different lengths
 local SEQS = {
@@ -23,10 +27,14 @@ local function packed_batch(seqs)
   return trl.DataCollatorForLanguageModeling { pad_token_id = 0, padding_free = true }(rows)
 end
 
-for _, name in ipairs { "llama", "gpt2" } do
-  T.test(name .. ": a packed row's loss and logits equal the sequences' run one by one (1e-5)", function()
+for _, spec in ipairs { { "llama", "eager" }, { "gpt2", "eager" }, { "llama", "sdpa" }, { "gpt2", "sdpa" } } do
+  local name, impl = spec[1], spec[2]
+  local run = false
+  for _, i in ipairs(IMPLS) do if i == impl then run = true end end
+  if run then T.test(string.format("%s (%s, %s): a packed row's loss and logits equal the sequences' run one by one (%g)",
+      name, impl, DEVICE, TOL), function()
     local model = transformers.AutoModelForCausalLM.from_pretrained(root .. name, { dtype = "float32",
-      attn_implementation = "eager" })
+      attn_implementation = impl, device = DEVICE })
     model:eval()
     local batch = packed_batch(SEQS)
     local out = model { input_ids = batch:get("input_ids"), labels = batch:get("labels"),
@@ -39,18 +47,33 @@ for _, name in ipairs { "llama", "gpt2" } do
       count = count + #s - 1
       local logits = one.logits:tolist()[1]
       for t = 1, #s do
-        for v = 1, #logits[t], 37 do T.near(packed_logits[at + t][v], logits[t][v], 1e-5) end
+        for v = 1, #logits[t], 37 do T.near(packed_logits[at + t][v], logits[t][v], TOL) end
       end
       at = at + #s
     end
-    T.near(out.loss:item(), sum / count, 1e-5)
+    T.near(out.loss:item(), sum / count, TOL)
     -- without position_ids the row is one long sequence: the loss differs
     local joined = model { input_ids = batch:get("input_ids"), labels = batch:get("labels") }
     T.ok(math.abs(joined.loss:item() - sum / count) > 1e-3, "attention crossed the sequences without position_ids")
+  end) end
+end
+
+if DEVICE == "cuda" then
+  -- bf16 packed rows go through variable-length flash attention where LibTorch has it
+  T.test("llama (sdpa, cuda, bf16): a packed row's loss equals the sequences' run one by one (2e-2)", function()
+    local model = transformers.AutoModelForCausalLM.from_pretrained(root .. "llama", { dtype = "bfloat16", device = "cuda" })
+    model:eval()
+    local batch = packed_batch(SEQS)
+    local out = model { input_ids = batch:get("input_ids"), labels = batch:get("labels"), position_ids = batch:get("position_ids") }
+    local sum, count = 0, 0
+    for _, s in ipairs(SEQS) do
+      sum = sum + model { input_ids = { s }, labels = { s } }.loss:item() * (#s - 1)
+      count = count + #s - 1
+    end
+    T.near(out.loss:item(), sum / count, 2e-2 * sum / count)
   end)
 end
 
-local ALPACA = "Below is an instruction that describes a task. %s ### Response: %s"
 
 local function alpaca_rows(n)
   local rows = {}
@@ -64,7 +87,7 @@ local function alpaca_rows(n)
   return rows
 end
 
-T.test("SFTTrainer trains the tiny Llama padded and packed; packed steps see the same tokens", function()
+if DEVICE == "cpu" then T.test("SFTTrainer trains the tiny Llama padded and packed; packed steps see the same tokens", function()
   local dir = words.write(T.tmpdir() .. "/tok", { bos_token = "<s>", eos_token = "</s>", pad_token = "<pad>" }, { bos = true })
   local tok = transformers.AutoTokenizer.from_pretrained(dir)
   local results = {}
@@ -86,6 +109,6 @@ T.test("SFTTrainer trains the tiny Llama padded and packed; packed steps see the
   T.eq(results[false].rows, 24)
   T.ok(results[true].rows < 24, "packing made fewer rows")
   T.ok(results[true].steps < results[false].steps, "packing made fewer steps")
-end)
+end) end
 
 T.run()
