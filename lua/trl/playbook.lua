@@ -17,7 +17,7 @@ M.FLAGS = { model = "string", dataset = "string", ["dataset-size"] = "number", [
 M.DEFAULTS = {
   full = { hub_model = "meta-llama/Llama-3.2-3B-Instruct", batch_size = 8, learning_rate = 5e-5 },
   lora = { hub_model = "meta-llama/Llama-3.1-8B-Instruct", batch_size = 4, learning_rate = 1e-4 },
-  qlora = { hub_model = "meta-llama/Llama-3.1-70B-Instruct", batch_size = 4, learning_rate = 1e-4 },
+  qlora = { hub_model = "unsloth/Meta-Llama-3.1-70B-bnb-4bit", batch_size = 8, learning_rate = 1e-4 },
 }
 
 M.USAGE = [[

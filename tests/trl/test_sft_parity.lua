@@ -14,7 +14,15 @@ local FIX = ROOT .. "/tests/fixtures/sft"
 
 local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-12) end
 
-local history = tcore.json_decode(T.read_file(FIX .. "/history.json"))
+local h_file = io.open(FIX .. "/history.json", "rb")
+if not h_file then
+  -- meson counts exit 77 as skipped: the fixture is made on the GPU machine, not here
+  print("SKIP: tests/fixtures/sft/history.json is not there yet (tools/device/sft-fixtures.sh makes it on the GPU machine)")
+  io.stdout:flush()
+  os.exit(77)
+end
+local history = tcore.json_decode(h_file:read("*a"))
+h_file:close()
 
 for _, case in ipairs(sft_fixture.CASES) do
   T.test(case.name .. ": SFTTrainer follows HF Trainer's per-step losses", function()
