@@ -96,6 +96,16 @@ function T.tmpdir()
   return p
 end
 
+-- Runs fn(mountpoint) with a fresh tmpfs of `size` ("64k", "2m") mounted there (root needed), for
+-- full-disk tests; unmounted afterwards, also when fn raises.
+function T.with_tmpfs(size, fn)
+  local mnt = T.tmpdir()
+  T.exec("mount -t tmpfs -o size=" .. size .. " tmpfs " .. shell_quote(mnt))
+  local ok, err = xpcall(fn, debug.traceback, mnt)
+  T.exec("umount -l " .. shell_quote(mnt))  -- lazy: a file a failed test left open does not keep it busy
+  if not ok then error(err, 0) end
+end
+
 -- Runs a shell command; returns stdout, stderr, exit code. opts.stdin: text fed to it.
 function T.sh(cmd, opts)
   opts = opts or {}
