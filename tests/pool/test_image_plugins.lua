@@ -145,4 +145,64 @@ T.test("the HF token never appears in the pool, the image script, task errors or
   T.exec("test \"$(stat -c %a " .. shq(dir .. "/hf/token") .. ")\" = 600")
 end)
 
+-- Runs fn(name) with a fresh unprivileged user (useradd; root needed), removed afterwards.
+local function with_user(fn)
+  local name = string.format("skyt%d%04d", os.time() % 100000, math.random(0, 9999))
+  T.exec("useradd --no-create-home --shell /bin/sh " .. name)
+  local ok, err = xpcall(fn, debug.traceback, name)
+  os.execute("userdel " .. name .. " 2>/dev/null")
+  if not ok then error(err, 0) end
+end
+
+T.test("another user never reads the HF token file, not even while it is being written", function()
+  local ffi = require "ffi"
+  pcall(ffi.cdef, "int setenv(const char*, const char*, int);")
+  local dir = T.tmpdir()
+  local hf_home = dir .. "/hf"
+  T.exec("mkdir -p " .. shq(hf_home) .. " && chmod 755 " .. shq(dir) .. " " .. shq(hf_home))
+  local plugin = sky.plugins.huggingface { token = "hf_placeholder_for_the_driver" }
+  local old_home, old_token = os.getenv("HF_HOME"), os.getenv("HF_TOKEN")
+  with_user(function(user)
+    -- The other user reads every name in the folder as fast as it can while tokens are written.
+    local loot, stop = dir .. "/loot", dir .. "/stop"
+    T.exec("runuser -u " .. user .. " -- sh -c " .. shq("while [ ! -e " .. shq(stop) .. " ]; do cat " ..
+      shq(hf_home) .. "/* " .. shq(hf_home) .. "/.[!.]* 2>/dev/null; done") .. " > " .. shq(loot) .. " 2>&1 &")
+    ffi.C.setenv("HF_HOME", hf_home, 1)
+    local ok, err = pcall(function()
+      for i = 1, 150 do
+        ffi.C.setenv("HF_TOKEN", "hf_SECRET" .. i, 1)
+        plugin.setup()
+        T.eq(T.read_file(hf_home .. "/token"), "hf_SECRET" .. i)
+      end
+    end)
+    T.write_file(stop, "")
+    os.execute("sleep 0.3")
+    if old_home then ffi.C.setenv("HF_HOME", old_home, 1) end
+    if old_token then ffi.C.setenv("HF_TOKEN", old_token, 1) end
+    if not ok then error(err, 0) end
+    T.not_contains(T.read_file(loot), "hf_SECRET")
+    T.exec("test \"$(stat -c %a " .. shq(hf_home .. "/token") .. ")\" = 600")
+    T.eq(require("sky.fs").listdir(hf_home), { "token" })  -- no temporary left behind
+  end)
+end)
+
+T.test("a token file path that is a planted symbolic link is replaced, its target left alone", function()
+  local ffi = require "ffi"
+  pcall(ffi.cdef, "int setenv(const char*, const char*, int);")
+  local dir = T.tmpdir()
+  T.write_file(dir .. "/victim", "precious")
+  T.exec("ln -s victim " .. shq(dir .. "/token"))
+  local plugin = sky.plugins.huggingface { token = "hf_placeholder_for_the_driver" }
+  local old_path, old_token = os.getenv("HF_TOKEN_PATH"), os.getenv("HF_TOKEN")
+  ffi.C.setenv("HF_TOKEN_PATH", dir .. "/token", 1)
+  ffi.C.setenv("HF_TOKEN", "hf_PLANTED_TEST", 1)
+  local ok, err = pcall(plugin.setup)
+  ffi.C.setenv("HF_TOKEN_PATH", old_path or "", 1)
+  if old_token then ffi.C.setenv("HF_TOKEN", old_token, 1) end
+  if not ok then error(err, 0) end
+  T.eq(T.read_file(dir .. "/victim"), "precious")
+  T.eq(require("sky.fs").lstat(dir .. "/token").kind, "file")
+  T.eq(T.read_file(dir .. "/token"), "hf_PLANTED_TEST")
+end)
+
 T.run()

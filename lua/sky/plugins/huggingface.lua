@@ -25,22 +25,16 @@ local function write_token_file()
     end
     path = home .. "/token"
   end
-  local f = io.open(path, "rb")
-  if f then
-    local old = f:read("*a")
-    f:close()
-    if old == token then return end
-  end
+  local fs = require "sky.fs"
+  if fs.read(path) == token then return end
   local dir = path:match("^(.*)/[^/]*$")
-  if dir and dir ~= "" then os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'") end
-  local tmp = path .. ".tmp" .. tostring(require("sky.pool.core").getpid())
-  local out, err = io.open(tmp, "wb")
-  if not out then error("cannot write the HF token file " .. path .. ": " .. tostring(err), 0) end
-  out:write(token)
-  out:close()
-  os.execute("chmod 600 '" .. tmp:gsub("'", "'\\''") .. "'")
-  local ok, rerr = os.rename(tmp, path)
-  if not ok then error("cannot write the HF token file " .. path .. ": " .. tostring(rerr), 0) end
+  -- The file is created with mode 0600 under a fresh temporary name (O_EXCL, never through a
+  -- link) and renamed into place: no other user can read it at any moment.
+  local ok, err = pcall(function()
+    if dir and dir ~= "" then fs.makedirs(dir) end
+    fs.write_atomic(path, token, "0600")
+  end)
+  if not ok then error("cannot write the HF token file: " .. tostring(err), 0) end
 end
 
 -- The token lives only in closures (not in a field), so printing or inspecting the plugin
