@@ -17,7 +17,7 @@ It answers as huggingface.co does (as huggingface_hub's file_download.py expects
   GET /cdn/<sha256>: the blob, with Range requests (206) and no authentication.
   GET /api/{models,datasets}/<repo>[/revision/<rev>]: repo info with sha and siblings.
   GET /api/{models,datasets}/<repo>/tree/<rev>[/<path>]?recursive=true: listing, paginated with a
-    Link header (--page-size).
+    Link header (--page-size; --page-link-host other: the Link names the other host name).
   Errors carry X-Error-Code: RepoNotFound (401 without a token, 404 with one), RevisionNotFound,
   EntryNotFound (404, with X-Repo-Commit), GatedRepo (401 without a token, 403 with a wrong one).
 
@@ -52,6 +52,7 @@ class Hub:
         self.root = os.path.abspath(args.root)
         self.token = args.token
         self.page_size = args.page_size
+        self.page_link_host = args.page_link_host
         self.lfs_threshold = args.lfs_threshold
         self.log_path = args.log
         self.log_lock = threading.Lock()
@@ -366,7 +367,8 @@ class Handler(BaseHTTPRequestHandler):
         extra = {}
         if cursor + self.hub.page_size < len(entries):
             q = "recursive=%s&expand=false&cursor=%d" % ("true" if recursive else "false", cursor + self.hub.page_size)
-            extra["Link"] = '<%s%s?%s>; rel="next"' % (self.base(), quote(urlsplit(self.path).path, safe="/%"), q)
+            base = self.cdn_base() if self.hub.page_link_host == "other" else self.base()
+            extra["Link"] = '<%s%s?%s>; rel="next"' % (base, quote(urlsplit(self.path).path, safe="/%"), q)
         self.send_json(200, page, extra, head=head)
 
     def tree_entries(self, commit_dir, files, sub, recursive):
@@ -412,6 +414,8 @@ def main():
     ap.add_argument("--log")
     ap.add_argument("--token", default="")
     ap.add_argument("--page-size", type=int, default=1000)
+    ap.add_argument("--page-link-host", choices=["same", "other"], default="same",
+                    help="other: next-page Links name another host (localhost), as a hostile Hub could")
     ap.add_argument("--lfs-threshold", type=int, default=10 * 1024 * 1024)
     ap.add_argument("--watch-pid", type=int, default=0, help="exit when this process is gone")
     args = ap.parse_args()

@@ -59,7 +59,9 @@ cache::Tree fetch_tree(const Call& c, http::Session& s, const std::string& commi
   cache::Tree tree;
   std::string url = c.api_url("/tree/" + http::url_quote(commit, "") + "?recursive=true&expand=false");
   for (int page = 0; page < 100000; ++page) {
-    http::Response r = request_with_backoff(c, s, "GET", url, c.headers(true), true);
+    // A Link to another host gets no token: credentials go to the endpoint's own host only.
+    bool own_host = http::url_origin(url) == http::url_origin(c.endpoint);
+    http::Response r = request_with_backoff(c, s, "GET", url, c.headers(own_host), true);
     if (r.status >= 400) raise_for_response(c, r, "", commit);
     rapidjson::Document doc = parse_json(c, r.body, "the file list");
     if (!doc.IsArray())

@@ -192,4 +192,30 @@ T.test("a shard name escaping the snapshot folder is refused", function()
     "invalid filename '../../../../etc/passwd'")
 end)
 
+T.test("the token follows tree pages on the endpoint's host but not a next-page Link to another host", function()
+  local token = "hf_pagination_TEST_token_0123456789"
+  local other = HubServer.start { page_size = 2, page_link_host = "other", token = token }
+  other:commit("org/ds", DS_FILES, { repo_type = "dataset" })
+  T.eq(hf.list_repo_files("org/ds", H.opts(other, T.tmpdir(), { repo_type = "dataset", token = token })), ALL_DS)
+  local first, later = 0, 0
+  for _, r in ipairs(other:requests()) do
+    if r.path:find("/tree/", 1, true) then
+      if r.query and r.query:find("cursor=", 1, true) then  -- pages 2 and 3: the Link names localhost
+        later = later + 1
+        T.eq(r.auth, false, "Authorization sent to the other host for " .. r.query)
+      else
+        first = first + 1
+        T.eq(r.auth, true, "Authorization sent to the endpoint for the first page")
+      end
+    end
+  end
+  T.eq(first, 1)
+  T.ok(later >= 2, "the listing came in several pages")
+  other:stop()
+  -- on the endpoint's own host every page carries it
+  hub:clear_log()
+  hf.list_repo_files("org/ds", H.opts(hub, T.tmpdir(), { repo_type = "dataset", token = token }))
+  for _, r in ipairs(hub:requests()) do T.eq(r.auth, true, "Authorization for " .. r.path) end
+end)
+
 T.run()
