@@ -352,7 +352,9 @@ struct OutFile {
   [[noreturn]] void fail() const { throw Error("cannot write " + path + ": " + std::strerror(errno)); }
   void open(const std::string& p) {
     path = p;
-    fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // A fresh name in our own new folder: O_EXCL | O_NOFOLLOW refuse anything planted there.
+    fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ELOOP) throw Error("cannot write " + path + ": it is a symbolic link, which is refused here");
     if (fd < 0) fail();
     stage.reserve(kStage);
   }
@@ -548,9 +550,11 @@ struct TableWriter::Col {
 TableWriter::TableWriter(std::string dir) : dir_(std::move(dir)) {
   tmp_ = dir_ + ".tmp-" + std::to_string(::getpid());
   std::error_code ec;
-  fs::remove_all(tmp_, ec);
-  fs::create_directories(tmp_, ec);
+  fs::remove_all(tmp_, ec);  // a leftover of a crashed run of this pid; a link is removed, not followed
+  fs::create_directories(fs::path(tmp_).parent_path(), ec);
   if (ec) throw Error("cannot create " + tmp_ + ": " + ec.message());
+  // mkdir, not create_directories: whatever appeared at this name meanwhile is refused, not used.
+  if (::mkdir(tmp_.c_str(), 0755) != 0) throw Error("cannot create " + tmp_ + ": " + std::strerror(errno));
 }
 
 TableWriter::~TableWriter() {

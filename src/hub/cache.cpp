@@ -15,12 +15,14 @@
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 
+#include "host/fs.hpp"
+
 namespace sky::hub::cache {
 
 namespace {
 
 [[noreturn]] void io_error(const std::string& what, const std::string& path, int err) {
-  throw HubError(ErrorKind::io, what + " '" + path + "': " + strerror(err));
+  throw HubError(ErrorKind::io, fs::errno_message(what, path, err));
 }
 
 bool is_hex_lower(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
@@ -123,26 +125,10 @@ std::string parent_dir(const std::string& path) {
 
 void write_file_atomic(const std::string& path, std::string_view data) {
   make_dirs(parent_dir(path));
-  std::string tmp = path + "." + random_suffix() + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0) io_error("cannot write", tmp, errno);
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      unlink(tmp.c_str());
-      io_error("cannot write", tmp, err);
-    }
-    off += static_cast<size_t>(n);
-  }
-  close(fd);
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    unlink(tmp.c_str());
-    io_error("cannot rename into", path, err);
+  try {
+    fs::write_file_atomic(path, data);
+  } catch (const fs::FsError& e) {
+    throw HubError(ErrorKind::io, e.what());
   }
 }
 
@@ -231,7 +217,7 @@ void RepoCache::mark_no_exist(std::string_view commit, std::string_view filename
     std::string p = no_exist_path(commit, filename);
     if (exists(p)) return;
     make_dirs(parent_dir(p));
-    int fd = open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    int fd = open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
     if (fd >= 0) close(fd);
   } catch (const HubError&) {
     // Only a shortcut for later calls: failing to record it changes nothing else.
@@ -339,7 +325,7 @@ void RepoCache::write_tree(std::string_view commit, const Tree& tree) const {
 
 FileLock::FileLock(const std::string& path) {
   make_dirs(parent_dir(path));
-  fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd_ < 0) io_error("cannot open the lock file", path, errno);
   while (flock(fd_, LOCK_EX) != 0) {
     if (errno == EINTR) continue;

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <thread>
 
+#include "host/fs.hpp"
 #include "hub/call.hpp"
 
 namespace sky::hub {
@@ -127,7 +128,7 @@ class Fd {
 };
 
 [[noreturn]] void io_error(const std::string& what, const std::string& path, int err) {
-  throw HubError(ErrorKind::io, what + " '" + path + "': " + strerror(err));
+  throw HubError(ErrorKind::io, fs::errno_message(what, path, err));
 }
 
 void write_all(int fd, const char* data, size_t len, int64_t offset, const std::string& path) {
@@ -146,7 +147,8 @@ void write_all(int fd, const char* data, size_t len, int64_t offset, const std::
 void fetch_blob(const Call& c, http::Session& s, const FileMetadata& m, const std::string& filename,
                 const std::string& blob, bool force, ProgressBar* shared_bar) {
   std::string incomplete = blob + ".incomplete";
-  Fd fd(open(incomplete.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666));
+  // O_NOFOLLOW: a link planted at this name must not make us write into its target.
+  Fd fd(open(incomplete.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666));
   if (fd.get() < 0) io_error("cannot create", incomplete, errno);
   struct stat st;
   if (fstat(fd.get(), &st) != 0) io_error("cannot stat", incomplete, errno);

@@ -22,6 +22,7 @@
 #include <set>
 
 #include "host/bind.hpp"
+#include "host/fs.hpp"
 
 namespace sky::nn {
 
@@ -333,58 +334,24 @@ std::string safetensors_header_bytes(const std::vector<TensorToWrite>& tensors,
   return out + json;
 }
 
-static std::string temp_name(const std::string& path) { return path + ".tmp." + std::to_string(getpid()); }
-
-static void write_all(int fd, const void* p, uint64_t n, const std::string& path) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    ssize_t w = ::write(fd, c, n > (1u << 30) ? (1u << 30) : n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail(path, "write failed (" + errno_str() + ")");
-    }
-    c += w;
-    n -= static_cast<uint64_t>(w);
-  }
-}
-
 void safetensors_write(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  std::string tmp = temp_name(path);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path, "cannot create (" + errno_str() + ")");
   try {
+    sky::fs::AtomicFileWriter out(path);
     std::string header = safetensors_header_bytes(tensors, metadata);
-    write_all(fd, header.data(), header.size(), path);
-    for (const auto& t : tensors) write_all(fd, t.data, tensor_bytes(t), path);
-    if (::close(fd) != 0) {
-      fd = -1;
-      fail(path, "close failed (" + errno_str() + ")");
-    }
-    fd = -1;
-    if (::rename(tmp.c_str(), path.c_str()) != 0) fail(path, "rename failed (" + errno_str() + ")");
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
+    out.write(header.data(), header.size());
+    for (const auto& t : tensors) out.write(t.data, tensor_bytes(t));
+    out.commit();
+  } catch (const sky::fs::FsError& e) {
+    throw sky::Error(e.what());
   }
 }
 
 void write_file_atomic(const std::string& path, std::string_view text) {
-  std::string tmp = temp_name(path);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path, "cannot create (" + errno_str() + ")");
   try {
-    write_all(fd, text.data(), text.size(), path);
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    fail(path, "rename failed (" + errno_str() + ")");
+    sky::fs::write_file_atomic(path, text);
+  } catch (const sky::fs::FsError& e) {
+    throw sky::Error(e.what());
   }
 }
 

@@ -93,7 +93,7 @@ struct TensorToWrite {
 std::string safetensors_header_bytes(const std::vector<TensorToWrite>& tensors,
                                      const std::map<std::string, std::string>& metadata);
 
-// Writes one file: to `path + ".tmp.<pid>"`, then renamed over `path`.
+// Writes one file: to a temporary name beside it (sky::fs::AtomicFileWriter), then renamed over `path`.
 void safetensors_write(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata);
 

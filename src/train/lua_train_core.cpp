@@ -15,6 +15,7 @@
 #include <ctime>
 
 #include "host/bind.hpp"
+#include "host/fs.hpp"
 #include "host/lua_json.hpp"
 #include "host/modules.hpp"
 #include "train/schedule.hpp"
@@ -151,19 +152,10 @@ int core_json_decode(lua_State* L) {
   return 1;
 }
 
-// write_file_atomic(path, text): written to path..".tmp", then renamed over path, so a reader (or a
-// crash) never sees half a file. Errors name the path.
+// write_file_atomic(path, text): sky.fs's atomic write (a temporary file renamed over path, so a
+// reader or a crash never sees half a file). Errors name the path.
 int core_write_file_atomic(lua_State* L) {
-  std::string path(check_string_view(L, 1));
-  std::string_view text = check_string_view(L, 2);
-  std::string tmp = path + ".tmp";
-  FILE* f = fopen(tmp.c_str(), "wb");
-  if (!f) raise_error(L, "cannot write '" + tmp + "': " + strerror(errno));
-  bool ok = fwrite(text.data(), 1, text.size(), f) == text.size();
-  ok = (fclose(f) == 0) && ok;
-  if (!ok) raise_error(L, "cannot write '" + tmp + "': " + strerror(errno));
-  if (rename(tmp.c_str(), path.c_str()) != 0)
-    raise_error(L, "cannot rename '" + tmp + "' to '" + path + "': " + strerror(errno));
+  fs::write_file_atomic(std::string(check_string_view(L, 1)), check_string_view(L, 2));
   return 0;
 }
 

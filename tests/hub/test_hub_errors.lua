@@ -229,4 +229,31 @@ T.test("the progress bar stays quiet when stderr is not a terminal and draws on 
   T.not_contains(tty, "100%|")
 end)
 
+T.test("a symbolic link planted in the cache at a blob being written is refused, its target untouched", function()
+  local cache = T.tmpdir()
+  local weights = H.bytes(50000, 2)
+  local etag = H.sha256(weights)
+  local blobs = cache .. "/models--org--open/blobs"
+  T.exec("mkdir -p " .. T.shell_quote(blobs))
+  local victim = T.tmpdir() .. "/victim"
+  T.write_file(victim, "precious contents")
+  T.exec("ln -s " .. T.shell_quote(victim) .. " " .. T.shell_quote(blobs .. "/" .. etag .. ".incomplete"))
+  T.raises(function() hf.hf_hub_download("org/open", "model.safetensors", H.opts(hub, cache)) end,
+    "cannot create '" .. blobs .. "/" .. etag .. ".incomplete': it is a symbolic link, which is refused here")
+  T.eq(T.read_file(victim), "precious contents")
+  -- the lock file too
+  os.remove(blobs .. "/" .. etag .. ".incomplete")
+  local locks = cache .. "/.locks/models--org--open"
+  T.exec("mkdir -p " .. T.shell_quote(locks))
+  local elsewhere = T.tmpdir() .. "/not-a-lock"
+  os.remove(locks .. "/" .. etag .. ".lock")  -- the lock the first attempt made
+  T.exec("ln -s " .. T.shell_quote(elsewhere) .. " " .. T.shell_quote(locks .. "/" .. etag .. ".lock"))
+  T.raises(function() hf.hf_hub_download("org/open", "model.safetensors", H.opts(hub, cache)) end,
+    "cannot open the lock file '" .. locks .. "/" .. etag .. ".lock': it is a symbolic link")
+  T.eq(H.exists(elsewhere), false, "the lock's link target was not created")
+  -- with the links gone, the download works
+  os.remove(locks .. "/" .. etag .. ".lock")
+  T.eq(T.read_file(hf.hf_hub_download("org/open", "model.safetensors", H.opts(hub, cache))), weights)
+end)
+
 T.run()
