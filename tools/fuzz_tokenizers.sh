@@ -2,7 +2,8 @@
 # tools/fuzz_tokenizers.sh [SECONDS]: builds the tokenizer's libFuzzer targets with clang (ASan +
 # UBSan) under build/fuzz-tokenize and runs each for SECONDS (default 240):
 #   fuzz_tokenizer_load   any bytes as tokenizer.json (seeds: the files of ../shared/data/tokenizers
-#                         cut down to 300 tokens, so mutations stay fast)
+#                         cut down to 300 tokens, so mutations stay fast, and the deep-nesting seeds
+#                         of tests/host/json_fuzz_seeds.lua)
 #   fuzz_tokenizer_encode any bytes as text for 11 real tokenizers (seeds: fuzz-set strings)
 # UBSan's pointer-overflow check is off: RapidJSON 1.1's Stack adds an offset to its null buffer on
 # every first parse (inside the library, harmless), which would stop the run at once.
@@ -53,6 +54,8 @@ for f in glob.glob(data + '/tokenizers/*.json'):
     j['added_tokens'] = [a for a in j.get('added_tokens') or [] if a['id'] < 300][:10]
     json.dump(j, open(os.path.join(out, 'seeds_load', os.path.basename(f)), 'w', encoding='utf8'))
 EOF
+"$root/build/skyrun" "$root/tests/host/json_fuzz_seeds.lua" "$out/deep" >/dev/null &&
+  cp "$out"/deep/tokenizer/* "$out/seeds_load/" || echo "no deep-nesting seeds (build skyrun first)" >&2
 NODE_PATH=$root/build/tokenize-hf/node_modules node "$root/tests/tokenize/hf_reference.js" bench-inputs 7 300 \
   "$data/text/tinyshakespeare.txt" "$out" 2>/dev/null && python3 - "$out" <<'EOF' || true
 import json, sys

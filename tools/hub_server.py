@@ -25,10 +25,12 @@ Every request is appended to --log, before it is answered, as one tab-separated 
 query, Range header, "auth" when an Authorization header came (never its value); "-" for none.
 
 A fault in faults.json, [{"id": "x", "match": "<substring of the path>", "method": "GET",
-"drop_after": N, "times": 1, "hang": false, "status": 503, "ignore_range": false}], fires `times`
-times per id, the first unspent one in list order: it drops the connection after N bytes of body
-(or, with hang, stops sending and keeps the connection open), answers `status`, or answers a Range
-request with the whole file (200) as some CDNs do.
+"drop_after": N, "times": 1, "hang": false, "status": 503, "ignore_range": false,
+"body_repeat": "[]", "times_repeat": N}], fires `times` times per id, the first unspent one in list
+order: it drops the connection after N bytes of body (or, with hang, stops sending and keeps the
+connection open), answers `status`, answers a Range request with the whole file (200) as some CDNs
+do, or answers 200 with body_repeat's first character N times then its second N times (a hostile
+JSON reply such as "[[[...]]]").
 
     tools/hub_server.py --root DIR --port-file F --log F [--token T] [--page-size N] [--watch-pid PID]
 """
@@ -265,6 +267,9 @@ class Handler(BaseHTTPRequestHandler):
         fault = self.hub.take_fault(method, raw)
         if fault and "status" in fault:
             self.error(int(fault["status"]), "Injected", "injected failure", head=head)
+        elif fault and "body_repeat" in fault:
+            body = fault["body_repeat"][0] * int(fault["times_repeat"]) + fault["body_repeat"][1] * int(fault["times_repeat"])
+            self.send(200, {"Content-Type": "application/json"}, body.encode(), head=head)
         elif segs and segs[0] == "cdn":
             self.route_cdn(segs[1:], head, fault)
         elif segs and segs[0] == "api":

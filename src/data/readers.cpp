@@ -13,6 +13,7 @@
 #include <rapidjson/writer.h>
 
 #include "data/readers.hpp"
+#include "host/json.hpp"
 
 namespace sky::data {
 
@@ -110,8 +111,9 @@ class RowsBuilder {
   int64_t rows_ = 0;
 };
 
-std::string parse_error_at(const std::string& file, const std::string& text, size_t offset,
-                           rapidjson::ParseErrorCode code, int64_t line_base = 0) {
+std::string parse_error_at(const std::string& file, const std::string& text, const JsonParsed& r,
+                           int64_t line_base = 0) {
+  size_t offset = r.offset;
   int64_t line = 1 + line_base, col = 1;
   for (size_t i = 0; i < offset && i < text.size(); i++) {
     if (text[i] == '\n') {
@@ -121,8 +123,7 @@ std::string parse_error_at(const std::string& file, const std::string& text, siz
       col++;
     }
   }
-  return file + ": invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(col) + ": " +
-         rapidjson::GetParseError_En(code);
+  return file + ": invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(col) + ": " + r.reason();
 }
 
 }  // namespace
@@ -136,14 +137,13 @@ TablePtr read_json(const std::string& path, const JsonOptions& opt) {
   if (!whole && text[first] == '{') {
     // One document spanning the file (pretty-printed, or {"col": [...]}) rather than JSON lines?
     rapidjson::Document d;
-    d.Parse(text.data(), text.size());
-    if (!d.HasParseError() && text.find('\n', first) != std::string::npos) {
+    bool parsed = static_cast<bool>(json_parse(d, text));
+    if (parsed && text.find('\n', first) != std::string::npos) {
       size_t nl = text.find('\n', first);
       rapidjson::Document l;
-      l.Parse(text.data() + first, nl - first);
-      whole = l.HasParseError();  // the first line alone is not a document: not JSON lines
+      whole = !json_parse(l, std::string_view(text).substr(first, nl - first));  // the first line alone is not a document: not JSON lines
     }
-    if (!d.HasParseError() && d.IsObject()) {
+    if (parsed && d.IsObject()) {
       bool columnar = d.MemberCount() > 0;
       for (auto& m : d.GetObject()) columnar = columnar && m.value.IsArray();
       whole = whole || columnar;
@@ -151,8 +151,7 @@ TablePtr read_json(const std::string& path, const JsonOptions& opt) {
   }
   if (whole) {
     rapidjson::Document d;
-    d.Parse(text.data(), text.size());
-    if (d.HasParseError()) throw Error(parse_error_at(path, text, d.GetErrorOffset(), d.GetParseError()));
+    if (JsonParsed r = json_parse(d, text); !r) throw Error(parse_error_at(path, text, r));
     const rapidjson::Value* arr = &d;
     if (!opt.field.empty()) {
       if (!d.IsObject() || !d.HasMember(opt.field.c_str()))
@@ -202,12 +201,9 @@ TablePtr read_json(const std::string& path, const JsonOptions& opt) {
     std::string_view l(text.data() + pos, end - pos);
     size_t nb = l.find_first_not_of(" \t\r");
     if (nb != std::string_view::npos) {
-      d.Parse(l.data(), l.size());
-      if (d.HasParseError()) {
-        size_t off = d.GetErrorOffset();
-        throw Error(path + ": invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(off + 1) +
-                    ": " + rapidjson::GetParseError_En(d.GetParseError()));
-      }
+      if (JsonParsed r = json_parse(d, l); !r)
+        throw Error(path + ": invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(r.offset + 1) +
+                    ": " + r.reason());
       rows.add_row(d, ++row);
     }
     pos = end + 1;

@@ -17,6 +17,8 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "host/json.hpp"
+
 namespace fs = std::filesystem;
 
 namespace sky::data {
@@ -697,8 +699,9 @@ TablePtr table_open(const std::string& dir, std::string* meta_json) {
   while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
   std::fclose(f);
   rapidjson::Document d;
-  d.Parse(text.data(), text.size());
-  if (d.HasParseError() || !d.IsObject() || !d.HasMember("columns") || !d["columns"].IsArray() ||
+  if (JsonParsed r = json_parse(d, text); !r)
+    throw Error(path + ": not a skyrun table (" + r.reason() + " at byte " + std::to_string(r.offset) + ")");
+  if (!d.IsObject() || !d.HasMember("columns") || !d["columns"].IsArray() ||
       !d.HasMember("num_rows") || !d["num_rows"].IsInt64())
     throw Error(path + ": not a skyrun table");
   auto t = std::make_shared<Table>();

@@ -16,6 +16,7 @@
 #include <rapidjson/stringbuffer.h>
 
 #include "host/fs.hpp"
+#include "host/json.hpp"
 
 namespace sky::hub::cache {
 
@@ -262,8 +263,7 @@ std::optional<Tree> RepoCache::read_tree(std::string_view commit) const {
   std::optional<std::string> text = read_small_file(tree_path(commit));
   if (!text) return std::nullopt;
   rapidjson::Document doc;
-  doc.Parse(text->data(), text->size());
-  if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
+  if (!json_parse(doc, *text) || !doc.IsObject()) return std::nullopt;
   auto version = doc.FindMember("format_version");
   auto files = doc.FindMember("files");
   if (version == doc.MemberEnd() || !version->value.IsInt() || version->value.GetInt() != 1) return std::nullopt;

@@ -6,6 +6,7 @@
 
 #include <rapidjson/document.h>
 
+#include "host/json.hpp"
 #include "hub/call.hpp"
 
 namespace sky::hub {
@@ -17,10 +18,9 @@ constexpr int kResolveWorkers = 8;  // files of one from_pretrained fetched at o
 
 rapidjson::Document parse_json(const Call& c, const std::string& body, const std::string& what) {
   rapidjson::Document doc;
-  doc.Parse(body.data(), body.size());
-  if (doc.HasParseError())
+  if (JsonParsed r = json_parse(doc, body); !r)
     throw HubError(ErrorKind::http, "the Hub at " + c.endpoint + " sent invalid JSON for " + what + " of '" +
-                                        c.repo_id + "'");
+                                        c.repo_id + "' (" + r.reason() + " at byte " + std::to_string(r.offset) + ")");
   return doc;
 }
 
@@ -149,8 +149,10 @@ std::vector<std::string> index_shards(const std::string& index_path, const std::
   std::optional<std::string> text = cache::read_small_file(index_path);
   if (!text) throw HubError(ErrorKind::io, "cannot read the safetensors index '" + index_path + "'");
   rapidjson::Document doc;
-  doc.Parse(text->data(), text->size());
-  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("weight_map") || !doc["weight_map"].IsObject())
+  if (JsonParsed r = json_parse(doc, *text); !r)
+    throw HubError(ErrorKind::integrity, "'" + index_path + "' is not valid JSON (" + r.reason() + " at byte " +
+                                             std::to_string(r.offset) + ")");
+  if (!doc.IsObject() || !doc.HasMember("weight_map") || !doc["weight_map"].IsObject())
     throw HubError(ErrorKind::integrity, "'" + index_path + "' is not a safetensors index: no \"weight_map\" object");
   std::set<std::string> shards;
   for (const auto& m : doc["weight_map"].GetObject()) {

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "host/bind.hpp"
+#include "host/json.hpp"
 
 namespace sky::nn {
 
@@ -91,10 +92,8 @@ std::string config_supported_list() {
 
 ModelConfig config_parse(std::string_view json, const std::string& where) {
   rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
-  if (doc.HasParseError())
-    throw sky::Error(where + ": not valid JSON (" + rapidjson::GetParseError_En(doc.GetParseError()) + " at byte " +
-                     std::to_string(doc.GetErrorOffset()) + ")");
+  if (JsonParsed r = json_parse(doc, json); !r)
+    throw sky::Error(where + ": not valid JSON (" + r.reason() + " at byte " + std::to_string(r.offset) + ")");
   if (!doc.IsObject()) throw sky::Error(where + ": not a JSON object");
   Reader r{doc, where};
   ModelConfig c;
@@ -235,8 +234,7 @@ ModelConfig config_load(const std::string& folder) {
 
 std::string config_to_json(const ModelConfig& c) {
   rapidjson::Document doc;
-  doc.Parse(c.json.data(), c.json.size());
-  if (doc.HasParseError() || !doc.IsObject()) doc.SetObject();
+  if (!json_parse(doc, c.json) || !doc.IsObject()) doc.SetObject();
   auto& a = doc.GetAllocator();
   auto set = [&](const char* key, Value v) {
     auto it = doc.FindMember(key);

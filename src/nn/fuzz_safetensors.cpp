@@ -1,5 +1,6 @@
 // libFuzzer entry: the safetensors header parser must reject any byte string with a sky::Error,
-// never crash, hang or read outside the buffer. Build with -Dfuzz=enabled (clang).
+// never crash, hang or read outside the buffer. Build with -Dfuzz=enabled (clang). Seeds with
+// headers nested past the 128-level limit: skyrun tests/host/json_fuzz_seeds.lua seeds (seeds/safetensors).
 #include <cstddef>
 #include <cstdint>
 

@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "host/bind.hpp"
+#include "host/json.hpp"
 #include "host/lua_json.hpp"
 #include "nn/layers.hpp"
 #include "nn/model.hpp"
@@ -60,7 +61,7 @@ void push_json(lua_State* L, const rapidjson::Value& v, bool int_keys) {
 void push_config(lua_State* L, const ModelConfig& c) {
   std::string text = config_to_json(c);
   rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
+  if (!json_parse(doc, text)) throw Error("config: cannot read back its own JSON");
   push_json(L, doc, false);  // [cfg]
   lua_pushinteger(L, static_cast<lua_Integer>(c.num_labels));
   lua_setfield(L, -2, "num_labels");

@@ -23,6 +23,7 @@
 
 #include "host/bind.hpp"
 #include "host/fs.hpp"
+#include "host/json.hpp"
 
 namespace sky::nn {
 
@@ -100,10 +101,8 @@ SafetensorsHeader safetensors_parse(const uint8_t* data, size_t size, const std:
   const uint64_t data_size = size - h.data_start;
 
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseStopWhenDoneFlag>(reinterpret_cast<const char*>(data + 8), n);
-  if (doc.HasParseError())
-    fail(file, std::string("header is not valid JSON (") + rapidjson::GetParseError_En(doc.GetParseError()) +
-                   " at byte " + std::to_string(doc.GetErrorOffset()) + ")");
+  if (JsonParsed r = json_parse<rapidjson::kParseStopWhenDoneFlag>(doc, {reinterpret_cast<const char*>(data + 8), n}); !r)
+    fail(file, "header is not valid JSON (" + r.reason() + " at byte " + std::to_string(r.offset) + ")");
   if (!doc.IsObject()) fail(file, "header is not a JSON object");
 
   std::set<std::string_view> seen;
@@ -253,9 +252,9 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string& folder, con
     throw sky::Error(folder + ": no " + single.filename().string() + " or " + index.filename().string());
   std::string text = read_text(index.string());
   rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  if (doc.HasParseError() || !doc.IsObject())
-    fail(index.string(), "not valid JSON");
+  if (JsonParsed r = json_parse(doc, text); !r)
+    fail(index.string(), "not valid JSON (" + r.reason() + " at byte " + std::to_string(r.offset) + ")");
+  if (!doc.IsObject()) fail(index.string(), "not a JSON object");
   auto wm = doc.FindMember("weight_map");
   if (wm == doc.MemberEnd() || !wm->value.IsObject()) fail(index.string(), "no weight_map object");
   for (auto it = wm->value.MemberBegin(); it != wm->value.MemberEnd(); ++it) {

@@ -1,6 +1,7 @@
 // libFuzzer entry: any bytes as tokenizer.json must load or fail with an exception naming the
 // problem; a tokenizer that loads must encode and decode a sample without crashing.
-// Build with -Dfuzz=enabled (clang); seeds: ../shared/data/tokenizers/*.json.
+// Build with -Dfuzz=enabled (clang); seeds: ../shared/data/tokenizers/*.json and the deep-nesting
+// ones of tests/host/json_fuzz_seeds.lua (tools/fuzz_tokenizers.sh uses both).
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>

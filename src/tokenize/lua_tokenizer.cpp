@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "host/bind.hpp"
+#include "host/json.hpp"
 #include "host/modules.hpp"
 #include "tokenize/tokenizer.hpp"
 #include "wire/wire.hpp"
@@ -404,9 +405,8 @@ int tok_read_json(lua_State* L) {
   ss << f.rdbuf();
   std::string text = ss.str();
   rapidjson::Document d;
-  d.Parse(text.data(), text.size());
-  if (d.HasParseError())
-    throw Error(path + ": invalid JSON at byte " + std::to_string(d.GetErrorOffset()) + ": " + rapidjson::GetParseError_En(d.GetParseError()));
+  if (JsonParsed r = json_parse(d, text); !r)
+    throw Error(path + ": invalid JSON at byte " + std::to_string(r.offset) + ": " + r.reason());
   push_json(L, d, 0);
   return 1;
 }

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "host/json.hpp"
 #include "tokenize/components.hpp"
 
 namespace sky::tok {
@@ -344,11 +345,8 @@ std::shared_ptr<Tokenizer> Tokenizer::from_json(std::string_view json, const std
 std::shared_ptr<Tokenizer> Tokenizer::parse(std::string_view json, const std::string& source) {
   rapidjson::Document doc;
   // Invalid UTF-8 is refused here (as serde_json does), so every string after this is valid.
-  doc.Parse<rapidjson::kParseFullPrecisionFlag | rapidjson::kParseValidateEncodingFlag>(json.data(), json.size());
-  if (doc.HasParseError()) {
-    throw std::runtime_error(source + ": invalid JSON at byte " + std::to_string(doc.GetErrorOffset()) + ": " +
-                             rapidjson::GetParseError_En(doc.GetParseError()));
-  }
+  if (JsonParsed r = json_parse<rapidjson::kParseFullPrecisionFlag | rapidjson::kParseValidateEncodingFlag>(doc, json); !r)
+    throw std::runtime_error(source + ": invalid JSON at byte " + std::to_string(r.offset) + ": " + r.reason());
   std::shared_ptr<Tokenizer> t(new Tokenizer());
   t->source_ = source;
   try {
@@ -453,10 +451,8 @@ std::string Tokenizer::to_json() const {
 
 void Tokenizer::set_post_processor_json(std::string_view json) {
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseValidateEncodingFlag>(json.data(), json.size());
-  if (doc.HasParseError())
-    throw std::runtime_error("post_processor: invalid JSON at byte " + std::to_string(doc.GetErrorOffset()) + ": " +
-                             rapidjson::GetParseError_En(doc.GetParseError()));
+  if (JsonParsed r = json_parse<rapidjson::kParseValidateEncodingFlag>(doc, json); !r)
+    throw std::runtime_error("post_processor: invalid JSON at byte " + std::to_string(r.offset) + ": " + r.reason());
   try {
     post_processor_ = post_processor_from_json(JsonAt{doc, "post_processor"});
   } catch (const JsonError& e) {

@@ -4,6 +4,8 @@
 //   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc -Ibuild -I/usr/include/luajit-2.1 \
 //     src/train/fuzz_train_json.cpp src/train/lua_train_core.cpp src/train/schedule.cpp \
 //     src/train/tfevents.cpp src/host/bind.cpp -lluajit-5.1 -o fuzz_train_json
+// Seeds: skyrun tests/host/json_fuzz_seeds.lua seeds && ./fuzz_train_json corpus seeds/train_json
+// (nesting at, past and far past the 128-level limit).
 // (it found: rapidjson's default number parsing is not exact, so a double read back from
 // trainer_state.json could differ by an ulp; the reader now parses with full precision).
 #include <lua.hpp>

@@ -16,6 +16,7 @@
 
 #include "host/bind.hpp"
 #include "host/fs.hpp"
+#include "host/json.hpp"
 #include "host/lua_json.hpp"
 #include "host/modules.hpp"
 #include "train/schedule.hpp"
@@ -116,8 +117,7 @@ int core_json_encode(lua_State* L) {
 }
 
 void json_push(lua_State* L, const rapidjson::Value& v, int depth) {
-  luaL_checkstack(L, 4, "json_decode: too deep");
-  if (depth > 200) luaL_error(L, "json_decode: nesting deeper than 200");
+  luaL_checkstack(L, 4, "json_decode: too deep");  // json_parse keeps depth <= kJsonMaxDepth
   if (v.IsNull()) lua_pushlightuserdata(L, json_null());
   else if (v.IsBool()) lua_pushboolean(L, v.GetBool());
   else if (v.IsNumber()) lua_pushnumber(L, v.GetDouble());
@@ -144,10 +144,8 @@ int core_json_decode(lua_State* L) {
   std::string_view s = check_string_view(L, 1);
   const char* what = luaL_optstring(L, 2, "JSON text");
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseNanAndInfFlag | rapidjson::kParseFullPrecisionFlag>(s.data(), s.size());  // exact doubles
-  if (doc.HasParseError())
-    luaL_error(L, "%s: invalid JSON at offset %d: %s", what, static_cast<int>(doc.GetErrorOffset()),
-               rapidjson::GetParseError_En(doc.GetParseError()));
+  JsonParsed r = json_parse<rapidjson::kParseNanAndInfFlag | rapidjson::kParseFullPrecisionFlag>(doc, s);  // exact doubles
+  if (!r) raise_error(L, std::string(what) + ": invalid JSON at offset " + std::to_string(r.offset) + ": " + r.reason());
   json_push(L, doc, 0);
   return 1;
 }

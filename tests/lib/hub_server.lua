@@ -115,7 +115,8 @@ function S:move(old_id, new_id, repo_type)
   T.write_file(dir .. "/moved_to", new_id)
 end
 
---- Faults: { { id=, match=, method=, drop_after=, times=, hang=, hang_seconds=, status= }, ... }
+--- Faults: { { id=, match=, method=, drop_after=, times=, hang=, hang_seconds=, status=, body_repeat=,
+--- times_repeat= }, ... } (see tools/hub_server.py)
 function S:set_faults(faults)
   local items = {}
   for _, f in ipairs(faults) do
