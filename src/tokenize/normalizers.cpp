@@ -278,10 +278,25 @@ struct Prepend : Normalizer {
 }  // namespace
 
 // Replaces every match by content (chars aligned to the match's last byte), as HF's replace.
+// The result may be at most kMaxNormalizedGrowth times the original input (and at least 4 KB): a
+// tokenizer.json whose Replace rules feed each other (a -> aaaa..., several times over) would
+// otherwise grow a few kilobytes into gigabytes before failing.
+constexpr size_t kMaxNormalizedGrowth = 64;
+
 void replace_normalized(Normalized& n, const std::vector<Offsets>& matches, const std::string& content) {
   if (matches.empty()) return;
+  size_t removed = 0;
+  for (auto& m : matches) removed += m.second - m.first;
+  size_t grown = n.text.size() - removed + matches.size() * content.size();
+  size_t input = n.orig.second > n.orig.first ? n.orig.second - n.orig.first : 0;
+  size_t limit = std::max<size_t>(input * kMaxNormalizedGrowth, 4096);
+  if (grown > limit && grown > n.text.size())
+    throw std::runtime_error("Replace: the normalized text would grow to " + std::to_string(grown) +
+                             " bytes from an input of " + std::to_string(input) + " bytes (the limit is " +
+                             std::to_string(kMaxNormalizedGrowth) +
+                             " times the input): the tokenizer's Replace rules expand their own output");
   Rebuilder rb;
-  rb.reserve(n.text.size() + matches.size() * content.size());
+  rb.reserve(grown);
   size_t last = 0;
   for (auto& m : matches) {
     rb.push_bytes(std::string_view(n.text.data() + last, m.first - last), &n.align[last]);

@@ -173,4 +173,21 @@ T.test("the tokenizer.json truncation and padding blocks do not leak into transf
   T.eq(#tok("hello").input_ids, 3)
 end)
 
+T.test("Replace rules that expand their own output fail early instead of growing without bound", function()
+  local function with_normalizer(normalizer)
+    return core.from_string([[{"version": "1.0", "added_tokens": [], "normalizer": ]] .. normalizer ..
+      [[, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+      "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "a": 1}, "unk_token": "[UNK]"}}]], "grow.json")
+  end
+  local rule = '{"type": "Replace", "pattern": {"Regex": "a"}, "content": "' .. string.rep("a", 1000) .. '"}'
+  local tok = with_normalizer('{"type": "Sequence", "normalizers": [' .. rule .. "," .. rule .. "," .. rule .. "]}")
+  local t0 = os.clock()
+  T.raises(function() tok:encode(string.rep("a", 5000), nil, {}) end,
+    "Replace: the normalized text would grow to 5000000 bytes from an input of 5000 bytes (the limit is 64 times the input)")
+  T.ok(os.clock() - t0 < 5, "it fails before building the text")
+  -- an expansion inside the limit (a few times the input, as real normalizers do) works
+  local ok = with_normalizer('{"type": "Replace", "pattern": {"String": "a"}, "content": "aaa"}')
+  T.eq(#ok:encode(string.rep("a", 100), nil, {}).input_ids, 1)
+end)
+
 T.run()
