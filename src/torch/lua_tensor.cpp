@@ -3,6 +3,7 @@
 // callers for dimensions are 1-based (dim 1 is the first), negative ones count from the end.
 #include "torch/lua_tensor.hpp"
 
+#include <ATen/ScalarOps.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -74,6 +75,33 @@ struct Flat {
   bool numbers = false;
 };
 
+// The range of an integral dtype, as doubles: [lo, hi) (hi exclusive: 2^63 itself is out of int64).
+std::pair<double, double> integral_range(at::ScalarType t) {
+  switch (t) {
+    case at::kByte: return {0.0, 256.0};
+    case at::kChar: return {-128.0, 128.0};
+    case at::kShort: return {-32768.0, 32768.0};
+    case at::kInt: return {-2147483648.0, 2147483648.0};
+    default: return {-9223372036854775808.0, 9223372036854775808.0};
+  }
+}
+
+// Values converted to an integral dtype must fit it (torch raises "Overflow" too): wrapping 2^63
+// to a negative int64 or 1e300 to some int32 would be a silently wrong tensor. Fractions truncate
+// toward zero, as torch.tensor([2.5], dtype=torch.int64) does.
+void check_fits(lua_State* L, const std::vector<double>& values, at::ScalarType type) {
+  auto [lo, hi] = integral_range(type);
+  for (double v : values) {
+    double t = std::trunc(v);
+    if (!(t >= lo && t < hi)) {
+      char buf[64];
+      snprintf(buf, sizeof buf, "%.17g", v);
+      raise_error(L, std::string("torch.tensor: ") + buf + " does not fit " + lua_dtype_name(type) +
+                         (type == at::kLong ? " (give dtype = 'float64' for such values)" : ""));
+    }
+  }
+}
+
 void flatten(lua_State* L, int idx, Flat& f, size_t depth) {
   int t = lua_type(L, idx);
   if (t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
@@ -121,13 +149,25 @@ void push_list(lua_State* L, const at::Tensor& t, int64_t dim, const double* dat
   }
 }
 
-int other_or_scalar(lua_State* L, int idx, at::Tensor& out, double& scalar) {
+// A Lua number as an operand, the way Python hands torch a number: an integral value that fits
+// int64 is an int, any other a float, and either is a "wrapped number" so that type promotion
+// treats it as a scalar (int64 tensor * 0.5 -> float32, float16 tensor * 2 -> float16).
+at::Tensor wrapped_number(double v) {
+  bool is_int = v == std::trunc(v) && v >= -9223372036854775808.0 && v < 9223372036854775808.0;
+  at::Tensor t = is_int ? c10::scalar_to_tensor(at::Scalar(static_cast<int64_t>(v))) : c10::scalar_to_tensor(at::Scalar(v));
+  t.unsafeGetTensorImpl()->set_wrapped_number(true);
+  return t;
+}
+
+// The operand at idx: a tensor, a Lua number (as wrapped_number) or a table of numbers.
+// Returns whether it was a tensor or a table (not a bare number).
+bool binary_operand(lua_State* L, int idx, at::Tensor& out) {
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    scalar = lua_tonumber(L, idx);
-    return 0;
+    out = wrapped_number(lua_tonumber(L, idx));
+    return false;
   }
   out = lua_to_tensor(L, idx);
-  return 1;
+  return true;
 }
 
 // ---- methods -------------------------------------------------------------------------------------
@@ -352,12 +392,9 @@ int t_matmul(lua_State* L) {
 template <int Op>
 int t_binary(lua_State* L) {
   at::Tensor a, b;
-  double sa = 0, sb = 0;
-  int ka = other_or_scalar(L, 1, a, sa), kb = other_or_scalar(L, 2, b, sb);
+  bool ka = binary_operand(L, 1, a), kb = binary_operand(L, 2, b);
   at::Tensor r;
   if (!ka && !kb) return luaL_error(L, "tensor arithmetic needs a tensor");
-  if (!ka) a = at::scalar_tensor(sa, at::TensorOptions().dtype(b.scalar_type()).device(b.device()));
-  if (!kb) b = at::scalar_tensor(sb, at::TensorOptions().dtype(a.scalar_type()).device(a.device()));
   switch (Op) {
     case 0: r = a + b; break;
     case 1: r = a - b; break;
@@ -725,6 +762,7 @@ at::Tensor lua_to_tensor(lua_State* L, int idx, std::optional<at::ScalarType> wa
   flatten(L, idx, f, 0);
   if (f.booleans && f.numbers) luaL_error(L, "torch.tensor: mixes booleans and numbers");
   at::ScalarType type = want ? *want : f.booleans ? at::kBool : f.all_integral ? at::kLong : at::kFloat;
+  if (at::isIntegralType(type, /*includeBool=*/false)) check_fits(L, f.values, type);
   at::Tensor d = at::from_blob(f.values.data(), {static_cast<int64_t>(f.values.size())}, at::TensorOptions().dtype(at::kDouble));
   // from_blob borrows f.values, which dies on return: always copy (to() alone returns the same
   // buffer when the dtype is already float64).
