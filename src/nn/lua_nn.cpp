@@ -432,7 +432,7 @@ int l_safetensors_load(lua_State* L) {
       default: raise_error(L, path + ": tensor '" + e.name + "': not supported yet: dtype " + dtype_name(e.dtype));
     }
     at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(st));
-    if (e.end > e.begin) std::memcpy(t.data_ptr(), f->data(e), e.end - e.begin);
+    f->read(e, t.data_ptr());
     lua_push_tensor(L, t);
     lua_setfield(L, -2, e.name.c_str());
   }

@@ -288,25 +288,26 @@ void Model::materialize(at::ScalarType dtype, at::Device device, const Safetenso
                          class_name() + " expects " + shape_str(d.shape));
       }
       at::ScalarType target = at::isFloatingType(st) ? (dtype_auto ? st : dtype) : st;
-      const uint8_t* ptr = found->file->data(e);
-      bool aligned = reinterpret_cast<uintptr_t>(ptr) % dtype_size(e.dtype) == 0;
+      const SafetensorsFile& file = *found->file;
+      bool aligned = file.mapped() && reinterpret_cast<uintptr_t>(file.data(e)) % dtype_size(e.dtype) == 0;
       if (target == st && device.is_cpu() && aligned) {
-        // Alias the private mapping: no copy; the tensor keeps the mapping alive.
+        // A file that cannot change (see SafetensorsFile): alias its private mapping, no copy;
+        // the tensor keeps the mapping alive.
         std::shared_ptr<SafetensorsFile> keep;
         for (const auto& f : ckpt->files())
           if (f.get() == found->file) keep = f;
-        t = at::from_blob(const_cast<uint8_t*>(ptr), d.shape, [keep](void*) mutable { keep.reset(); },
+        t = at::from_blob(const_cast<uint8_t*>(file.data(e)), d.shape, [keep](void*) mutable { keep.reset(); },
                           at::TensorOptions().dtype(st));
       } else {
         at::Tensor src;
         if (aligned) {
-          src = at::from_blob(const_cast<uint8_t*>(ptr), d.shape, at::TensorOptions().dtype(st));
-        } else {
+          src = at::from_blob(const_cast<uint8_t*>(file.data(e)), d.shape, at::TensorOptions().dtype(st));
+        } else {  // our own copy: later changes to the file cannot reach it
           src = at::empty(d.shape, at::TensorOptions().dtype(st));
-          memcpy(src.data_ptr(), ptr, e.end - e.begin);
+          file.read(e, src.data_ptr());
         }
-        t = src.to(opts.dtype(target), /*non_blocking=*/false, /*copy=*/true);
-        found->file->release(e);
+        t = target == st && device.is_cpu() && !aligned ? src : src.to(opts.dtype(target), /*non_blocking=*/false, /*copy=*/true);
+        file.release(e);
       }
     } else {
       if (report) report->missing.push_back(d.full_name);

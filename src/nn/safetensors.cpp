@@ -4,8 +4,11 @@
 #include "nn/safetensors.hpp"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <rapidjson/document.h>
@@ -87,7 +90,11 @@ const TensorEntry* SafetensorsHeader::find(std::string_view name) const {
   return nullptr;
 }
 
-SafetensorsHeader safetensors_parse(const uint8_t* data, size_t size, const std::string& file) {
+namespace {
+
+// The header's checks need only its own bytes ([data, data + avail), at least 8 + its length) and
+// the size of the whole file, so a file read with pread needs no mapping.
+SafetensorsHeader parse_header(const uint8_t* data, size_t avail, uint64_t size, const std::string& file) {
   if (size < 8)
     fail(file, "truncated file (" + std::to_string(size) + " bytes; a safetensors file starts with an 8-byte header length)");
   uint64_t n = 0;
@@ -96,6 +103,7 @@ SafetensorsHeader safetensors_parse(const uint8_t* data, size_t size, const std:
   if (n > size - 8)
     fail(file, "header of " + std::to_string(n) + " bytes is longer than the file (" + std::to_string(size) +
                    " bytes): truncated or not a safetensors file");
+  if (avail < 8 + n) fail(file, "changed while its header was read");
   SafetensorsHeader h;
   h.data_start = 8 + n;
   const uint64_t data_size = size - h.data_start;
@@ -172,40 +180,90 @@ SafetensorsHeader safetensors_parse(const uint8_t* data, size_t size, const std:
   return h;
 }
 
+}  // namespace
+
+SafetensorsHeader safetensors_parse(const uint8_t* data, size_t size, const std::string& file) {
+  return parse_header(data, size, size, file);
+}
+
 // ---- reading ---------------------------------------------------------------------------------------
+
+namespace {
+
+// All of [dst, dst + n) from offset `off`, or an error: a short read means the file shrank.
+void pread_all(int fd, void* dst, uint64_t n, uint64_t off, const std::string& path, const std::string& what) {
+  auto* p = static_cast<uint8_t*>(dst);
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n > (1u << 30) ? (1u << 30) : n, static_cast<off_t>(off));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fail(path, "cannot read " + what + " (" + errno_str() + ")");
+    if (r == 0) fail(path, "the file shrank while " + what + " was read");
+    p += r;
+    n -= static_cast<uint64_t>(r);
+    off += static_cast<uint64_t>(r);
+  }
+}
+
+// True when nobody can change the file's bytes while we hold it: it lives on a read-only mount or
+// carries the immutable attribute (chattr +i). Only then is mapping it in place safe.
+bool file_cannot_change(int fd) {
+  struct statvfs vfs {};
+  if (fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_RDONLY)) return true;
+  int flags = 0;
+  return ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && (flags & FS_IMMUTABLE_FL);
+}
+
+}  // namespace
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, "cannot open (" + errno_str() + ")");
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    std::string e = errno_str();
-    ::close(fd);
-    fail(path, "cannot stat (" + e + ")");
-  }
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->fd_ = fd;  // closed by the destructor from here on
   f->path_ = path;
+  struct stat st {};
+  if (fstat(fd, &st) != 0) fail(path, "cannot stat (" + errno_str() + ")");
   f->size_ = static_cast<uint64_t>(st.st_size);
-  if (f->size_ > 0) {
+  if (f->size_ > 0 && file_cannot_change(fd)) {
     // Private and writable: tensors may alias the pages; a write copies the page, never the file.
     void* p = mmap(nullptr, f->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      std::string e = errno_str();
-      ::close(fd);
-      fail(path, "cannot map (" + e + ")");
-    }
+    if (p == MAP_FAILED) fail(path, "cannot map (" + errno_str() + ")");
     f->base_ = static_cast<uint8_t*>(p);
+    f->header_ = safetensors_parse(f->base_, f->size_, path);
+    return f;
   }
-  ::close(fd);
-  f->header_ = safetensors_parse(f->base_, f->size_, path);
+  // Any other file may be rewritten or truncated by another process while the model lives: its
+  // tensors are read into memory of their own (read()), never aliased to a mapping of the file.
+  std::vector<uint8_t> buf(f->size_ < 8 ? static_cast<size_t>(f->size_) : 8);
+  pread_all(fd, buf.data(), buf.size(), 0, path, "the header");
+  if (buf.size() == 8) {
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | buf[i];
+    if (n <= kMaxHeader && n <= f->size_ - 8) {  // else parse_header says what is wrong
+      buf.resize(8 + n);
+      pread_all(fd, buf.data() + 8, n, 8, path, "the header");
+    }
+  }
+  f->header_ = parse_header(buf.data(), buf.size(), f->size_, path);
   return f;
 }
 
 SafetensorsFile::~SafetensorsFile() {
   if (base_) munmap(base_, size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void SafetensorsFile::read(const TensorEntry& e, void* dst) const {
+  if (e.end == e.begin) return;
+  if (base_) {
+    std::memcpy(dst, data(e), e.end - e.begin);
+    return;
+  }
+  pread_all(fd_, dst, e.end - e.begin, header_.data_start + e.begin, path_, "tensor '" + e.name + "'");
 }
 
 void SafetensorsFile::release(const TensorEntry& e) const {
+  if (!base_) return;
   long page = sysconf(_SC_PAGESIZE);
   uintptr_t b = reinterpret_cast<uintptr_t>(data(e));
   uintptr_t en = b + (e.end - e.begin);

@@ -39,22 +39,31 @@ struct SafetensorsHeader {
 // file: offsets are checked against it). `file` names the file in errors.
 SafetensorsHeader safetensors_parse(const uint8_t* data, size_t size, const std::string& file);
 
-// A read-only private memory mapping of one safetensors file. Tensor bytes are not read until
-// touched. Shared ownership: tensors that alias the mapping keep it alive.
+// One open safetensors file. A file that cannot change while we hold it (on a read-only mount, or
+// immutable) is memory-mapped privately and its tensors may alias the mapping (no copy; tensors
+// that alias it keep it alive). Any other file is read with pread into memory of our own: another
+// process rewriting, truncating or replacing it later can then neither crash a loaded model
+// (SIGBUS on a truncated mapping) nor silently change its weights (a private mapping shows later
+// writes to pages not yet copied).
 class SafetensorsFile {
  public:
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
   ~SafetensorsFile();
   const std::string& path() const { return path_; }
   const SafetensorsHeader& header() const { return header_; }
+  bool mapped() const { return base_ != nullptr; }
+  // The tensor's bytes in the mapping: only when mapped().
   const uint8_t* data(const TensorEntry& e) const { return base_ + header_.data_start + e.begin; }
+  // Copies the tensor's bytes (e.end - e.begin) to dst; a file that shrank meanwhile is an error.
+  void read(const TensorEntry& e, void* dst) const;
   uint64_t size() const { return size_; }
-  // Tells the kernel these pages are no longer needed (after copying a tensor out).
+  // Tells the kernel these mapped pages are no longer needed (after copying a tensor out).
   void release(const TensorEntry& e) const;
 
  private:
   SafetensorsFile() = default;
   std::string path_;
+  int fd_ = -1;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
   SafetensorsHeader header_;
