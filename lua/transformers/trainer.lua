@@ -443,8 +443,12 @@ function Trainer:_emit(logs)
         mkdir_p(self.args.output_dir)
         self._jsonl = assert(io.open(self.args.output_dir .. "/trainer_log.jsonl", "a"))
       end
-      self._jsonl:write(json_encode(entry), "\n")
-      self._jsonl:flush()
+      -- checked: a full disk is an error, not a log silently cut short
+      local ok, err = self._jsonl:write(json_encode(entry), "\n")
+      if ok then ok, err = self._jsonl:flush() end
+      if not ok then
+        error("cannot write " .. self.args.output_dir .. "/trainer_log.jsonl: " .. tostring(err), 0)
+      end
     elseif r == "tensorboard" then
       if not self._tb then self._tb = tcore.tb_open(self.args.logging_dir) end
       for k, v in pairs(logs) do
@@ -527,16 +531,22 @@ function Trainer:_save_checkpoint()
   -- previous checkpoints as they were and no half-written checkpoint-<step>
   local tmp = string.format("%s/.%s.tmp-%d", a.output_dir, name, math.random(1, 1e9))
   mkdir_p(tmp)
-  model_save(self.model, tmp)
-  save_processing_class(self.processing_class, tmp)
-  if not a.save_only_model then self.engine:state_save(tmp) end
   local s = self.state
-  if a.metric_for_best_model and s.best_global_step then
-    local best = a.output_dir .. "/checkpoint-" .. s.best_global_step
-    if s.best_global_step == s.global_step or is_dir(best) then s.best_model_checkpoint = best end
+  local ok, err = pcall(function()
+    model_save(self.model, tmp)
+    save_processing_class(self.processing_class, tmp)
+    if not a.save_only_model then self.engine:state_save(tmp) end
+    if a.metric_for_best_model and s.best_global_step then
+      local best = a.output_dir .. "/checkpoint-" .. s.best_global_step
+      if s.best_global_step == s.global_step or is_dir(best) then s.best_model_checkpoint = best end
+    end
+    write_file_atomic(tmp .. "/trainer_state.json", self:_state_json())
+    write_file_atomic(tmp .. "/training_args.json", json_encode(a:to_dict(), 2))
+  end)
+  if not ok then  -- a full disk, say: no half-written folder stays; earlier checkpoints are untouched
+    require("sky.fs").remove_tree(tmp)
+    error(string.format("cannot save %s: %s", final, (tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""))), 0)
   end
-  write_file_atomic(tmp .. "/trainer_state.json", self:_state_json())
-  write_file_atomic(tmp .. "/training_args.json", json_encode(a:to_dict(), 2))
   if is_dir(final) then
     local old = final .. ".old-" .. math.random(1, 1e9)
     assert(os.rename(final, old))
@@ -575,11 +585,71 @@ function Trainer:_rotate_checkpoints()
   for i = 1, #cps - limit do rm_rf(cps[i].path) end
 end
 
+-- HF's TrainerState fields and their types. HF builds the dataclass from the JSON unchecked; a
+-- corrupted file would resume at a wrong step on trained weights, so each field is checked here.
+-- Unknown fields (other transformers versions) are ignored.
+local STATE_FIELDS = {
+  epoch = "number?", global_step = "count", max_steps = "count?", logging_steps = "number?",
+  eval_steps = "number?", save_steps = "number?", train_batch_size = "count?", num_train_epochs = "number?",
+  num_input_tokens_seen = "count?", total_flos = "number?", log_history = "list of objects",
+  best_metric = "number?", best_global_step = "count?", best_model_checkpoint = "string?",
+  is_local_process_zero = "boolean?", is_world_process_zero = "boolean?", is_hyper_param_search = "boolean?",
+  trial_name = "string?", trial_params = "object?", stateful_callbacks = "object?",
+}
+local MAX_COUNT = 2 ^ 53  -- counts beyond this are not exact as Lua numbers
+
+-- The JSON type of a decoded value; an empty table is both an empty array and an empty object.
+local function json_kind(v, want)
+  if v == tcore.json_null then return "null" end
+  if type(v) ~= "table" then return type(v) end
+  if next(v) == nil and want then return want end
+  return v[1] ~= nil and "array" or "object"
+end
+
+local function check_trainer_state(st, file)
+  local function bad(field, want, v)
+    local shown = v == nil and "nothing" or type(v) == "string" and string.format("%q", v) or
+      (type(v) == "number" and string.format("%.17g", v)) or json_kind(v)
+    error(string.format("resume_from_checkpoint: %s: field '%s' must be %s (got %s)", file, field, want, shown), 0)
+  end
+  if json_kind(st, "object") ~= "object" then
+    error(string.format("resume_from_checkpoint: %s must hold a JSON object of HF's TrainerState (got %s)", file,
+      json_kind(st)), 0)
+  end
+  for field, kind in pairs(STATE_FIELDS) do
+    local v = st[field]
+    local optional = kind:sub(-1) == "?"
+    local base = optional and kind:sub(1, -2) or kind
+    if v == nil or v == tcore.json_null then
+      if not optional and base ~= "list of objects" then bad(field, "present", v) end
+    elseif base == "count" then
+      if type(v) ~= "number" or v ~= math.floor(v) or v < 0 or v >= MAX_COUNT then
+        bad(field, "an integer from 0 to 2^53", v)
+      end
+    elseif base == "number" then
+      if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then bad(field, "a finite number", v) end
+      if field ~= "best_metric" and v < 0 then bad(field, "a number >= 0", v) end
+    elseif base == "list of objects" then
+      if json_kind(v, "array") ~= "array" then bad(field, "a list of objects", v) end
+      for i, e in ipairs(v) do
+        if json_kind(e, "object") ~= "object" then bad(field .. "[" .. i .. "]", "an object", e) end
+      end
+    elseif json_kind(v, base) ~= base then
+      bad(field, (base == "object" and "an " or "a ") .. base, v)
+    end
+  end
+  if (st.max_steps or 0) > 0 and st.global_step > st.max_steps then
+    error(string.format("resume_from_checkpoint: %s: global_step %d is past max_steps %d", file, st.global_step,
+      st.max_steps), 0)
+  end
+end
+
 function Trainer:_load_checkpoint(path)
   if not is_dir(path) then error("resume_from_checkpoint: no checkpoint folder at " .. path, 0) end
   local text = read_file(path .. "/trainer_state.json")
   if not text then error("resume_from_checkpoint: " .. path .. " has no trainer_state.json", 0) end
   local st = json_decode(text, path .. "/trainer_state.json")
+  check_trainer_state(st, path .. "/trainer_state.json")
   model_load(self.model, path)
   self.engine:state_load(path)
   local s = self.state

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "dist/dist.hpp"
+#include "host/fs.hpp"
 #include "sky_config.h"
 #include "torch/compat.hpp"
 #include "train/step_graph.hpp"
@@ -263,11 +264,36 @@ at::Tensor Engine::to_host(const at::Tensor& t) {
   return h;
 }
 
+namespace {
+
+// ar.save_to(path) writes through LibTorch's PyTorchStreamWriter, which throws from its destructor
+// when a write failed (a full disk): std::terminate. Here the writer never sees a failure: the
+// bytes go through a callback that keeps the first error and swallows the rest, and the error is
+// raised after the writer is gone. The file appears only complete (temporary name, then rename).
+void save_archive(torch::serialize::OutputArchive& ar, const std::string& path) {
+  fs::AtomicFileWriter out(path);
+  std::exception_ptr failed;
+  ar.save_to([&](const void* data, size_t n) -> size_t {
+    if (!failed) {
+      try {
+        out.write(data, n);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+    }
+    return n;
+  });
+  if (failed) std::rethrow_exception(failed);
+  out.commit();
+}
+
+}  // namespace
+
 void Engine::state_save(const std::string& folder) const {
   {
     torch::serialize::OutputArchive ar;
     optim_->state_save(ar);
-    ar.save_to(folder + "/optimizer.pt");
+    save_archive(ar, folder + "/optimizer.pt");
   }
   {
     torch::serialize::OutputArchive ar;
@@ -275,7 +301,7 @@ void Engine::state_save(const std::string& folder) const {
     ar.write("base_lr", at::full({}, cfg_.optim.lr, at::kDouble));
     ar.write("loss_scale", at::full({}, scaler_.scale, at::kDouble));
     ar.write("loss_scale_growth_tracker", at::full({}, static_cast<double>(scaler_.growth_tracker), at::kDouble));
-    ar.save_to(folder + "/scheduler.pt");
+    save_archive(ar, folder + "/scheduler.pt");
   }
   {
     torch::serialize::OutputArchive ar;
@@ -283,7 +309,7 @@ void Engine::state_save(const std::string& folder) const {
 #if SKY_HAVE_CUDA
     if (cfg_.device.is_cuda()) ar.write("cuda", at::cuda::detail::getDefaultCUDAGenerator(cfg_.device.index() < 0 ? 0 : cfg_.device.index()).get_state());
 #endif
-    ar.save_to(folder + "/rng_state.pth");
+    save_archive(ar, folder + "/rng_state.pth");
   }
 }
 

@@ -126,12 +126,14 @@ void TfEventWriter::add_scalar(std::string_view tag, float value, int64_t step, 
 }
 
 void TfEventWriter::flush() {
-  if (f_) fflush(f_);
+  if (f_ && fflush(f_) != 0) throw std::runtime_error("tensorboard: cannot write " + path_ + ": " + strerror(errno));
 }
 
 void TfEventWriter::close() {
-  if (f_) fclose(f_);
+  if (!f_) return;
+  int rc = fclose(f_);
   f_ = nullptr;
+  if (rc != 0) throw std::runtime_error("tensorboard: cannot write " + path_ + ": " + strerror(errno));
 }
 
 }  // namespace sky::train
