@@ -174,6 +174,14 @@ at::Tensor opt_tensor_field(lua_State* L, int tbl, const char* key) {
   return t;
 }
 
+at::Tensor opt_index_field(lua_State* L, int tbl, const char* key) {
+  lua_getfield(L, tbl, key);
+  at::Tensor t;
+  if (!lua_isnil(L, -1)) t = lua_to_index_tensor(L, lua_gettop(L), key);
+  lua_pop(L, 1);
+  return t;
+}
+
 // model(inputs) / model:forward(inputs) → {loss=, logits=} (base models: {last_hidden_state=})
 int m_forward(lua_State* L) {
   Model& m = self(L);
@@ -195,16 +203,15 @@ int m_forward(lua_State* L) {
     }
   }
   ForwardArgs a;
-  a.input_ids = opt_tensor_field(L, 2, "input_ids");
+  a.input_ids = opt_index_field(L, 2, "input_ids");
   if (!a.input_ids.defined()) raise_error(L, m.class_name() + ": inputs need input_ids");
   if (a.input_ids.dim() == 1) a.input_ids = a.input_ids.unsqueeze(0);
-  a.input_ids = a.input_ids.to(at::kLong);
   a.attention_mask = opt_tensor_field(L, 2, "attention_mask");
   if (a.attention_mask.defined() && a.attention_mask.dim() == 1) a.attention_mask = a.attention_mask.unsqueeze(0);
   a.labels = opt_tensor_field(L, 2, "labels");
-  a.token_type_ids = opt_tensor_field(L, 2, "token_type_ids");
+  a.token_type_ids = opt_index_field(L, 2, "token_type_ids");
   if (a.token_type_ids.defined() && a.token_type_ids.dim() == 1) a.token_type_ids = a.token_type_ids.unsqueeze(0);
-  a.position_ids = opt_tensor_field(L, 2, "position_ids");
+  a.position_ids = opt_index_field(L, 2, "position_ids");
   lua_getfield(L, 2, "num_items_in_batch");
   if (lua_type(L, -1) == LUA_TNUMBER) a.num_items_in_batch = lua_tonumber(L, -1);
   else if (lua_is_tensor(L, -1)) a.num_items_in_batch = lua_check_tensor(L, -1).to(at::kDouble).item<double>();
@@ -228,7 +235,7 @@ int m_call(lua_State* L) { return m_forward(L); }
 //                            eos_token_id=, pad_token_id=, attention_mask=}) → Tensor
 int m_generate(lua_State* L) {
   Model& m = self(L);
-  at::Tensor ids = lua_to_tensor(L, 2, at::kLong);
+  at::Tensor ids = lua_to_index_tensor(L, 2, "generate: input_ids");
   if (ids.dim() == 1) ids = ids.unsqueeze(0);
   Options o(L, 3, "generate",
             {{"max_new_tokens", OptType::Integer}, {"do_sample", OptType::Boolean}, {"temperature", OptType::Number},

@@ -635,9 +635,33 @@ at::Tensor Model::classification_loss(const at::Tensor& logits, const at::Tensor
 
 // ---- generation ------------------------------------------------------------------------------------
 
+namespace {
+
+std::string num_str(double v) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+// Out-of-range settings are errors before any work (HF's GenerationConfig.validate and logits
+// warpers refuse most of them; a top_p above 1 HF ignores silently, here it is refused too).
+void check_generate_options(const GenerateOptions& o) {
+  if (o.max_new_tokens <= 0)
+    throw sky::Error("generate: max_new_tokens must be greater than 0 (got " + std::to_string(o.max_new_tokens) + ")");
+  if (!(o.top_p >= 0.0 && o.top_p <= 1.0))
+    throw sky::Error("generate: top_p must be a number from 0 to 1 (got " + num_str(o.top_p) + ")");
+  if (o.top_k < 0) throw sky::Error("generate: top_k must be 0 (off) or a positive integer (got " + std::to_string(o.top_k) + ")");
+  if (!std::isfinite(o.temperature) || o.temperature < 0 || (o.do_sample && o.temperature == 0))
+    throw sky::Error("generate: temperature must be a strictly positive finite number (got " + num_str(o.temperature) +
+                     ")" + (o.temperature == 0 ? "; for greedy decoding set do_sample = false" : ""));
+}
+
+}  // namespace
+
 at::Tensor Model::generate(const at::Tensor& input_ids, const GenerateOptions& o) {
   if (head_ != ModelHead::CausalLM) throw sky::Error(class_name() + " cannot generate: it is not a causal LM");
   if (input_ids.dim() != 2) throw sky::Error("generate: input_ids must be [batch, length]");
+  check_generate_options(o);
   at::NoGradGuard no_grad;
   bool was_training = training_;
   training_ = false;
@@ -662,7 +686,6 @@ at::Tensor Model::generate(const at::Tensor& input_ids, const GenerateOptions& o
     at::Tensor logits = forward(a).logits.select(1, -1).to(at::kFloat);  // [B, V]
     at::Tensor next;
     if (o.do_sample) {
-      if (o.temperature <= 0) throw sky::Error("generate: temperature must be > 0 when do_sample");
       logits = logits / o.temperature;
       if (o.top_k > 0 && o.top_k < logits.size(-1)) {
         at::Tensor kth = std::get<0>(logits.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);

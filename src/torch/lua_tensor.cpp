@@ -769,6 +769,25 @@ at::Tensor lua_to_tensor(lua_State* L, int idx, std::optional<at::ScalarType> wa
   return d.to(type, /*non_blocking=*/false, /*copy=*/true).reshape(f.shape);
 }
 
+at::Tensor lua_to_index_tensor(lua_State* L, int idx, const char* what) {
+  idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+  bool from_table = !lua_is_tensor(L, idx);
+  at::Tensor t = lua_to_tensor(L, idx);
+  if (at::isIntegralType(t.scalar_type(), /*includeBool=*/false)) return t.to(at::kLong);
+  if (!from_table || !at::isFloatingType(t.scalar_type()))
+    raise_error(L, std::string(what) + " must hold integers (got a " + lua_dtype_name(t.scalar_type()) + " tensor)");
+  at::Tensor d = t.to(at::kDouble).flatten().contiguous();
+  const double* v = d.data_ptr<double>();
+  for (int64_t i = 0; i < d.numel(); ++i) {
+    if (v[i] != std::trunc(v[i]) || !std::isfinite(v[i])) {
+      char buf[64];
+      snprintf(buf, sizeof buf, "%.17g", v[i]);
+      raise_error(L, std::string(what) + " must hold integers (found " + buf + ")");
+    }
+  }
+  return t.to(at::kLong);  // not reached: a table of integral numbers is int64 already
+}
+
 void lua_push_tensor_list(lua_State* L, const at::Tensor& t) {
   at::Tensor c = t.detach().to(at::kCPU).to(at::kDouble).contiguous();
   int64_t pos = 0;

@@ -18,6 +18,11 @@ at::Tensor lua_check_tensor(lua_State* L, int idx);  // argument error unless a 
 // given, else int64 when every number is integral, float32 otherwise, bool for booleans.
 at::Tensor lua_to_tensor(lua_State* L, int idx, std::optional<at::ScalarType> want = std::nullopt);
 
+// Token ids, positions and other indices: a Tensor of an integer dtype or a table of integral
+// numbers, as int64. A fraction (2.5) or a float tensor is an error naming `what`, never truncated
+// (torch's embedding refuses float indices too).
+at::Tensor lua_to_index_tensor(lua_State* L, int idx, const char* what);
+
 // Pushes t as nested Lua tables (numbers; booleans for bool tensors); a 0-d tensor as a number.
 void lua_push_tensor_list(lua_State* L, const at::Tensor& t);
 
