@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "host/json.hpp"
 #include "jinja/internal.hpp"
 
 namespace sky::jinja {
@@ -164,10 +165,8 @@ struct Dumper {
 
 Value json_parse(std::string_view text) {
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseFullPrecisionFlag | rapidjson::kParseNanAndInfFlag>(text.data(), text.size());
-  if (doc.HasParseError())
-    raise("JSONDecodeError", std::string(rapidjson::GetParseError_En(doc.GetParseError())) + " (at byte " +
-                                 std::to_string(doc.GetErrorOffset()) + ")");
+  JsonParsed r = sky::json_parse<rapidjson::kParseFullPrecisionFlag | rapidjson::kParseNanAndInfFlag>(doc, text);
+  if (!r) raise("JSONDecodeError", r.reason() + " (at byte " + std::to_string(r.offset) + ")");
   return from_rapidjson(doc);
 }
 

@@ -415,8 +415,8 @@ std::shared_ptr<Tokenizer> Tokenizer::parse(std::string_view json, const std::st
 
 std::string Tokenizer::to_json() const {
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseFullPrecisionFlag>(original_json_.data(), original_json_.size());
-  if (doc.HasParseError() || !doc.IsObject()) throw std::runtime_error(source_ + ": the loaded JSON cannot be read again");
+  if (!json_parse<rapidjson::kParseFullPrecisionFlag>(doc, original_json_) || !doc.IsObject())
+    throw std::runtime_error(source_ + ": the loaded JSON cannot be read again");
   auto& alloc = doc.GetAllocator();
   rapidjson::Value added(rapidjson::kArrayType);
   std::vector<const AddedToken*> sorted;
@@ -437,7 +437,7 @@ std::string Tokenizer::to_json() const {
   else doc.AddMember("added_tokens", added, alloc);
   if (!post_processor_json_.empty()) {
     rapidjson::Document pp(&alloc);
-    pp.Parse(post_processor_json_.data(), post_processor_json_.size());
+    if (!json_parse(pp, post_processor_json_)) throw std::runtime_error("post_processor: the JSON cannot be read again");
     rapidjson::Value v(pp, alloc);
     if (doc.HasMember("post_processor")) doc["post_processor"] = v;
     else doc.AddMember("post_processor", v, alloc);

@@ -23,6 +23,12 @@ T.test("128 levels parse, 129 and a million are refused naming the text", functi
     "obj.json: invalid JSON at offset " .. (128 * 5 + 1) .. ": " .. TOO_DEEP)
 end)
 
+T.test("JSON text read for chat templates (jinja.core.json) nested too deep is a JSONDecodeError", function()
+  local jinja = require "jinja.core"
+  T.eq(jinja.json(nest(128)):kind(), "list")
+  T.raises(function() jinja.json(nest(DEEP)) end, TOO_DEEP)
+end)
+
 T.test("config.json and tokenizer files nested too deep are errors naming the file", function()
   local dir = T.tmpdir()
   T.write_file(dir .. "/config.json", '{"model_type": "gpt2", "x": ' .. nest(DEEP) .. "}")
