@@ -18,9 +18,8 @@ function M.compute(fn, opts)
   if type(fn) ~= "function" then
     error("sky.compute expects a function (got " .. type(fn) .. ")", 2)
   end
-  opts = core.check_options(opts, { timeout = "number", name = "string", retry_on_interruption = "integer" },
+  opts = core.check_options(opts, { timeout = "seconds", name = "string", retry_on_interruption = "integer" },
     "sky.compute", 3)
-  if opts.timeout ~= nil and opts.timeout <= 0 then error("sky.compute: timeout must be positive seconds", 2) end
   if opts.retry_on_interruption ~= nil and opts.retry_on_interruption < 0 then
     error("sky.compute: retry_on_interruption must be 0 or more (got " .. opts.retry_on_interruption .. ")", 2)
   end

@@ -72,6 +72,28 @@ local function as_lines(v, where)
 end
 
 --- sky.Image{apt=, env=, files=, setup=, lua=}
+--- Checks an environment table and returns a copy with string values. Keys are names without
+--- '=' or NUL (shell = true: shell variable names, as the image's script exports them); values
+--- are strings, numbers or booleans without NUL. Errors name the key and blame `level`.
+function M.check_env(env, where, level, shell)
+  local out = {}
+  for k, v in pairs(env) do
+    local name = type(k) == "string" and string.format("%q", k) or tostring(k)
+    if type(k) ~= "string" or k == "" or k:find("[=%z]") or (shell and not k:match("^[%a_][%w_]*$")) then
+      error(string.format("%s: env key %s is not a variable name%s", where, name,
+        type(k) == "string" and k:find("=", 1, true) and " (it contains '=')" or ""), level)
+    end
+    local tv = type(v)
+    if tv ~= "string" and tv ~= "number" and tv ~= "boolean" then
+      error(string.format("%s: env[%s] must be a string, number or boolean (got %s)", where, name, tv), level)
+    end
+    v = tostring(v)
+    if v:find("%z") then error(string.format("%s: env[%s] contains a NUL byte", where, name), level) end
+    out[k] = v
+  end
+  return out
+end
+
 function M.Image(opts)
   opts = core.check_options(opts, { apt = "table", env = "table", files = "table", setup = "string|table", lua = "table" },
     "sky.Image", 3)
@@ -82,12 +104,7 @@ function M.Image(opts)
     end
     self.apt[i] = p
   end
-  for k, v in pairs(opts.env or {}) do
-    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then
-      error("sky.Image: env key " .. tostring(k) .. " is not a variable name", 2)
-    end
-    self.env[k] = tostring(v)
-  end
+  self.env = M.check_env(opts.env or {}, "sky.Image", 3, true)
   for dest, src in pairs(opts.files or {}) do
     if type(dest) ~= "string" or type(src) ~= "string" then
       error("sky.Image: files maps destination paths to local source paths (strings)", 2)

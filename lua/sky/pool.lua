@@ -33,9 +33,13 @@ local function new_pool_id()
   return "sky-" .. bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end):sub(1, 8)
 end
 
+-- The most workers one pool drives (nodes x concurrency): each is a process with a connection
+-- the driver polls on every turn of its loop.
+M.MAX_WORKERS = 4096
+
 --- sky.ComputePool{provider=, nodes=, concurrency=, accelerator=, image=, plugins=, env=, name=,
---- output=, startup_timeout=, retry_on_interruption=, and the machine spec (lua/sky/spec.lua): vcpus=,
---- memory_gb=, disk_gb=, region=, allocation=, ttl=, max_hourly_cost=}
+--- output=, startup_timeout=, retry_on_interruption=, results_may_carry_code=, and the machine spec
+--- (lua/sky/spec.lua): vcpus=, memory_gb=, disk_gb=, region=, allocation=, ttl=, max_hourly_cost=}
 ---   provider     sky.providers.local_{} (default) or another provider
 ---   nodes        number of nodes (default 1), or {min=, max=}: as many as the provider gives, at
 ---                least min; concurrency: worker processes per node
@@ -50,11 +54,14 @@ end
 ---   retry_on_interruption  how many times a task, or a map batch, whose worker died is run again
 ---                on the replacement or another worker (default 3, as Skyward's; 0: never). Errors
 ---                raised by the task and timeouts are not interruptions: they fail at once.
+---   results_may_carry_code  false (default): what workers send is decoded as data only (no
+---                functions, modules or userdata; nothing runs while decoding), so a compromised
+---                host cannot run code in the driver; true: results may carry functions
 function M.ComputePool(opts)
   opts = core.check_options(opts, {
     provider = "table", nodes = "any", concurrency = "integer", accelerator = "any", image = "table",
-    plugins = "table", env = "table", name = "string", output = "any", startup_timeout = "number",
-    retry_on_interruption = "integer",
+    plugins = "table", env = "table", name = "string", output = "any", startup_timeout = "seconds",
+    retry_on_interruption = "integer", results_may_carry_code = "boolean",
     vcpus = "any", memory_gb = "any", disk_gb = "any", region = "any", allocation = "any", ttl = "any",
     max_hourly_cost = "any",
   }, "ComputePool", 3)
@@ -63,6 +70,10 @@ function M.ComputePool(opts)
   if conc < 1 then error("ComputePool: concurrency must be at least 1 (got " .. conc .. ")", 2) end
   local retries = opts.retry_on_interruption or 3
   if retries < 0 then error("ComputePool: retry_on_interruption must be 0 or more (got " .. retries .. ")", 2) end
+  if spec.nodes.max * conc > M.MAX_WORKERS then
+    error(string.format("ComputePool: nodes x concurrency = %d workers, more than one pool runs (%d)",
+      spec.nodes.max * conc, M.MAX_WORKERS), 2)
+  end
   local out, only = opts.output, nil
   if type(out) == "table" then
     only = core.check_options(out, { only = "any" }, "ComputePool: output", 3).only
@@ -89,6 +100,7 @@ function M.ComputePool(opts)
     output_only = only,
     startup_timeout = opts.startup_timeout or 60,
     retry_on_interruption = retries,
+    results_may_carry_code = opts.results_may_carry_code == true,
     state = "new",
     workers = {}, queue = {}, maps = {},
     next_id = 0, next_map = 0,
@@ -103,10 +115,7 @@ function M.ComputePool(opts)
     plugins.check(p, "ComputePool: plugins[" .. i .. "]")
     for _, s in ipairs(p.secrets or {}) do secret.add(s) end
   end
-  for k, v in pairs(self.env) do
-    if type(k) ~= "string" then error("ComputePool: env keys must be strings", 2) end
-    self.env[k] = tostring(v)
-  end
+  self.env = require("sky.image").check_env(self.env, "ComputePool", 3)
   -- Workers die with the pool object even when nobody closes it (tables have no __gc in LuaJIT).
   local sentinel = newproxy(true)
   local workers = self.workers
@@ -136,6 +145,7 @@ function Pool:_spawn(k)
   local w = {
     index = k, node = node, slot = slot, rank = k - 1, state = "starting", busy = 0, inflight = {},
     partial = {}, started = now(), failures = old and old.failures or 0, sent_fn = {},
+    misbehaved = old and old.misbehaved or 0,
   }
   self.workers[k] = w
   self.conns_dirty = true
@@ -225,15 +235,17 @@ function Pool:_setup_payload(w)
   if image and image.env then for k, v in pairs(image.env) do env[k] = tostring(v) end end
   for k, v in pairs(self.env) do env[k] = v end
   local plugins = {}
+  local check_env = require("sky.image").check_env
   for _, p in ipairs(self.plugins) do
     if p.env then
-      for k, v in pairs(p.env(info, self) or {}) do env[k] = tostring(v) end
+      for k, v in pairs(check_env(p.env(info, self) or {}, "plugin '" .. tostring(p.name) .. "'", 2)) do env[k] = v end
     end
     plugins[#plugins + 1] = { name = p.name, setup = p.setup, wrap = p.wrap, teardown = p.teardown }
   end
   local modules = image and image._lua_modules and image:_lua_modules() or nil
   return encode({ versions = wire.versions(), env = env, info = info, plugins = plugins,
-                  secrets = secret.list(), modules = modules }, "pool setup")
+                  secrets = secret.list(), modules = modules, results_may_carry_code = self.results_may_carry_code },
+                "pool setup")
 end
 
 function Pool:_refresh_conns()
@@ -248,43 +260,66 @@ function Pool:_refresh_conns()
   self.conns, self.conn_workers, self.conns_dirty = conns, owners, false
 end
 
--- Writes complete lines of a worker's output as "[node N] line".
+-- A line of worker output longer than this goes out in pieces of about this size as it arrives,
+-- so a huge line costs linear time and bounded driver memory.
+local LINE_PIECE = 1048576
+
+-- Writes a worker's output as "[node N] line", line by line. A partial line waits in
+-- w.partial[stream] (its pieces and their bytes); once it reaches LINE_PIECE, what it holds is
+-- written (printed: continued on the same line; an output function gets it as a line) except
+-- a tail that may start a secret.
 function Pool:_output(w, stream, data, flush)
   if w.quiet and stream == K.STDOUT then return end
-  local key = stream
-  local buf = (w.partial[key] or "") .. data
   local out = self.output
+  local p = w.partial[stream]
   local pos = 1
   while true do
-    local nl = buf:find("\n", pos, true)
+    local nl = data:find("\n", pos, true)
     if not nl then break end
-    self:_emit(w, buf:sub(pos, nl - 1), stream, out)
+    local line = data:sub(pos, nl - 1)
+    if p then
+      p[#p + 1] = line
+      line = table.concat(p)
+    end
+    self:_emit(w, secret.mask(line), stream, out, p and p.started, true)
+    p = nil
     pos = nl + 1
   end
-  buf = buf:sub(pos)
-  if flush and buf ~= "" then
-    self:_emit(w, buf, stream, out)
-    buf = ""
+  if pos <= #data then
+    p = p or { bytes = 0 }
+    p[#p + 1] = pos == 1 and data or data:sub(pos)
+    p.bytes = p.bytes + #data - pos + 1
+    if p.bytes >= LINE_PIECE then
+      local shown, rest = secret.mask_prefix(table.concat(p))
+      self:_emit(w, shown, stream, out, p.started, false)
+      p = { rest, bytes = #rest, started = true }
+    end
   end
-  w.partial[key] = buf
+  if flush and p then
+    self:_emit(w, secret.mask(table.concat(p)), stream, out, p.started, true)
+    p = nil
+  end
+  w.partial[stream] = p
 end
 
-function Pool:_emit(w, line, stream, out)
-  if out == false then return end
-  line = secret.mask(line)
+-- Shows text (already masked) from w: a whole line, or a piece of a long one (continued: not
+-- its first piece; ends: its last).
+function Pool:_emit(w, text, stream, out, continued, ends)
+  if out == false or (text == "" and not ends) then return end
   if type(out) == "function" then
-    local ok, err = pcall(out, w.node, line, stream == K.STDERR and "stderr" or "stdout")
+    local ok, err = pcall(out, w.node, text, stream == K.STDERR and "stderr" or "stdout")
     if not ok then io.stderr:write("[pool] the output function failed: ", secret.mask(tostring(err)), "\n") end
     return
   end
   local f = stream == K.STDERR and io.stderr or io.stdout
-  f:write("[node ", w.node, "] ", line, "\n")
+  if not continued then f:write("[node ", w.node, "] ") end
+  f:write(text, ends and "\n" or "")
   f:flush()
 end
 
 function Pool:_flush_output(w)
   for _, s in ipairs({ K.STDOUT, K.STDERR }) do
-    if w.partial[s] and w.partial[s] ~= "" then self:_output(w, s, "", true) end
+    if w.partial[s] then self:_output(w, s, "", true) end
   end
 end
 
@@ -319,12 +354,24 @@ function Pool:_worker_lost(w, why, kind)
   self.conns_dirty = true
   local where = worker_where(w)
   if self.store then self.store:drop_client(w) end
-  self:_requeue_inflight(w, kind or "died", "worker died (" .. tostring(reason) .. ")")
+  if kind == "misbehaving" then
+    -- what a misbehaving worker held fails at once: it was not interrupted, it answered falsely
+    self:_fail_inflight(w, function(task_name)
+      return { kind = kind, task = task_name, node = w.node, where = where, message = reason, traceback = "" }
+    end)
+  else
+    self:_requeue_inflight(w, kind or "died", "worker died (" .. tostring(reason) .. ")")
+  end
   if was_starting then
     w.failures = w.failures + 1
-    self.startup_error = self.startup_error or ("worker on " .. where .. " ended before it was ready (" .. tostring(reason) .. ")")
+    self.startup_error = self.startup_error or (kind == "misbehaving" and reason or
+      ("worker on " .. where .. " ended before it was ready (" .. tostring(reason) .. ")"))
   end
-  if self.state == "open" and w.failures < 3 then
+  if self.state == "open" and w.misbehaved >= 3 then
+    w.state = "failed"
+    w.error = "worker on " .. where .. " misbehaved 3 times; node " .. w.node .. " gets no more workers (last: " ..
+      tostring(reason) .. ")"
+  elseif self.state == "open" and w.failures < 3 then
     self:_spawn(w.index)
   elseif self.state == "open" then
     w.state = "failed"
@@ -380,6 +427,24 @@ function Pool:_requeue_inflight(w, kind, message)
   end
 end
 
+-- A worker broke the protocol (a frame it may not send, a malformed one, or one carrying code
+-- that the pool does not accept): it is stopped and reported, its tasks fail as "misbehaving",
+-- and its slot gets a fresh worker (a node that misbehaves 3 times gets none). Nothing it sent
+-- was run; the driver and the other workers go on.
+function Pool:_misbehaved(w, what)
+  if w.state == "dead" or w.state == "failed" then return end
+  local msg = "worker on " .. worker_where(w) .. " misbehaved: it sent " .. what .. "; it was stopped and nothing " ..
+    "it sent was run"
+  msg = secret.mask(msg)
+  w.misbehaved = w.misbehaved + 1
+  self.misbehaviors = self.misbehaviors or {}
+  self.misbehaviors[#self.misbehaviors + 1] = { node = w.node, where = worker_where(w), message = msg }
+  io.stderr:write("[pool] ", msg, "\n")
+  io.stderr:flush()
+  if w.conn then w.conn:kill() end
+  self:_worker_lost(w, msg, "misbehaving")
+end
+
 function Pool:_fatal(w, msg)
   self.startup_error = self.startup_error or msg
   w.failures = 99
@@ -388,56 +453,112 @@ function Pool:_fatal(w, msg)
   w.error = msg
 end
 
--- Reads every frame w has ready.
+-- A frame handler's verdict on a worker that broke the protocol (caught by Pool:_read).
+local Broken = {}
+local function broken(what) error(setmetatable({ what = what }, Broken), 0) end
+
+-- Decodes the value a worker sent. Data only unless allow_code (a pool with
+-- results_may_carry_code, for RESULT and BATCH_RESULT); malformed bytes or refused code break
+-- the protocol. Other failures (a module the driver lacks) return false and the message.
+local function decode_from_worker(body, frame, allow_code)
+  local ok, v = pcall(decode, body, nil, not allow_code)
+  if ok then return true, v end
+  local msg = tostring(v)
+  if msg:find("malformed value", 1, true) or msg:find("refused to decode", 1, true) or not allow_code then
+    broken("a " .. frame .. " frame that is not plain data (" .. msg .. ")")
+  end
+  return false, msg
+end
+
+local frame_handlers = {}
+
+frame_handlers[K.STDOUT] = function(self, w, body, kind) self:_output(w, kind, body) end
+frame_handlers[K.STDERR] = frame_handlers[K.STDOUT]
+
+frame_handlers[K.HELLO] = function(self, w, body)
+  if w.state ~= "starting" then broken("a second greeting (HELLO)") end
+  local ok, v = pcall(wire.parse_hello, body)
+  if not ok then
+    self:_fatal(w, "worker on " .. worker_where(w) .. " does not speak the skyrun protocol: " .. tostring(v))
+    return false
+  end
+  local mismatch = wire.mismatch(wire.versions(), v)
+  if mismatch then
+    self:_fatal(w, "cannot start worker on " .. worker_where(w) .. ": " .. mismatch)
+    return false
+  end
+  local okp, setup = pcall(self._setup_payload, self, w)
+  if not okp then
+    self:_fatal(w, "cannot set up worker on " .. worker_where(w) .. ": " .. tostring(setup))
+    return false
+  end
+  w.state = "setup"
+  w.conn:send(K.SETUP, setup)
+end
+
+frame_handlers[K.READY] = function(self, w, body)
+  if w.state ~= "setup" then broken("READY " .. (w.state == "starting" and "before its greeting" or "twice")) end
+  local _, r = decode_from_worker(body, "READY", false)
+  if type(r) ~= "table" or type(r.pid) ~= "number" or r.pid ~= math.floor(r.pid) or r.pid < 1 then
+    broken("a READY frame without its process id")
+  end
+  w.pid = r.pid
+  w.state = "ready"
+  w.failures = 0
+end
+
+frame_handlers[K.FAIL] = function(self, w, body)
+  if w.state ~= "setup" then broken("FAIL outside its setup") end
+  self:_fatal(w, "worker on " .. worker_where(w) .. " failed to set up: " .. secret.mask(body))
+  return false
+end
+
+frame_handlers[K.BYE] = function(self, w) w.bye = true end
+
+frame_handlers[K.RESULT] = function(self, w, body, _, id)
+  self:_on_result(w, id, body)
+end
+
+frame_handlers[K.BATCH_RESULT] = function(self, w, body, _, id, base)
+  self:_on_batch(w, id, base, body)
+end
+
+frame_handlers[K.CALL] = function(self, w, body, _, id)
+  self:_on_call(w, id, body)
+end
+
+-- Reads every frame w has ready. Each frame's kind and header are checked (wire.worker_frame)
+-- before its handler runs; a worker whose frame breaks the protocol is stopped as misbehaving.
 function Pool:_read(w)
   local conn = w.conn
   while conn and w.conn == conn do
     local kind, payload = conn:recv()
     if kind == nil then return end
     if kind == false then
-      self:_worker_lost(w, payload ~= "eof" and payload or nil)
+      if payload ~= "eof" and payload:find("malformed frame", 1, true) and w.state == "starting" then
+        self:_fatal(w, "worker on " .. worker_where(w) .. " does not speak the skyrun protocol: what it wrote " ..
+          "before its greeting is not a frame (" .. payload .. "; a login script printing to stdout?)")
+      elseif payload ~= "eof" and payload:find("malformed frame", 1, true) then
+        self:_misbehaved(w, "a " .. payload)
+      else
+        self:_worker_lost(w, payload ~= "eof" and payload or nil)
+      end
       return
     end
-    if kind == K.STDOUT or kind == K.STDERR then
-      self:_output(w, kind, payload)
-    elseif kind == K.RESULT then
-      self:_on_result(w, payload)
-    elseif kind == K.BATCH_RESULT then
-      self:_on_batch(w, payload)
-    elseif kind == K.HELLO then
-      local ok, v = pcall(wire.parse_hello, payload)
-      if not ok then
-        self:_fatal(w, "worker on " .. worker_where(w) .. " does not speak the skyrun protocol: " .. tostring(v))
-        return
+    local ok, err = pcall(function()
+      local okf, id, base, body = pcall(wire.worker_frame, kind, payload)
+      if not okf then broken(tostring(id)) end
+      if w.state ~= "ready" and (kind == K.RESULT or kind == K.BATCH_RESULT or kind == K.CALL) then
+        broken("a " .. K[kind] .. " frame before it was ready")
       end
-      local mismatch = wire.mismatch(wire.versions(), v)
-      if mismatch then
-        self:_fatal(w, "cannot start worker on " .. worker_where(w) .. ": " .. mismatch)
-        return
-      end
-      local okp, setup = pcall(self._setup_payload, self, w)
-      if not okp then
-        self:_fatal(w, "cannot set up worker on " .. worker_where(w) .. ": " .. tostring(setup))
-        return
-      end
-      w.state = "setup"
-      conn:send(K.SETUP, setup)
-    elseif kind == K.READY then
-      local r = decode(payload)
-      w.pid = r.pid
-      w.state = "ready"
-      w.failures = 0
-    elseif kind == K.FAIL then
-      self:_fatal(w, "worker on " .. worker_where(w) .. " failed to set up: " .. secret.mask(payload))
-      return
-    elseif kind == K.CALL then
-      self:_on_call(w, payload)
-    elseif kind == K.BYE then
-      w.bye = true
-    else
-      self:_fatal(w, "worker on " .. worker_where(w) .. " sent an unknown frame kind " .. tostring(kind))
+      return frame_handlers[kind](self, w, body, kind, id, base)
+    end)
+    if not ok then
+      local what = getmetatable(err) == Broken and err.what or ("a frame the driver could not handle (" .. tostring(err) .. ")")
+      self:_misbehaved(w, what)
       return
     end
+    if err == false then return end  -- the handler ended the worker
   end
 end
 
@@ -445,22 +566,17 @@ end
 
 -- A worker's request: applied to the pool's store; the answer goes back as REPLY (now, or when a
 -- blocking operation completes, if that worker is still the one connected).
-function Pool:_on_call(w, payload)
-  local id, body = payload:match("^(%d+):(.*)$")
-  if not id then
-    self:_fatal(w, "worker on " .. worker_where(w) .. " sent a malformed collection request")
-    return
-  end
+-- A collection request from a task (sky.collections): plain data, answered from the store.
+function Pool:_on_call(w, id, body)
+  local _, r = decode_from_worker(body, "CALL", false)
   local conn = w.conn
   local function reply(...)
     if w.conn ~= conn or not conn then return end
     local ok, bytes = pcall(encode, { ... }, "collection answer")
     if not ok then bytes = encode({ false, tostring(bytes) }) end
-    if not conn:send(K.REPLY, id .. ":" .. bytes) then self:_worker_lost(w) end
+    if not conn:send(K.REPLY, string.format("%d:", id) .. bytes) then self:_worker_lost(w) end
   end
   if not self.store then return reply(false, "the pool is closing") end
-  local okd, r = pcall(decode, body, nil, true)
-  if not okd then return reply(false, "the request cannot be decoded: " .. tostring(r)) end
   self.store:handle(w, r, reply, now())
 end
 
@@ -486,26 +602,39 @@ function Pool:_finish(rec, values, err)
   rec.state = "done"
 end
 
-function Pool:_on_result(w, payload)
-  local colon = payload:find(":", 1, true)
-  local id = tonumber(payload:sub(1, colon - 1))
-  local u = table.remove(w.inflight, 1)
+-- A value count a worker may claim for a task's results (unpack's limit).
+local MAX_RESULTS = 7999
+
+-- Checks a result fully before the task is taken off the worker: a frame that breaks the
+-- protocol then fails the task with the worker, as misbehaving.
+function Pool:_on_result(w, id, body)
+  local u = w.inflight[1]
+  if not u or not u.rec or u.rec.id ~= id then broken("a RESULT for task " .. id .. ", which it was not running") end
+  local ok, r = decode_from_worker(body, "RESULT", self.results_may_carry_code)
+  local v = ok and type(r) == "table" and r[2]
+  if ok then
+    if type(r[1]) ~= "boolean" or type(v) ~= "table" then broken("a RESULT that is not {ok, values}") end
+    if r[1] then
+      local n = v.n
+      if type(n) ~= "number" or n ~= math.floor(n) or n < 0 or n > MAX_RESULTS then
+        broken("a RESULT whose value count is not 0.." .. MAX_RESULTS)
+      end
+    elseif type(v.message) ~= "string" or (v.traceback ~= nil and type(v.traceback) ~= "string") then
+      broken("a failed RESULT without a message")
+    end
+  end
+  table.remove(w.inflight, 1)
   w.busy = w.busy - 1
   self:_flush_output(w)
-  if not u or not u.rec or u.rec.id ~= id then
-    self:_fatal(w, "worker on " .. worker_where(w) .. " answered a task it was not running")
-    return
-  end
-  local rec = u.rec
-  local ok, r = pcall(decode, payload:sub(colon + 1))
+  local rec, where = u.rec, worker_where(w)
   if not ok then
-    self:_finish(rec, nil, compute.remote_error({ kind = "error", task = rec.name, node = w.node, where = worker_where(w),
-      message = "its result cannot be decoded on the driver: " .. tostring(r), traceback = "" }))
+    self:_finish(rec, nil, compute.remote_error({ kind = "error", task = rec.name, node = w.node, where = where,
+      message = "its result cannot be decoded on the driver: " .. r, traceback = "" }))
   elseif r[1] then
-    self:_finish(rec, r[2])
+    self:_finish(rec, v)
   else
-    self:_finish(rec, nil, compute.remote_error({ kind = "error", task = rec.name, node = w.node, where = worker_where(w),
-      message = r[2].message, traceback = r[2].traceback, value = r[2].value }))
+    self:_finish(rec, nil, compute.remote_error({ kind = "error", task = rec.name, node = w.node, where = where,
+      message = v.message, traceback = v.traceback or "", value = v.value }))
   end
 end
 
@@ -916,30 +1045,36 @@ function Pool:_dispatch_map(job)
   end
 end
 
-function Pool:_on_batch(w, payload)
-  local c1 = payload:find(":", 1, true)
-  local c2 = payload:find(":", c1 + 1, true)
-  local map_id, base = tonumber(payload:sub(1, c1 - 1)), tonumber(payload:sub(c1 + 1, c2 - 1))
-  local u = table.remove(w.inflight, 1)
+function Pool:_on_batch(w, map_id, base, body)
+  local u = w.inflight[1]
+  if not u or not u.job or u.job.id ~= map_id or u.base ~= base then
+    broken("a BATCH_RESULT for map " .. map_id .. " item " .. base .. ", which it was not running")
+  end
+  local ok, r = decode_from_worker(body, "BATCH_RESULT", self.results_may_carry_code)
+  if ok then
+    if type(r) ~= "table" or r.n ~= u.count or type(r.values) ~= "table" or (r.errors ~= nil and type(r.errors) ~= "table") then
+      broken("a BATCH_RESULT that is not {n = " .. u.count .. ", values = {...}, errors = {...}}")
+    end
+    for j = 1, u.count do
+      local e = r.errors and r.errors[j]
+      if e and (type(e) ~= "table" or type(e.message) ~= "string") then broken("a BATCH_RESULT error without a message") end
+    end
+  end
+  table.remove(w.inflight, 1)
   w.busy = w.busy - 1
   self:_flush_output(w)
-  if not u or not u.job or u.job.id ~= map_id or u.base ~= base then
-    self:_fatal(w, "worker on " .. worker_where(w) .. " answered a batch it was not running")
-    return
-  end
   local job = u.job
   job.inflight = job.inflight - 1
-  local ok, r = pcall(decode, payload:sub(c2 + 1))
   local where = worker_where(w)
   for j = 1, u.count do
     local i = base + j - 1
+    local e = ok and r.errors and r.errors[j]
     if not ok then
       self:_map_item(job, i, nil, compute.remote_error({ kind = "error", task = job.name, node = w.node, where = where,
-        message = "its result cannot be decoded on the driver: " .. tostring(r), traceback = "" }))
-    elseif r.errors and r.errors[j] then
-      local e = r.errors[j]
+        message = "its result cannot be decoded on the driver: " .. r, traceback = "" }))
+    elseif e then
       self:_map_item(job, i, nil, compute.remote_error({ kind = "error", task = job.name, node = w.node, where = where,
-        message = e.message, traceback = e.traceback, value = e.value, item = i }))
+        message = e.message, traceback = type(e.traceback) == "string" and e.traceback or "", value = e.value, item = i }))
     else
       self:_map_item(job, i, r.values[j])
     end
@@ -1012,7 +1147,11 @@ function Pool:open()
       local given = p:open(self:_context(), self)
       if type(given) == "table" and given.nodes then self.nodes = given.nodes end
     end
-    for k = 1, self.nodes * self.concurrency do self:_spawn(k) end
+    for k = 1, self.nodes * self.concurrency do
+      -- the first worker that cannot start (a process limit, no memory) stops the start at once
+      local w = self:_spawn(k)
+      if w.state == "failed" then error("cannot start the worker of node " .. w.node .. ": " .. w.error, 0) end
+    end
     local deadline = now() + self.startup_timeout
     while true do
       local waiting = false

@@ -34,6 +34,29 @@ function M.mask(text)
   return text
 end
 
+--- Splits text that more text will follow into (masked part to show now, rest to keep): the rest
+--- is the shortest tail that may hold the start of a secret the next text completes, and no secret
+--- is cut between the two. Without secrets everything is shown at once.
+function M.mask_prefix(text)
+  local longest = secrets[1] and #secrets[1] or 0
+  if longest == 0 then return text, "" end
+  local cut = #text - (longest - 1)
+  if cut <= 0 then return "", text end
+  -- a secret that starts before the cut and ends after it stays whole in the rest
+  local moved = true
+  while moved and cut > 0 do
+    moved = false
+    for _, s in ipairs(secrets) do
+      local i = text:find(s, math.max(1, cut - #s + 2), true)
+      if i and i <= cut then
+        cut = i - 1
+        moved = true
+      end
+    end
+  end
+  return M.mask(text:sub(1, cut)), text:sub(cut + 1)
+end
+
 --- A copy of the list (sent to workers so their own messages are masked too).
 function M.list()
   local t = {}

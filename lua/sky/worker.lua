@@ -33,7 +33,8 @@ local next_call = 0
 function M.request(r)
   next_call = next_call + 1
   local id = tostring(next_call)
-  if not send(K.CALL, id .. ":" .. wire.encode(r, "request")) then error("the driver is gone", 0) end
+  -- the driver takes only data from workers: a value that is not data is refused here, with its path
+  if not send(K.CALL, id .. ":" .. wire.encode(r, "request", nil, true)) then error("the driver is gone", 0) end
   while true do
     local kind, payload = io_.recv()
     if not kind then error("the driver is gone", 0) end
@@ -51,6 +52,10 @@ function M.request(r)
 end
 local wraps = {}      -- plugins' wrap hooks, in plugin order
 local teardowns = {}  -- plugins' teardown hooks
+-- The driver decodes results as data only unless its pool was opened with
+-- results_may_carry_code = true (SETUP says which); results are encoded to match, so a function
+-- in a result is refused here with its path instead of being refused by the driver.
+local data_only = true
 
 local function task_env()
   local env = setmetatable({}, { __index = _G })
@@ -100,15 +105,25 @@ local function split_header(payload)
   return payload:sub(1, colon - 1), payload:sub(colon + 1)
 end
 
+-- The message of a result that cannot travel, with the way out when the driver takes data only.
+local function refusal_text(err)
+  local text = tostring(err)
+  if data_only and text:find("only data may travel here", 1, true) then
+    text = text .. "; this pool takes only data from its workers: return plain values, or open it with " ..
+      "sky.ComputePool{ results_may_carry_code = true }"
+  end
+  return secret.mask(text)
+end
+
 local function encode_result(ok, value)
-  local okenc, bytes = pcall(wire.encode, { ok, value }, "result")
+  local okenc, bytes = pcall(wire.encode, { ok, value }, "result", nil, data_only)
   if okenc then return bytes end
   if not ok and value.value ~= nil then  -- an error object that cannot travel: its text still does
     value.value = nil
-    okenc, bytes = pcall(wire.encode, { ok, value }, "result")
+    okenc, bytes = pcall(wire.encode, { ok, value }, "result", nil, data_only)
     if okenc then return bytes end
   end
-  return wire.encode({ false, { message = secret.mask(tostring(bytes)), traceback = "" } })
+  return wire.encode({ false, { message = refusal_text(bytes), traceback = "" } })
 end
 
 local function run_task(payload)
@@ -149,10 +164,10 @@ local function run_batch(payload)
       errors[j] = v
     end
   end
-  local okenc, bytes = pcall(wire.encode, { n = items.n, values = values, errors = errors }, "result")
+  local okenc, bytes = pcall(wire.encode, { n = items.n, values = values, errors = errors }, "result", nil, data_only)
   if not okenc then
     errors = {}
-    for j = 1, items.n do errors[j] = { message = secret.mask(tostring(bytes)), traceback = "" } end
+    for j = 1, items.n do errors[j] = { message = refusal_text(bytes), traceback = "" } end
     bytes = wire.encode({ n = items.n, values = {}, errors = errors })
   end
   send(K.BATCH_RESULT, map_id .. ":" .. base .. ":" .. bytes)
@@ -163,6 +178,7 @@ local function setup(payload)
   local mismatch = wire.mismatch(s.versions, wire.versions())
   if mismatch then return mismatch end
   for _, v in ipairs(s.secrets or {}) do secret.add(v) end
+  data_only = s.results_may_carry_code ~= true
   for k, v in pairs(s.env or {}) do core.setenv(k, v) end
   for name, m in pairs(s.modules or {}) do
     local chunk, err = loadstring(m.source, m.chunkname)

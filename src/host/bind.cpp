@@ -19,10 +19,22 @@ constexpr const char* kSpecKey = "__skyrun_spec";  // metatable field: lightuser
 }
 
 namespace detail {
+// The length of s without a UTF-8 character that a cut left incomplete at its end.
+static size_t utf8_whole_length(const char* s, size_t n) {
+  size_t lead = n;
+  while (lead > 0 && n - lead < 4 && (static_cast<unsigned char>(s[lead - 1]) & 0xc0) == 0x80) --lead;
+  if (lead == 0) return n;
+  unsigned char c = static_cast<unsigned char>(s[lead - 1]);
+  size_t want = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+  return n - (lead - 1) < want ? lead - 1 : n;
+}
+
 int report_exception(lua_State* L, const char* what) {
   // Called after the try block has been left: no C++ frame with live objects remains here.
   luaL_where(L, 1);                                         // [where]
-  lua_pushstring(L, what && *what ? what : "unknown C++ exception");  // [where, msg]
+  // safe<> cuts a long message to its buffer: never in the middle of a UTF-8 character
+  if (what && *what) lua_pushlstring(L, what, utf8_whole_length(what, strlen(what)));  // [where, msg]
+  else lua_pushstring(L, "unknown C++ exception");
   lua_concat(L, 2);                                         // [where..msg]
   return lua_error(L);
 }

@@ -2,6 +2,8 @@
 // version information, terminal queries). Plain functions; no state of its own.
 #include <unistd.h>
 
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -48,8 +50,9 @@ bool type_matches(lua_State* L, int idx, OptType t) {
 
 // check_options(opts, schema, where [, level]) -> opts (or an empty table for nil)
 // schema maps each accepted name to a type: "any", "boolean", "number", "integer", "string",
-// "table", "function", "string|table", "number|string". The error blames `level` (default 2:
-// the caller of the function that checks its options).
+// "table", "function", "string|table", "number|string", "seconds" (a positive finite number: a
+// timeout; NaN, infinities, 0 and negatives are refused showing the value). The error blames
+// `level` (default 2: the caller of the function that checks its options).
 int core_check_options(lua_State* L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   const char* where = luaL_checkstring(L, 3);
@@ -87,7 +90,23 @@ int core_check_options(lua_State* L) {
       lua_concat(L, 2);
       return lua_error(L);
     }
-    OptType t = parse_opt_type(L, key, luaL_checkstring(L, -1));
+    const char* tname = luaL_checkstring(L, -1);
+    if (strcmp(tname, "seconds") == 0) {
+      double d = lua_tonumber(L, -2);
+      if (lua_type(L, -2) != LUA_TNUMBER || !(d > 0) || !std::isfinite(d)) {
+        char got[64];
+        if (lua_type(L, -2) == LUA_TNUMBER && d != d) snprintf(got, sizeof got, "nan");  // 0/0 prints "-nan"
+        else if (lua_type(L, -2) == LUA_TNUMBER) snprintf(got, sizeof got, "%.17g", d);
+        else snprintf(got, sizeof got, "%s", type_name_at(L, -2));
+        luaL_where(L, level);
+        lua_pushfstring(L, "option '%s' to '%s' must be a positive number of seconds (got %s)", key, where, got);
+        lua_concat(L, 2);
+        return lua_error(L);
+      }
+      lua_pop(L, 2);  // [key]
+      continue;
+    }
+    OptType t = parse_opt_type(L, key, tname);
     if (!type_matches(L, -2, t)) {
       luaL_where(L, level);
       lua_pushfstring(L, "option '%s' to '%s' must be %s (got %s)", key, where, opt_type_name(t), type_name_at(L, -3));

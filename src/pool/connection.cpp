@@ -2,15 +2,19 @@
 // native module "sky.pool.core" (spawning local workers, polling many connections at once,
 // process helpers). The pool's logic lives in lua/sky/pool.lua.
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -342,6 +346,55 @@ int core_spawn_local(lua_State* L) {
   return 1;
 }
 
+// limits() -> {nproc =, nofile =, privileged =, tasks =, open_files =}: the soft process and
+// open-file limits (nil when unlimited), whether the process limit binds this user at all (root
+// is exempt), the tasks (processes and threads) this real user runs now, and the descriptors this
+// process has open. For providers that check a pool's size against the machine before starting it.
+int core_limits(lua_State* L) {
+  lua_createtable(L, 0 /* narr */, 5);  // [t]
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NPROC, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    lua_pushnumber(L, static_cast<double>(rl.rlim_cur));
+    lua_setfield(L, -2, "nproc");
+  }
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    lua_pushnumber(L, static_cast<double>(rl.rlim_cur));
+    lua_setfield(L, -2, "nofile");
+  }
+  lua_pushboolean(L, getuid() == 0 || geteuid() == 0);
+  lua_setfield(L, -2, "privileged");
+  uid_t me = getuid();
+  long tasks = 0;
+  if (DIR* d = opendir("/proc")) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      std::string path = std::string("/proc/") + e->d_name + "/status";
+      FILE* f = fopen(path.c_str(), "re");
+      if (!f) continue;
+      char line[256];
+      long uid = -1, threads = 1;
+      while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "Uid:", 4) == 0) uid = strtol(line + 4, nullptr, 10);
+        else if (strncmp(line, "Threads:", 8) == 0) threads = strtol(line + 8, nullptr, 10);
+      }
+      fclose(f);
+      if (uid == static_cast<long>(me)) tasks += threads;
+    }
+    closedir(d);
+  }
+  lua_pushnumber(L, static_cast<double>(tasks));
+  lua_setfield(L, -2, "tasks");
+  long fds = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++fds;
+    closedir(d);
+  }
+  lua_pushnumber(L, static_cast<double>(fds));
+  lua_setfield(L, -2, "open_files");
+  return 1;
+}
+
 int core_now(lua_State* L) {
   lua_pushnumber(L, now_seconds());
   return 1;
@@ -425,7 +478,8 @@ int luaopen_sky_pool_core(lua_State* L) {
       {"now", safe<core_now>},         {"getpid", safe<core_getpid>},
       {"setenv", safe<core_setenv>},   {"signal", safe<core_signal>},
       {"free_port", safe<core_free_port>}, {"hostname", safe<core_hostname>},
-      {"sleep", safe<core_sleep>},     {nullptr, nullptr},
+      {"sleep", safe<core_sleep>},     {"limits", safe<core_limits>},
+      {nullptr, nullptr},
   };
   lua_newtable(L);
   luaL_register(L, nullptr, fns);

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,7 +32,7 @@ class LocalTransport : public Transport {
     if (pid_ > 0 && !reaped_) {
       // Give a worker whose input just closed a moment to exit by itself, then end it.
       if (!reap(200)) {
-        ::kill(pid_, SIGKILL);
+        kill();
         reap(2000);
       }
     }
@@ -70,8 +71,13 @@ class LocalTransport : public Transport {
     }
   }
 
+  // The worker and what its tasks started: the child leads its own process group, and the group
+  // id cannot have been reused while its leader is unreaped.
   void kill() override {
-    if (pid_ > 0 && !reaped_) ::kill(pid_, SIGKILL);
+    if (pid_ > 0 && !reaped_) {
+      ::kill(-pid_, SIGKILL);
+      ::kill(pid_, SIGKILL);  // in case it had not made its group yet
+    }
     killed_ = true;
   }
 
@@ -85,11 +91,21 @@ class LocalTransport : public Transport {
   std::string describe() const override { return label_ + " (local pid " + std::to_string(pid_) + ")"; }
 
  private:
+  // Waits up to timeout_ms for the worker to end; then ends what is left of its process group
+  // (a task's background children) before the worker is reaped.
   bool reap(int timeout_ms) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     for (;;) {
-      pid_t r = ::waitpid(pid_, &status_, WNOHANG);
-      if (r == pid_ || (r < 0 && errno == ECHILD)) {
+      siginfo_t info{};
+      int r = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
+      if (r == 0 && info.si_pid == pid_) {
+        ::kill(-pid_, SIGKILL);
+        while (::waitpid(pid_, &status_, 0) < 0 && errno == EINTR) {
+        }
+        reaped_ = true;
+        return true;
+      }
+      if (r < 0 && errno != EINTR) {  // ECHILD: reaped elsewhere
         reaped_ = true;
         return true;
       }
@@ -144,7 +160,12 @@ std::unique_ptr<Transport> local_spawn(const LocalSpawn& spec) {
   pid_t pid = fork();
   if (pid < 0) {
     for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
-    throw TransportError(std::string("cannot start a worker process: ") + strerror(errno));
+    int e = errno;
+    rlimit rl{};
+    std::string hint;
+    if (e == EAGAIN && getrlimit(RLIMIT_NPROC, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+      hint = " (the process limit of this user, ulimit -u " + std::to_string(rl.rlim_cur) + ", is reached)";
+    throw TransportError(std::string("cannot start a worker process: ") + strerror(e) + hint);
   }
   if (pid == 0) {
     // Child: only async-signal-safe calls until exec.

@@ -1,6 +1,7 @@
 // The local provider's transport: a `skyrun worker` child process on this machine, spoken to
-// over its stdin/stdout pipes. The child gets its own process group (a Ctrl-C on the terminal
-// reaches the driver, which then stops the workers) and dies with the driver (PR_SET_PDEATHSIG).
+// over its stdin/stdout pipes. The child leads its own process group (a Ctrl-C on the terminal
+// reaches the driver, which then stops the workers); stopping or reaping a worker ends its whole
+// group, and the worker ends its group itself when the driver dies (src/pool/worker_main.cpp).
 #pragma once
 
 #include <memory>

@@ -2,6 +2,10 @@
 // --fd IN,OUT). Its own stdout and stderr (print, io.write, native logs, child processes) are
 // captured through pipes and forwarded as output frames by a thread, so the protocol stream only
 // ever carries frames. The task loop itself is Lua: lua/sky/worker.lua.
+// The worker leads its own process group, and the processes its tasks start stay in it: when the
+// worker ends (its input closed, SIGTERM, or the death of its parent: the driver, or sshd) it ends
+// the whole group, so no task's child outlives it.
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -11,6 +15,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -146,6 +151,52 @@ int luaopen_sky_worker_io(lua_State* L) {
   return 1;
 }
 
+// The process group this worker leads (0: it could not lead one, and ends only itself).
+pid_t g_group = 0;
+
+// SIGTERM and the parent-death signal: end the whole group, this worker included.
+void on_terminate(int) {
+  if (g_group > 0) kill(-g_group, SIGKILL);
+  _exit(143);
+}
+
+// Makes this process the leader of its own group and arms the handlers that end the group.
+void lead_process_group() {
+  if (getpgrp() != getpid() && setpgid(0, 0) != 0) return;
+  g_group = getpid();
+  struct sigaction sa{};
+  sa.sa_handler = on_terminate;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  // The driver (or the sshd session) gone: SIGTERM reaches the handler, which ends the group
+  // (SIGKILL, which the spawner armed, would end this process alone).
+  pid_t parent = getppid();
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != parent) on_terminate(0);
+}
+
+// Ends the other members of this worker's group (what its tasks left running), at exit.
+void end_group_members() {
+  if (g_group <= 0) return;
+  for (int round = 0; round < 10; ++round) {
+    int found = 0;
+    DIR* d = opendir("/proc");
+    if (!d) return;
+    while (dirent* e = readdir(d)) {
+      char* end = nullptr;
+      long pid = strtol(e->d_name, &end, 10);
+      if (*end || pid <= 0 || pid == g_group) continue;
+      if (getpgid(static_cast<pid_t>(pid)) == g_group) {
+        kill(static_cast<pid_t>(pid), SIGKILL);
+        ++found;
+      }
+    }
+    closedir(d);
+    if (!found) return;
+    usleep(1000);
+  }
+}
+
 bool parse_fd_pair(const char* s, int& in, int& out) { return sscanf(s, "%d,%d", &in, &out) == 2 && in >= 0 && out >= 0; }
 
 int worker_main(int argc, char** argv) {
@@ -163,6 +214,7 @@ int worker_main(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, SIG_IGN);  // the driver decides when a worker stops
+  lead_process_group();
   // The protocol descriptors move out of the way (close-on-exec, so a task's child processes
   // never hold them open); 0 reads /dev/null; 1 and 2 become the capture pipes.
   g_io.in = fcntl(in, F_DUPFD_CLOEXEC, 3);
@@ -230,6 +282,7 @@ int worker_main(int argc, char** argv) {
   (void)!write(g_io.wake[1], "x", 1);
   forwarder.join();
   g_io.active = false;
+  end_group_members();
   return rc;
 }
 

@@ -89,10 +89,13 @@ class SshTransport final : public pool::Transport {
     return ssh_channel_window_size(ch_) == 0 ? -1 : ssh_get_fd(session_->raw());
   }
 
+  // Data libssh already took off the socket into this channel's buffer (while it served another
+  // channel of the session), which poll() on the socket no longer sees; or EOF, or an error.
+  // Not ssh_get_poll_flags' SSH_READ_PENDING: that only says libssh wants to read, which is
+  // always, and made the driver's loop spin while a remote task ran.
   bool has_buffered_input() override {
     if (!alive()) return true;
-    if (ssh_get_poll_flags(session_->raw()) & SSH_READ_PENDING) return true;
-    return ssh_channel_poll(ch_, 0) != 0;  // data, EOF or an error: read_some has news
+    return ssh_channel_poll(ch_, 0) != 0;
   }
 
   void close() override {
@@ -111,7 +114,10 @@ class SshTransport final : public pool::Transport {
       int was_blocking = ssh_is_blocking(s);
       ssh_set_blocking(s, 1);
       try {
-        session_->run("kill -9 " + std::to_string(remote_pid_) + " 2>/dev/null", {}, nullptr, 5);
+        // The worker leads its process group (sshd starts the command in a new session): end the
+        // group, with whatever its tasks started.
+        std::string pid = std::to_string(remote_pid_);
+        session_->run("kill -9 -- -" + pid + " 2>/dev/null || kill -9 " + pid + " 2>/dev/null", {}, nullptr, 5);
       } catch (const Error&) {
         // the connection is gone; so is the worker (it exits when its channel closes)
       }

@@ -8,8 +8,9 @@
 //     libpcre2-8 libutf8proc libzstd zlib) -lsnappy -lpthread -o fuzz_wire
 //   mkdir corpus && build/skyrun tests/wire/fuzz_seeds.lua && ./fuzz_wire -max_total_time=300 corpus/
 // Run of 2026-12-03: 1,628,865 executions in 301 s from 41 seeds, 423 edges, no findings.
-// The first input byte picks what the rest is: 0 a value, 1 a stream of frames whose payloads are
-// decoded as values, 2 a handshake text.
+// The first input byte picks what the rest is: 0 a value, 1 a stream of frames from a worker,
+// checked as the driver checks them (worker_frame_parse: kinds a worker may send, the numeric
+// headers of RESULT and BATCH_RESULT) with their values decoded, 2 a handshake text.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -56,8 +57,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           std::string_view payload;
           size_t n = sky::wire::frame_parse(in, kind, payload);
           if (n == 0) break;
-          decode_value(L, payload);
           in.remove_prefix(n);
+          sky::wire::WorkerFrame f = sky::wire::worker_frame_parse(kind, payload);
+          if (f.kind == sky::wire::FRAME_READY || f.kind == sky::wire::FRAME_RESULT ||
+              f.kind == sky::wire::FRAME_BATCH_RESULT)
+            decode_value(L, f.body);
         }
       } catch (const sky::wire::WireError&) {
       }

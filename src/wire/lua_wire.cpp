@@ -13,12 +13,14 @@ void register_reducer(lua_State* L, const char* metatable_name);  // wire.cpp
 namespace sky {
 namespace {
 
-// encode(value [, root [, sent]]) -> string. root names the value in "cannot send" paths;
-// sent: a table {module name = true} of module sources already shipped (updated).
+// encode(value [, root [, sent [, data_only]]]) -> string. root names the value in "cannot send"
+// paths; sent: a table {module name = true} of module sources already shipped (updated);
+// data_only: refuse functions, modules and userdata, as an untrusting receiver would.
 int wire_encode(lua_State* L) {
-  lua_settop(L, 3);
+  lua_settop(L, 4);
   wire::EncodeOptions opts;
   if (!lua_isnil(L, 2)) opts.root = std::string(check_string_view(L, 2));
+  opts.allow_code = !lua_toboolean(L, 4);
   std::unordered_set<std::string> sent;
   bool track = lua_istable(L, 3);
   if (track) {
@@ -112,6 +114,19 @@ int wire_mismatch(lua_State* L) {
   return 1;
 }
 
+// worker_frame(kind, payload) -> id, base, body: a frame from a worker, its header checked
+// (id and base are 0 where the kind has none). Raises "a RESULT frame without its task id".
+int wire_worker_frame(lua_State* L) {
+  int64_t kind = check_int64(L, 1);
+  std::string_view payload = check_string_view(L, 2);
+  if (kind < 0 || kind > 255) throw Error("a frame of unknown kind " + std::to_string(kind));
+  wire::WorkerFrame f = wire::worker_frame_parse(static_cast<uint8_t>(kind), payload);
+  lua_pushnumber(L, static_cast<lua_Number>(f.id));    // [id]
+  lua_pushnumber(L, static_cast<lua_Number>(f.base));  // [id, base]
+  lua_pushlstring(L, f.body.data(), f.body.size());    // [id, base, body]
+  return 3;
+}
+
 // frame(kind, payload) -> bytes
 int wire_frame(lua_State* L) {
   int64_t kind = check_int64(L, 1);
@@ -146,10 +161,21 @@ int luaopen_sky_wire(lua_State* L) {
       {"register", safe<wire_register>}, {"versions", safe<wire_versions>},
       {"hello", safe<wire_hello>},     {"parse_hello", safe<wire_parse_hello>},
       {"mismatch", safe<wire_mismatch>}, {"frame", safe<wire_frame>},
-      {"unframe", safe<wire_unframe>}, {nullptr, nullptr},
+      {"unframe", safe<wire_unframe>}, {"worker_frame", safe<wire_worker_frame>}, {nullptr, nullptr},
   };
   lua_newtable(L);
   luaL_register(L, nullptr, fns);
+  // kinds: {HELLO = 1, ...} and {[1] = "HELLO", ...} (sky.protocol is this table)
+  lua_createtable(L, 0 /* narr */, 28);  // [M, kinds]
+  for (int k = 1; k < 256; ++k) {
+    std::string name = wire::frame_kind_name(static_cast<uint8_t>(k));
+    if (name.rfind("kind ", 0) == 0) break;
+    lua_pushinteger(L, k);
+    lua_setfield(L, -2, name.c_str());
+    lua_pushstring(L, name.c_str());
+    lua_rawseti(L, -2, k);
+  }
+  lua_setfield(L, -2, "kinds");  // [M]
   lua_pushinteger(L, wire::kWireVersion);
   lua_setfield(L, -2, "version");
   return 1;

@@ -76,6 +76,13 @@ void put_string(std::string& out, std::string_view s) {
   out.append(s.data(), s.size());
 }
 
+// The longest prefix of s of at most n bytes that does not cut a UTF-8 character.
+size_t utf8_prefix_length(std::string_view s, size_t n) {
+  if (n >= s.size()) return s.size();
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) --n;  // s[n] continues a character
+  return n;
+}
+
 bool is_identifier(std::string_view s) {
   if (s.empty() || s.size() > 60) return false;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -175,20 +182,30 @@ class Encoder {
   void value(int idx, int depth);
 
  private:
+  // Throws "cannot send <root> → <path>: <what>". A long path (a deep table) keeps its first and
+  // last steps around a count of the ones left out, so the message stays short and whole.
   [[noreturn]] void refuse(const std::string& what) {
-    std::string msg = "cannot send ";
-    bool first = true;
-    if (!opts_.root.empty()) {
-      msg += opts_.root;
-      first = false;
+    constexpr size_t kEnds = 6;
+    std::vector<std::string> steps;
+    if (!opts_.root.empty()) steps.push_back(opts_.root);
+    for (size_t i = 0; i < path_.size(); ++i) {
+      if (path_.size() > 2 * kEnds && i == kEnds) {
+        steps.push_back("\xe2\x80\xa6 " + std::to_string(path_.size() - 2 * kEnds) + " more \xe2\x80\xa6");  // …
+        i = path_.size() - kEnds - 1;
+        continue;
+      }
+      steps.push_back(path_[i]);
     }
-    for (const std::string& p : path_) {
-      if (!first) msg += " \xe2\x86\x92 ";  // →
-      msg += p;
-      first = false;
+    std::string msg = "cannot send ";
+    for (size_t i = 0; i < steps.size(); ++i) {
+      if (i > 0) msg += " \xe2\x86\x92 ";  // →
+      msg += steps[i];
     }
     msg += ": " + what;
     throw WireError(msg);
+  }
+  [[noreturn]] void refuse_code(const std::string& what) {
+    refuse(what + " (only data may travel here: no functions, modules or userdata)");
   }
 
   // The value at idx travels by name when it is a loaded module.
@@ -358,6 +375,7 @@ bool Encoder::try_module(int idx) {
     lua_pop(L_, 3);
   }
   if (name.empty()) return false;
+  if (!opts_.allow_code) refuse_code("loaded module '" + name + "'");
   {
     // Still that module? (a replaced package.loaded entry leaves a stale name behind)
     StackGuard guard(L_);
@@ -477,7 +495,8 @@ void Encoder::encode_table(int idx, int depth) {
       size_t n = 0;
       const char* s = lua_tolstring(L_, -2, &n);
       std::string_view k(s, n);
-      label = is_identifier(k) ? "field '" + std::string(k) + "'" : "[\"" + std::string(k.substr(0, 40)) + "\"]";
+      label = is_identifier(k) ? "field '" + std::string(k) + "'"
+                               : "[\"" + std::string(k.substr(0, utf8_prefix_length(k, 40))) + "\"]";
     } else if (lua_type(L_, -2) == LUA_TNUMBER) {
       char b[64];
       snprintf(b, sizeof b, "[%.17g]", lua_tonumber(L_, -2));
@@ -573,6 +592,7 @@ void Encoder::encode_read_globals(int idx, int depth) {
 void Encoder::encode_function(int idx, int depth) {
   idx = idx < 0 ? lua_gettop(L_) + idx + 1 : idx;
   if (lua_iscfunction(L_, idx)) {
+    if (!opts_.allow_code) refuse_code("C function");
     const void* f = lua_topointer(L_, idx);
     CfuncIndex* ci = &cfunc_index(L_, false);
     auto it = ci->map.find(f);
@@ -586,7 +606,8 @@ void Encoder::encode_function(int idx, int depth) {
     put_string(out_, it->second.second);
     return;
   }
-  if (try_module(idx)) return;
+  if (try_module(idx)) return;  // (refused, naming the module, when only data may travel)
+  if (!opts_.allow_code) refuse_code("function");
   const void* p = lua_topointer(L_, idx);
   if (ids_.count(p)) {
     assign_id(p);
@@ -673,6 +694,8 @@ void Encoder::encode_userdata(int idx, int depth) {
     lua_pop(L_, 1);
     if (!same) continue;
     lua_pop(L_, 1);  // []
+    if (!opts_.allow_code && !codec.untrusted_ok)
+      refuse_code("userdata (" + (codec.description.empty() ? name : codec.description) + ")");
     const void* p = lua_topointer(L_, idx);
     if (!assign_id(p)) return;
     std::string payload;
@@ -697,6 +720,10 @@ void Encoder::encode_userdata(int idx, int depth) {
       lua_pop(L_, 1);
       if (!same) continue;
       std::string name = lua_tostring(L_, -2);
+      if (!opts_.allow_code) {
+        lua_settop(L_, mt - 1);
+        refuse_code("userdata (" + name + ", sent through a reducer)");
+      }
       const void* p = lua_topointer(L_, idx);
       if (!assign_id(p)) {
         lua_pop(L_, 4);
@@ -1079,6 +1106,8 @@ void Decoder::userdata() {
     if (it == codecs().end()) throw WireError("no codec for userdata '" + name + "' here");
     codec = it->second;
   }
+  if (!opts_.allow_code && !codec.untrusted_ok)
+    throw WireError("refused to decode userdata '" + name + "' from untrusted bytes");
   int top = lua_gettop(L_);
   codec.decode(L_, payload);
   if (lua_gettop(L_) != top + 1) {
@@ -1190,6 +1219,61 @@ size_t frame_parse(std::string_view buf, uint8_t& kind, std::string_view& payloa
   kind = static_cast<uint8_t>(buf[4]);
   payload = buf.substr(kFrameHeader, len - 1);
   return 4 + static_cast<size_t>(len);
+}
+
+std::string frame_kind_name(uint8_t kind) {
+  static const char* const names[] = {nullptr, "HELLO", "SETUP", "READY", "TASK", "RESULT", "MAP_FN", "BATCH",
+                                      "BATCH_RESULT", "STDOUT", "STDERR", "SHUTDOWN", "BYE", "FAIL", "MAP_END",
+                                      "CALL",    "REPLY"};
+  if (kind >= 1 && kind < sizeof names / sizeof names[0]) return names[kind];
+  return "kind " + std::to_string(kind);
+}
+
+namespace {
+
+// Reads "<decimal>:" at the front of s (at most 15 digits, no sign, no leading zeros but "0").
+// Returns false when s does not start so.
+bool take_id(std::string_view& s, uint64_t& id) {
+  size_t i = 0;
+  id = 0;
+  while (i < s.size() && i < 16 && s[i] >= '0' && s[i] <= '9') id = id * 10 + static_cast<uint64_t>(s[i++] - '0');
+  if (i == 0 || i > 15 || i >= s.size() || s[i] != ':' || (i > 1 && s[0] == '0')) return false;
+  s.remove_prefix(i + 1);
+  return true;
+}
+
+}  // namespace
+
+WorkerFrame worker_frame_parse(uint8_t kind, std::string_view payload) {
+  WorkerFrame f;
+  f.kind = kind;
+  f.body = payload;
+  switch (kind) {
+    case FRAME_HELLO:
+    case FRAME_READY:
+    case FRAME_FAIL:
+    case FRAME_STDOUT:
+    case FRAME_STDERR:
+    case FRAME_BYE: return f;
+    case FRAME_RESULT:
+      if (!take_id(f.body, f.id)) throw WireError("a RESULT frame without its task id (\"<id>:\")");
+      return f;
+    case FRAME_CALL:
+      if (!take_id(f.body, f.id)) throw WireError("a CALL frame without its request id (\"<id>:\")");
+      return f;
+    case FRAME_BATCH_RESULT:
+      if (!take_id(f.body, f.id) || !take_id(f.body, f.base))
+        throw WireError("a BATCH_RESULT frame without its map id and first item (\"<map>:<item>:\")");
+      return f;
+    case FRAME_SETUP:
+    case FRAME_TASK:
+    case FRAME_MAP_FN:
+    case FRAME_BATCH:
+    case FRAME_SHUTDOWN:
+    case FRAME_MAP_END:
+    case FRAME_REPLY: throw WireError("a " + frame_kind_name(kind) + " frame, which only the driver sends");
+    default: throw WireError("a frame of unknown kind " + std::to_string(kind));
+  }
 }
 
 const Versions& local_versions() {

@@ -38,6 +38,10 @@ struct WireError : std::runtime_error {
 struct EncodeOptions {
   // Names the root value in error paths: "argument #1", "task function", "value".
   std::string root = "value";
+  // Off: data only. Functions, module references, reducers and userdata whose codec is not
+  // marked untrusted_ok are refused with their path, as the receiving side would refuse them
+  // (a worker answering a pool that takes data only from workers).
+  bool allow_code = true;
   // Values found in package.loaded travel by name (off: by value, like any table).
   bool modules_by_name = true;
   // Names of modules whose source was already shipped on this connection (updated as sources
@@ -54,8 +58,11 @@ struct DecodeOptions {
   // Lua functions get this table (an absolute stack index) as their environment; 0: the
   // decoding state's globals.
   int env_index = 0;
-  // Off: functions, module references and reducers are refused (for bytes from an untrusted
-  // source: LuaJIT does not verify bytecode). The fuzz target decodes with these off.
+  // Off: functions, module references, reducers and userdata whose codec is not marked
+  // untrusted_ok are refused (for bytes from an untrusted source: LuaJIT does not verify
+  // bytecode, and a codec may read files). Nothing but plain data is rebuilt; no Lua code runs
+  // while decoding. The driver decodes every frame from a worker this way (unless the pool opts
+  // in to code in results), and so does the fuzz target.
   bool allow_code = true;
   int max_depth = 200;
 };
@@ -75,6 +82,9 @@ struct UserdataCodec {
   std::function<std::string(lua_State*, int)> encode;
   std::function<void(lua_State*, std::string_view)> decode;
   std::string description;  // shown in messages, e.g. "tokenizer"
+  // The codec's decode only rebuilds data from the bytes (no files read, no code run, bounded
+  // work), so it may run on bytes from an untrusted peer.
+  bool untrusted_ok = false;
 };
 void register_userdata_codec(const std::string& metatable_name, UserdataCodec codec);
 
@@ -87,6 +97,36 @@ void frame_append(std::string& out, uint8_t kind, std::string_view payload);
 // Parses the frame at the start of buf. Returns the bytes it spans, or 0 when buf holds only part
 // of it. Throws WireError for an impossible length (0 or above kMaxFrame).
 size_t frame_parse(std::string_view buf, uint8_t& kind, std::string_view& payload);
+
+// ---- the worker protocol's frame kinds ------------------------------------------------------------
+//   worker -> driver: HELLO (text: versions), READY, FAIL, RESULT, BATCH_RESULT, STDOUT, STDERR, BYE,
+//                     CALL (a request to the driver's collections, sky.collections)
+//   driver -> worker: SETUP (env, node info, plugins, secrets), TASK, MAP_FN, BATCH, MAP_END, SHUTDOWN,
+//                     REPLY (the answer to a CALL)
+// TASK, RESULT, CALL and REPLY payloads are "<id>:" then a value; BATCH and BATCH_RESULT
+// "<map id>:<first item>:" then a value, so a peer that cannot decode the value can still answer.
+enum FrameKind : uint8_t {
+  FRAME_HELLO = 1, FRAME_SETUP = 2, FRAME_READY = 3, FRAME_TASK = 4, FRAME_RESULT = 5, FRAME_MAP_FN = 6,
+  FRAME_BATCH = 7, FRAME_BATCH_RESULT = 8, FRAME_STDOUT = 9, FRAME_STDERR = 10, FRAME_SHUTDOWN = 11,
+  FRAME_BYE = 12, FRAME_FAIL = 13, FRAME_MAP_END = 14, FRAME_CALL = 15, FRAME_REPLY = 16,
+};
+
+// A frame a worker sent, its header checked. body is the rest of the payload (a value for READY,
+// RESULT and BATCH_RESULT, text or bytes for the others).
+struct WorkerFrame {
+  uint8_t kind = 0;
+  uint64_t id = 0;    // RESULT: the task id; BATCH_RESULT: the map id; CALL: the request id
+  uint64_t base = 0;  // BATCH_RESULT: the first item's index
+  std::string_view body;
+};
+
+// Checks a frame from a worker before the driver acts on it: its kind is one a worker sends, and
+// the numeric header of RESULT, BATCH_RESULT and CALL is well-formed. Throws WireError saying what is
+// wrong ("a RESULT frame without its task id"). Values in the body are not decoded here.
+WorkerFrame worker_frame_parse(uint8_t kind, std::string_view payload);
+
+// The frame kind's name ("RESULT"), or "kind <n>" for one that does not exist.
+std::string frame_kind_name(uint8_t kind);
 
 // ---- handshake ------------------------------------------------------------------------------------
 

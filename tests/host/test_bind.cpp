@@ -85,6 +85,25 @@ TEST_CASE("a C++ exception thrown in a bound function becomes a Lua error with i
   CHECK(lua_gettop(s.L) == 0);
 }
 
+int throw_long_utf8(lua_State*) {
+  std::string m;
+  while (m.size() < 3000) m += "\xc3\xa9";  // é, two bytes each: the 2047-byte cut falls inside one
+  throw std::runtime_error(m);
+}
+
+TEST_CASE("a message longer than the error buffer is cut on a UTF-8 character boundary") {
+  State s;
+  lua_pushcfunction(s.L, sky::safe<throw_long_utf8>);
+  lua_setglobal(s.L, "long_error");
+  REQUIRE(s.run("LONG = select(2, pcall(long_error))") == "");
+  lua_getglobal(s.L, "LONG");
+  std::string err = lua_tostring(s.L, -1);
+  lua_pop(s.L, 1);
+  REQUIRE(err.size() > 2000);
+  CHECK(err.size() <= 2047 + 64);
+  CHECK(err.back() == '\xa9');  // ends with a whole "é"
+}
+
 TEST_CASE("bound objects have methods, properties, tostring and are freed by the collector") {
   int before = Counter::destroyed;
   int64_t live = sky::class_live_handles();

@@ -80,6 +80,21 @@ function T.write_file(path, data)
   f:close()
 end
 
+function T.file_exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- CPU seconds this process has used (user + system), from /proc/self/stat (1/100 s ticks).
+function T.cpu_seconds()
+  local f = assert(io.open("/proc/self/stat"))
+  local fields = {}
+  for x in f:read("*a"):match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = x end
+  f:close()
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100
+end
+
 -- Runs a shell command that must succeed (os.execute's result differs between Lua versions).
 function T.exec(cmd)
   local r = os.execute(cmd)

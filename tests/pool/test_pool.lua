@@ -31,7 +31,7 @@ T.test("a value zoo goes to a worker and comes back equal", function()
   local count = 0
   local function inc() count = count + 1 return count end
   local function get() return count end
-  local pool = pool_of(1)
+  local pool = pool_of(1, { results_may_carry_code = true })  -- the closure comes back
   pool:with(function()
     local r = pool:run(sky.compute(function(v, f)
       -- On the worker: the zoo arrived intact, and the closures share their upvalue.

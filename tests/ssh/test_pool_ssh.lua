@@ -122,13 +122,14 @@ T.test("closing the pool stops the remote workers", function()
   T.ok(pids[1] ~= nil)
 end)
 
-T.test("a driver killed mid-task leaves no worker on the host", function()
+T.test("a driver killed mid-task leaves no worker, and no child of a task, on the host", function()
   local dir = T.tmpdir()
   T.write_file(dir .. "/job.lua", string.format([[
     local sky = require "sky"
     local pool = sky.ComputePool { provider = sky.providers.ssh { hosts = { %q }, key = %q, known_hosts = %q, quiet = true }, nodes = 1 }
     pool:with(function()
       pool:run(sky.compute(function(marker)
+        os.execute("sleep 300 > /dev/null 2>&1 &")  -- a child that would outlive a killed worker
         local f = io.open(marker, "w") f:write("started") f:close()
         local t0 = os.time()
         while os.time() - t0 < 60 do end   -- busy: never reads its input while the task runs

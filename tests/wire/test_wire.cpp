@@ -162,6 +162,37 @@ TEST_CASE("a registered userdata codec carries a handle as bytes") {
   CHECK(std::string(static_cast<const char*>(lua_touserdata(b.L, -1))) == "/tmp/tok.json");
 }
 
+TEST_CASE("untrusted decoding refuses userdata codecs unless they only rebuild data") {
+  State a, b;
+  auto make = [](bool untrusted_ok) {
+    return sky::wire::UserdataCodec{
+        [](lua_State* L, int idx) { return std::string(static_cast<const char*>(lua_touserdata(L, idx))); },
+        [](lua_State* L, std::string_view s) { lua_pushlstring(L, s.data(), s.size()); }, "path", untrusted_ok};
+  };
+  sky::wire::register_userdata_codec("skyrun.test.Opener", make(false));
+  sky::wire::register_userdata_codec("skyrun.test.Plain", make(true));
+  for (const char* name : {"skyrun.test.Opener", "skyrun.test.Plain"}) {
+    char* p = static_cast<char*>(lua_newuserdata(a.L, 8));
+    strcpy(p, "/etc");
+    luaL_newmetatable(a.L, name);
+    lua_setmetatable(a.L, -2);
+  }
+  std::string plain = sky::wire::encode(a.L, -1), opener = sky::wire::encode(a.L, -2);
+  sky::wire::DecodeOptions untrusted;
+  untrusted.allow_code = false;
+  CHECK_THROWS_WITH_AS(sky::wire::decode(b.L, opener, untrusted),
+                       "refused to decode userdata 'skyrun.test.Opener' from untrusted bytes", sky::wire::WireError);
+  CHECK(lua_gettop(b.L) == 0);
+  sky::wire::decode(b.L, plain, untrusted);
+  CHECK(std::string(lua_tostring(b.L, -1)) == "/etc");
+  // and a data-only encoder refuses the first before anything is sent
+  sky::wire::EncodeOptions data_only;
+  data_only.allow_code = false;
+  CHECK_THROWS_WITH_AS(sky::wire::encode(a.L, -2, data_only),
+                       doctest::Contains("cannot send value: userdata (path) (only data may travel here"),
+                       sky::wire::WireError);
+}
+
 TEST_CASE("every truncation and corruption of a valid encoding is an error, never a crash") {
   State a, b;
   std::string bytes = encode_code(a, "local t = {1, 'two', {3, x = 4.5}, true, false, k = -0.0} t.t = t return t");

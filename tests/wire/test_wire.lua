@@ -90,6 +90,71 @@ T.test("unsendable values are refused with the path to them", function()
   T.raises(function() wire.encode({ [1] = { cf } }) end, "cannot send value \u{2192} [1] \u{2192} [1]: userdata")
 end)
 
+-- True when s is valid UTF-8 (no character cut, no stray continuation byte).
+local function valid_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or (c >= 0xc2 and c < 0xe0) and 2 or (c >= 0xe0 and c < 0xf0) and 3 or
+      (c >= 0xf0 and c < 0xf5) and 4 or nil
+    if not len or i + len - 1 > n then return false end
+    for k = i + 1, i + len - 1 do
+      local b = s:byte(k)
+      if b < 0x80 or b > 0xbf then return false end
+    end
+    i = i + len
+  end
+  return true
+end
+
+T.test("a deep table's refusal names its first and last steps and stays whole UTF-8", function()
+  local key = "\u{043a}\u{043b}\u{044e}\u{0447} \u{2192} \u{1f511}"  -- "ключ → 🔑": multibyte characters
+  local root = {}
+  local t = root
+  for _ = 1, 260 do
+    t[key] = {}
+    t = t[key]
+  end
+  local err = T.raises(function() wire.encode(root, "argument #1") end, "nested deeper than 200 levels")
+  T.ok(valid_utf8(err), "the message is valid UTF-8")
+  T.ok(#err < 1000, "the message is " .. #err .. " bytes")
+  T.contains(err, "cannot send argument #1 \u{2192} [\"" .. key .. "\"]")
+  T.contains(err, "\u{2026} 189 more \u{2026}")
+  -- a key longer than its label keeps whole characters
+  local long = { [string.rep("\u{00e9}", 30)] = coroutine.create(print) }
+  err = T.raises(function() wire.encode(long) end, "coroutine")
+  T.ok(valid_utf8(err), "a long key is cut on a character boundary: " .. err)
+end)
+
+T.test("data-only encoding refuses code with its path, as an untrusting receiver would", function()
+  local mod = require "sky.inspect"
+  T.raises(function() wire.encode({ ok = true, f = function() end }, "result", nil, true) end,
+    "cannot send result \u{2192} field 'f': function (only data may travel here")
+  T.raises(function() wire.encode({ print }, "result", nil, true) end, "[1]: C function (only data may travel here")
+  T.raises(function() wire.encode({ m = mod }, "result", nil, true) end, "field 'm': loaded module 'sky.inspect'")
+  local data = { 1, "two", { three = 3.5 }, true, 9007199254740993LL }
+  T.eq(wire.decode(wire.encode(data, "result", nil, true), nil, true)[3].three, 3.5)
+  -- and decoding as data refuses what code-carrying encodings hold
+  T.raises(function() wire.decode(wire.encode({ f = function() end }), nil, true) end,
+    "refused to decode a function from untrusted bytes")
+  T.raises(function() wire.decode(wire.encode(mod), nil, true) end, "refused to decode a module reference")
+end)
+
+T.test("frames from workers have their kind and header checked before anything acts on them", function()
+  local K = require "sky.protocol"
+  T.eq(K.RESULT, 5)
+  T.eq(K[5], "RESULT")
+  T.eq({ wire.worker_frame(K.RESULT, "12:body") }, { 12, 0, "body" })
+  T.eq({ wire.worker_frame(K.BATCH_RESULT, "3:17:v") }, { 3, 17, "v" })
+  T.eq({ wire.worker_frame(K.STDOUT, "12:raw") }, { 0, 0, "12:raw" })
+  T.raises(function() wire.worker_frame(K.RESULT, "body") end, "a RESULT frame without its task id")
+  T.raises(function() wire.worker_frame(K.RESULT, "012:x") end, "without its task id")
+  T.raises(function() wire.worker_frame(K.RESULT, "1234567890123456:x") end, "without its task id")
+  T.raises(function() wire.worker_frame(K.BATCH_RESULT, "3:v") end, "a BATCH_RESULT frame without its map id and first item")
+  T.raises(function() wire.worker_frame(K.TASK, "1:x") end, "a TASK frame, which only the driver sends")
+  T.raises(function() wire.worker_frame(99, "") end, "a frame of unknown kind 99")
+end)
+
 T.test("the handshake text carries the versions and a mismatch names both", function()
   local v = wire.parse_hello(wire.hello())
   T.eq(v.skyrun, wire.versions().skyrun)

@@ -38,8 +38,8 @@ local function new(opts)
     error("sky.plugins.torch: port must be a TCP port number (1-65535), got " .. tostring(port), 2)
   end
   local timeout = opts.timeout or 300
-  if type(timeout) ~= "number" or not (timeout > 0) then
-    error("sky.plugins.torch: timeout must be a positive number of seconds", 2)
+  if type(timeout) ~= "number" or not (timeout > 0 and timeout <= 1e7) then
+    error("sky.plugins.torch: timeout must be a positive number of seconds, at most 1e7 (got " .. tostring(timeout) .. ")", 2)
   end
 
   local ports = setmetatable({}, { __mode = "k" })  -- pool -> its MASTER_PORT (driver side)

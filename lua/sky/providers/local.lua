@@ -17,7 +17,25 @@ end
 
 function Local:head_address() return "127.0.0.1" end
 
+-- Workers this machine can start now for this user: about two tasks each (the worker and its
+-- output thread) under the process limit, two descriptors each in the driver under its limit.
+local function check_limits(workers)
+  local lim = pcore.limits()
+  local need = 2 * workers
+  if lim.nproc and not lim.privileged and need > lim.nproc - lim.tasks then
+    error(string.format("sky.providers.local_: %d local workers need about %d processes, but this user may start " ..
+      "about %d more (ulimit -u %d; %d running): use fewer nodes or raise the limit", workers, need,
+      math.max(0, lim.nproc - lim.tasks), lim.nproc, lim.tasks), 0)
+  end
+  if lim.nofile and need > lim.nofile - lim.open_files - 16 then
+    error(string.format("sky.providers.local_: %d local workers need %d open files in the driver, but it may open " ..
+      "about %d more (ulimit -n %d): use fewer nodes or raise the limit", workers, need,
+      math.max(0, lim.nofile - lim.open_files - 16), lim.nofile), 0)
+  end
+end
+
 function Local:open(ctx, pool)
+  check_limits((ctx.nodes or 1) * (ctx.concurrency or 1))
   local image = ctx.image or ((ctx.bootstrap and #ctx.bootstrap > 0) and require("sky.image").Image {})
   if not image then return end
   if image.apply_local then image:apply_local({ modify_host = self.modify_host, bootstrap = ctx.bootstrap }) end

@@ -90,8 +90,8 @@ end
 
 return function(opts)
   opts = core.check_options(opts, {
-    hosts = "table", key = "string", known_hosts = "string", host_key_policy = "string", connect_timeout = "number",
-    ssh_config = "string", sudo = "boolean", dead_after = "number", install_libraries = "boolean", workdir = "string", quiet = "boolean",
+    hosts = "table", key = "string", known_hosts = "string", host_key_policy = "string", connect_timeout = "seconds",
+    ssh_config = "string", sudo = "boolean", dead_after = "seconds", install_libraries = "boolean", workdir = "string", quiet = "boolean",
   }, "sky.providers.ssh", 3)
   if type(opts.hosts) ~= "table" or #opts.hosts == 0 then
     error("sky.providers.ssh: option 'hosts' must list at least one host (\"user@host:port\" or an ssh_config alias)", 2)
@@ -106,9 +106,6 @@ return function(opts)
   local policy = opts.host_key_policy or "strict"
   if policy ~= "strict" and policy ~= "accept-new" then
     error("sky.providers.ssh: option 'host_key_policy' must be \"strict\" or \"accept-new\" (got \"" .. policy .. "\")", 2)
-  end
-  if opts.connect_timeout and opts.connect_timeout <= 0 then
-    error("sky.providers.ssh: option 'connect_timeout' must be positive", 2)
   end
   return setmetatable({
     name = "ssh", spec_fields = { "nodes" }, hosts = hosts, key = opts.key, known_hosts = opts.known_hosts, host_key_policy = policy,
