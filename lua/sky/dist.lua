@@ -13,7 +13,8 @@ local function lib()
 end
 
 local names = {
-  "init_process_group", -- {backend=, rank=, world_size=, local_rank=, master_addr=, master_port=, timeout=}
+  "init_process_group", -- {backend=, rank=, world_size=, local_rank=, master_addr=, master_port=, timeout=,
+                        --  secret= (default SKYRUN_DIST_SECRET: the same on every rank)}
   "is_initialized",
   "rank",
   "world_size",
@@ -54,6 +55,7 @@ function M.set_unavailable(msg) unavailable = msg end
 local core = require "sky.dist.core"
 M.free_port = core.free_port                         -- () -> a TCP port free on this host just now
 M.local_address_towards = core.local_address_towards -- (host) -> this host's address on the route to host
+M.new_secret = core.new_secret                       -- () -> a fresh pool secret (SKYRUN_DIST_SECRET)
 
 -- The group is gone once the process has none; is_initialized answers without loading LibTorch.
 function M.is_initialized()

@@ -1,5 +1,5 @@
-// Distributed process groups over LibTorch's c10d: a TCPStore rendezvous (rank 0 hosts it) and a
-// Gloo (CPU) or NCCL (CUDA) backend, one default group per process. C++ users (the Trainer's
+// Distributed process groups over LibTorch's c10d: an authenticated rendezvous store (rank 0
+// hosts it, store.hpp) and a Gloo (CPU) or NCCL (CUDA) backend, one default group per process. C++ users (the Trainer's
 // gradient sync) reach the group through default_group(); Lua reaches it through skyrun.dist.
 // LibTorch headers only: include this from torch_sources files.
 #pragma once
@@ -42,6 +42,9 @@ struct InitOptions {
   std::string master_addr;  // the host of rank 0's store
   int master_port = -1;
   std::chrono::milliseconds timeout{300000};  // rendezvous and each collective
+  // The pool's secret: every rank proves it to rank 0's rendezvous store (store.hpp), which
+  // listens on MASTER_ADDR only. "" = SKYRUN_DIST_SECRET (the torch plugin sets it per pool).
+  std::string secret;
   // Polled while waiting for other ranks; true stops the wait with an "interrupted" error
   // (the Lua binding passes Ctrl-C through it).
   std::function<bool()> cancelled;
@@ -51,6 +54,29 @@ enum class ReduceOp { Sum, Max, Min, Avg, Product };
 
 // "sum" | "max" | "min" | "avg" | "product"; throws sky-style errors naming the bad value.
 ReduceOp reduce_op_from_name(const std::string& name);
+const char* reduce_op_name(ReduceOp op);
+
+// What one rank is about to do in a collective. Every collective starts with the ranks
+// exchanging these (one small all-gather of the same size on every rank), so ranks in different
+// collectives, with different ops or shapes, all get the same clear error instead of a crash in
+// the backend, a hang or a silently wrong answer.
+struct CollectiveCall {
+  enum Kind : int64_t { kBarrier = 1, kAllReduce, kBroadcast, kAllReduceMean, kBroadcastTensors };
+  // How the data looks to the caller: a tensor, a Lua number, an array of numbers, a Lua value of
+  // any kind (broadcast: only the source has it), a list of arrays, a list of tensors.
+  enum Form : int64_t { kNone = 0, kTensor, kNumber, kArray, kValue, kArrays, kTensors };
+  int64_t kind = kBarrier;
+  int64_t op = -1;     // ReduceOp, all_reduce only
+  int64_t src = -1;    // broadcasts only
+  int64_t form = kNone;
+  int64_t dtype = -1;  // c10::ScalarType
+  int64_t numel = -1;  // elements (all of a list)
+  int64_t count = -1;  // tensors or arrays in a list
+  std::vector<int64_t> shape;  // a tensor's sizes
+};
+
+// One line naming a call: "all_reduce(sum) of a Float tensor [3, 4]".
+std::string collective_describe(const CollectiveCall& c);
 
 class Group {
  public:
@@ -68,16 +94,25 @@ class Group {
   const c10::intrusive_ptr<Backend>& backend() const { return backend_; }
 
   // In place on `t` (any device: copied to device() and back when needed). Avg divides the sum
-  // by world_size (Gloo has no native average).
-  void all_reduce(at::Tensor& t, ReduceOp op);
+  // by world_size (Gloo has no native average). form says what the caller passed (Lua numbers
+  // travel as a Double tensor) for the agreement and its messages.
+  void all_reduce(at::Tensor& t, ReduceOp op, CollectiveCall::Form form = CollectiveCall::kTensor);
   void broadcast(at::Tensor& t, int src);
   void barrier();
+
+  // The agreement every collective above starts with (a no-op for one rank). Throws, on every
+  // rank alike, "dist.<fname>: the ranks are not in the same collective: rank 0: ...; rank 1: ...".
+  // Callers that move one value in several steps (a Lua value: its kind, then its bytes) agree
+  // once and then use the unchecked call.
+  void agree(const CollectiveCall& call, const char* fname);
+  void broadcast_unchecked(at::Tensor& t, int src);
 
   // DDP-style gradient sync: every tensor becomes the mean over ranks of its value. Tensors are
   // flattened into buckets of at most bucket_bytes per dtype and device, one all_reduce per
   // bucket, then copied back. Undefined tensors are skipped (a parameter without a gradient
   // must be undefined on every rank alike).
-  void all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_bytes = 25u << 20);
+  void all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_bytes = 25u << 20,
+                       CollectiveCall::Form form = CollectiveCall::kTensors);
 
   // DDP-style start: every tensor (parameters, buffers) takes rank src's value, bucketed alike.
   // Writes under NoGradGuard, so leaf parameters that require grad can be passed.
@@ -85,6 +120,8 @@ class Group {
 
  private:
   void run(const char* what, const std::function<void()>& fn);
+  void all_reduce_unchecked(at::Tensor& t, ReduceOp op);
+  int64_t calls_ = 0;  // collectives agreed so far (each rank counts its own)
 
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<Backend> backend_;

@@ -1,6 +1,7 @@
 // `require "skyrun.dist"`: the process's default c10d group seen from Lua. Numbers and arrays of
-// numbers travel as float64 tensors (integers up to 2^53 exactly); shapes are checked across
-// ranks before the data moves, so a mismatch is the same error on every rank, not a hang.
+// numbers travel as float64 tensors (integers up to 2^53 exactly). Every collective starts with
+// the ranks agreeing on what it is (Group::agree: kind, op, shape), so ranks in different
+// collectives get the same clear error on every rank, not a crash, a hang or a wrong answer.
 #include <lua.hpp>
 
 #include <cmath>
@@ -29,7 +30,7 @@ int dist_init_process_group(lua_State* L) {
   Options opts(L, 1, "init_process_group",
                {{"backend", OptType::String}, {"rank", OptType::Integer}, {"world_size", OptType::Integer},
                 {"local_rank", OptType::Integer}, {"master_addr", OptType::String},
-                {"master_port", OptType::Integer}, {"timeout", OptType::Number}});
+                {"master_port", OptType::Integer}, {"timeout", OptType::Number}, {"secret", OptType::String}});
   InitOptions o;
   o.backend = opts.string("backend", "");
   o.rank = static_cast<int>(opts.integer("rank", -1));
@@ -37,6 +38,7 @@ int dist_init_process_group(lua_State* L) {
   o.local_rank = static_cast<int>(opts.integer("local_rank", -1));
   o.master_addr = opts.string("master_addr", "");
   o.master_port = static_cast<int>(opts.integer("master_port", -1));
+  o.secret = opts.string("secret", "");
   double timeout = opts.number("timeout", 300.0);
   if (!(timeout > 0) || timeout > 1e7) throw Error("init_process_group: timeout must be a positive number of seconds");
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000.0));
@@ -131,21 +133,6 @@ void push_numbers(lua_State* L, const at::Tensor& t, bool array) {
   }
 }
 
-std::string shape_text(int64_t code) {
-  return code == 0 ? "a number" : "an array of " + std::to_string(code - 1) + " numbers";
-}
-
-// Every rank must pass a tensor of the same number of elements: checked with one small
-// all_reduce first, so a mismatch is the same error everywhere instead of a hang.
-void check_same_numel(Group& g, int64_t numel, const char* fname) {
-  at::Tensor n = torch::tensor({numel, -numel}, torch::kInt64);  // [2]
-  g.all_reduce(n, ReduceOp::Max);
-  int64_t hi = n[0].item<int64_t>(), lo = -n[1].item<int64_t>();
-  if (hi != lo)
-    throw Error(std::string("dist.") + fname + ": ranks passed tensors of different sizes (" + std::to_string(lo) +
-                " to " + std::to_string(hi) + " elements; this rank: " + std::to_string(numel) + ")");
-}
-
 std::vector<at::Tensor> check_tensor_list(lua_State* L, int idx, const char* fname) {
   check_table(L, idx);
   std::vector<at::Tensor> out;
@@ -167,9 +154,6 @@ int dist_sync_parameters(lua_State* L) {
   auto g = check_group("sync_parameters");
   std::vector<at::Tensor> ts = check_tensor_list(L, 1, "sync_parameters");
   int64_t src = lua_isnoneornil(L, 2) ? 0 : check_int64(L, 2);
-  int64_t numel = 0;
-  for (auto& t : ts) numel += t.numel();
-  check_same_numel(*g, numel, "sync_parameters");
   if (src < 0 || src >= g->world_size())
     throw Error("dist.sync_parameters: source rank " + std::to_string(src) + " is not in 0.." +
                 std::to_string(g->world_size() - 1));
@@ -181,10 +165,6 @@ int dist_sync_parameters(lua_State* L) {
 int dist_sync_gradients(lua_State* L) {
   auto g = check_group("sync_gradients");
   std::vector<at::Tensor> ts = check_tensor_list(L, 1, "sync_gradients");
-  int64_t numel = 0;
-  for (auto& t : ts)
-    if (t.requires_grad()) numel += t.numel();
-  check_same_numel(*g, numel, "sync_gradients");
   sync_gradients(ts);
   return 0;
 }
@@ -194,7 +174,6 @@ int dist_all_reduce(lua_State* L) {
   if (lua_is_tensor(L, 1)) {  // in place, as torch.distributed.all_reduce
     at::Tensor t = lua_check_tensor(L, 1);
     ReduceOp op = reduce_op_from_name(luaL_optstring(L, 2, "sum"));
-    check_same_numel(*g, t.numel(), "all_reduce");
     {
       torch::NoGradGuard no_grad;
       g->all_reduce(t, op);
@@ -206,18 +185,8 @@ int dist_all_reduce(lua_State* L) {
   bool array = read_numbers(L, 1, "all_reduce", values);
   std::string op_name = luaL_optstring(L, 2, "sum");
   ReduceOp op = reduce_op_from_name(op_name);
-
-  // [code, -code] reduced with max: every rank learns the largest and the smallest shape code.
-  int64_t code = array ? static_cast<int64_t>(values.size()) + 1 : 0;
-  at::Tensor shape = torch::tensor({code, -code}, torch::kInt64);  // [2]
-  g->all_reduce(shape, ReduceOp::Max);
-  int64_t hi = shape[0].item<int64_t>(), lo = -shape[1].item<int64_t>();
-  if (hi != lo)
-    throw Error("dist.all_reduce: ranks passed different shapes: " + shape_text(lo) + " on some, " + shape_text(hi) +
-                " on others (this rank: " + shape_text(code) + ")");
-
   at::Tensor data = torch::tensor(values, torch::kFloat64);  // [n]
-  g->all_reduce(data, op);
+  g->all_reduce(data, op, array ? CollectiveCall::kArray : CollectiveCall::kNumber);
   push_numbers(L, data, array);
   return 1;
 }
@@ -232,7 +201,6 @@ int dist_all_reduce_mean(lua_State* L) {
   if (bucket_bytes < 8) throw Error("all_reduce_mean: bucket_bytes must be at least 8");
   int k = static_cast<int>(lua_objlen(L, 1));
   std::vector<at::Tensor> tensors;
-  int64_t total = 0;
   for (int i = 1; i <= k; ++i) {
     lua_rawgeti(L, 1, i);  // [arr]
     std::vector<double> values;
@@ -241,15 +209,9 @@ int dist_all_reduce_mean(lua_State* L) {
       luaL_argerror(L, 1, msg);
     }
     lua_pop(L, 1);
-    total += static_cast<int64_t>(values.size());
     tensors.push_back(torch::tensor(values, torch::kFloat64));  // [n_i]
   }
-  at::Tensor shape = torch::tensor({static_cast<int64_t>(k), total, -static_cast<int64_t>(k), -total}, torch::kInt64);
-  g->all_reduce(shape, ReduceOp::Max);
-  if (shape[0].item<int64_t>() != -shape[2].item<int64_t>() || shape[1].item<int64_t>() != -shape[3].item<int64_t>())
-    throw Error("dist.all_reduce_mean: ranks passed different shapes (this rank: " + std::to_string(k) +
-                " arrays, " + std::to_string(total) + " numbers)");
-  g->all_reduce_mean(tensors, static_cast<size_t>(bucket_bytes));
+  g->all_reduce_mean(tensors, static_cast<size_t>(bucket_bytes), CollectiveCall::kArrays);
   lua_createtable(L, k /* narr */, 0);  // [out]
   for (int i = 0; i < k; ++i) {
     push_numbers(L, tensors[i], true);  // [out, arr]
@@ -268,7 +230,6 @@ int dist_broadcast(lua_State* L) {
                 std::to_string(g->world_size() - 1));
   if (lua_is_tensor(L, 1)) {  // in place on every rank, as torch.distributed.broadcast
     at::Tensor t = lua_check_tensor(L, 1);
-    check_same_numel(*g, t.numel(), "broadcast");
     {
       torch::NoGradGuard no_grad;
       g->broadcast(t, static_cast<int>(src));
@@ -302,8 +263,13 @@ int dist_broadcast(lua_State* L) {
       default: arg_type_error(L, 1, "nil, boolean, string, number or array of numbers");
     }
   }
+  CollectiveCall call;
+  call.kind = CollectiveCall::kBroadcast;
+  call.src = src;
+  call.form = CollectiveCall::kValue;
+  g->agree(call, "broadcast");
   at::Tensor header = torch::tensor({kind, n}, torch::kInt64);  // [2]
-  g->broadcast(header, static_cast<int>(src));
+  g->broadcast_unchecked(header, static_cast<int>(src));
   kind = header[0].item<int64_t>();
   n = header[1].item<int64_t>();
 
@@ -313,14 +279,14 @@ int dist_broadcast(lua_State* L) {
     case kind_string: {
       at::Tensor data = is_src ? torch::from_blob(bytes.data(), {n}, torch::kUInt8).clone()
                                : torch::empty({n}, torch::kUInt8);  // [n]
-      if (n > 0) g->broadcast(data, static_cast<int>(src));
+      if (n > 0) g->broadcast_unchecked(data, static_cast<int>(src));
       lua_pushlstring(L, reinterpret_cast<const char*>(data.data_ptr<uint8_t>()), static_cast<size_t>(n));
       return 1;
     }
     case kind_number:
     case kind_array: {
       at::Tensor data = is_src ? torch::tensor(numbers, torch::kFloat64) : torch::empty({n}, torch::kFloat64);  // [n]
-      if (n > 0) g->broadcast(data, static_cast<int>(src));
+      if (n > 0) g->broadcast_unchecked(data, static_cast<int>(src));
       push_numbers(L, data, kind == kind_array);
       return 1;
     }

@@ -1,6 +1,7 @@
-// Addresses for rendezvous (free ports, the local address towards the master) and their Lua
-// module sky.dist.core. No LibTorch here: the driver uses it without loading torch.
+// Addresses for rendezvous (free ports, the local address towards the master), pool secrets, and
+// their Lua module sky.dist.core. No LibTorch here: the driver uses it without loading torch.
 #include "dist/net.hpp"
+#include "dist/store.hpp"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -79,13 +80,21 @@ int lua_local_address_towards(lua_State* L) {
   return 1;
 }
 
+// new_secret() -> a fresh random pool secret for the rendezvous store (64 hex digits)
+int lua_new_secret(lua_State* L) {
+  std::string s = store_new_secret();
+  lua_pushlstring(L, s.data(), s.size());
+  return 1;
+}
+
 int luaopen_sky_dist_core(lua_State* L) {
   static const luaL_Reg fns[] = {
       {"free_port", safe<lua_free_port>},
       {"local_address_towards", safe<lua_local_address_towards>},
+      {"new_secret", safe<lua_new_secret>},
       {nullptr, nullptr},
   };
-  lua_createtable(L, 0 /* narr */, 2);  // [M]
+  lua_createtable(L, 0 /* narr */, 3);  // [M]
   luaL_register(L, nullptr, fns);
   return 1;
 }

@@ -1,11 +1,11 @@
-// Rendezvous and the default process group: rank 0 hosts a TCPStore at MASTER_ADDR:MASTER_PORT,
-// every rank announces itself there (so a timeout can name the ranks that never came), then a
-// Gloo or NCCL backend is built over that store. No Lua here (see lua_dist.cpp).
+// Rendezvous and the default process group: rank 0 hosts the authenticated store (store.hpp) at
+// MASTER_ADDR:MASTER_PORT, every rank proves the pool secret and announces itself there (so a
+// timeout can name the ranks that never came), then a Gloo or NCCL backend is built over that
+// store. No Lua here (see lua_dist.cpp).
 #include "dist/dist.hpp"
 
 #include "dist/net.hpp"
-
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include "dist/store.hpp"
 
 // Gloo's own headers come from libgloo-dev on Debian (the pip wheels ship them in include/).
 #if __has_include(<gloo/context.h>)
@@ -76,6 +76,42 @@ int env_int(const char* name, int def, bool required, const char* what) {
 }
 
 std::vector<uint8_t> bytes_of(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+
+// c10d's view of the authenticated store: what the backends (Gloo, NCCL) keep their keys in.
+// Rank 0's copy also owns the server, which stops with the last copy.
+class AuthStore : public c10d::Store {
+ public:
+  AuthStore(std::shared_ptr<StoreClient> client, std::shared_ptr<StoreServer> server, std::chrono::milliseconds timeout)
+      : c10d::Store(timeout), client_(std::move(client)), server_(std::move(server)) {}
+
+  // LibTorch 2.x declares clone() in c10d::Store (a copy sharing the same store); 1.13 has none.
+  // Deliberately not marked override so that one definition fits both.
+  c10::intrusive_ptr<c10d::Store> clone() { return c10::make_intrusive<AuthStore>(client_, server_, timeout_); }
+
+  void set(const std::string& key, const std::vector<uint8_t>& value) override { client_->set(key, value); }
+  std::vector<uint8_t> compareSet(const std::string& key, const std::vector<uint8_t>& current,
+                                  const std::vector<uint8_t>& desired) override {
+    return client_->compare_set(key, current, desired);
+  }
+  std::vector<uint8_t> get(const std::string& key) override { return client_->get(key, timeout_); }
+  int64_t add(const std::string& key, int64_t value) override { return client_->add(key, value); }
+  bool deleteKey(const std::string& key) override { return client_->remove(key); }
+  bool check(const std::vector<std::string>& keys) override { return client_->check(keys); }
+  int64_t getNumKeys() override { return client_->num_keys(); }
+  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    if (!client_->wait(keys, timeout)) {
+      std::string names;
+      for (const std::string& k : keys) names += (names.empty() ? "'" : ", '") + k + "'";
+      throw DistError("dist: rendezvous store at " + client_->where() + ": keys " + names + " did not appear within " +
+                      seconds_text(timeout));
+    }
+  }
+
+ private:
+  std::shared_ptr<StoreClient> client_;
+  std::shared_ptr<StoreServer> server_;
+};
 
 std::string joined_key(int r) { return "skyrun/joined/" + std::to_string(r); }
 std::string ready_key(int r) { return "skyrun/ready/" + std::to_string(r); }
@@ -167,6 +203,55 @@ c10::intrusive_ptr<Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>& sto
 
 }  // namespace
 
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return "sum";
+    case ReduceOp::Max: return "max";
+    case ReduceOp::Min: return "min";
+    case ReduceOp::Avg: return "avg";
+    case ReduceOp::Product: return "product";
+  }
+  return "?";
+}
+
+std::string collective_describe(const CollectiveCall& c) {
+  auto dtype = [&] {
+    if (c.dtype < 0 || c.dtype >= static_cast<int64_t>(c10::ScalarType::NumOptions)) return std::string("?");
+    return std::string(c10::toString(static_cast<c10::ScalarType>(c.dtype)));
+  };
+  std::string data;
+  switch (c.form) {
+    case CollectiveCall::kTensor: {
+      data = "a " + dtype() + " tensor [";
+      for (size_t i = 0; i < c.shape.size(); ++i) data += (i ? ", " : "") + std::to_string(c.shape[i]);
+      data += "]";
+      break;
+    }
+    case CollectiveCall::kNumber: data = "a number"; break;
+    case CollectiveCall::kArray:
+      data = "an array of " + std::to_string(c.numel) + (c.numel == 1 ? " number" : " numbers");
+      break;
+    case CollectiveCall::kValue: data = "a Lua value"; break;
+    case CollectiveCall::kArrays:
+      data = std::to_string(c.count) + " arrays of " + std::to_string(c.numel) + " numbers in all";
+      break;
+    case CollectiveCall::kTensors:
+      data = std::to_string(c.count) + " " + dtype() + " tensors of " + std::to_string(c.numel) + " elements in all";
+      break;
+    default: break;
+  }
+  std::string op = c.op >= 0 && c.op <= static_cast<int64_t>(ReduceOp::Product)
+                       ? reduce_op_name(static_cast<ReduceOp>(c.op)) : "?";
+  switch (c.kind) {
+    case CollectiveCall::kBarrier: return "barrier";
+    case CollectiveCall::kAllReduce: return "all_reduce(" + op + ") of " + data;
+    case CollectiveCall::kBroadcast: return "broadcast from rank " + std::to_string(c.src) + " of " + data;
+    case CollectiveCall::kAllReduceMean: return "all_reduce_mean of " + data;
+    case CollectiveCall::kBroadcastTensors: return "broadcast from rank " + std::to_string(c.src) + " of " + data;
+  }
+  return "a collective of unknown kind " + std::to_string(c.kind);
+}
+
 ReduceOp reduce_op_from_name(const std::string& name) {
   static const std::map<std::string, ReduceOp> ops = {{"sum", ReduceOp::Sum}, {"max", ReduceOp::Max},
                                                        {"min", ReduceOp::Min}, {"avg", ReduceOp::Avg},
@@ -192,6 +277,16 @@ InitOptions init_options_resolve(InitOptions o) {
   if (o.master_port < 1 || o.master_port > 65535)
     fail("master port " + std::to_string(o.master_port) + " is not a TCP port (1-65535)");
   if (o.timeout.count() <= 0) fail("timeout must be positive");
+  if (o.secret.empty()) {
+    const char* v = getenv("SKYRUN_DIST_SECRET");
+    o.secret = v ? v : "";
+  }
+  // One rank alone: nobody else needs to know its secret.
+  if (o.secret.empty() && o.world_size == 1) o.secret = store_new_secret();
+  if (o.secret.size() < kStoreMinSecret)
+    fail("no pool secret for the rendezvous store: set SKYRUN_DIST_SECRET to the same random value (at least " +
+         std::to_string(kStoreMinSecret) + " characters) on every rank, or pass secret= (the torch plugin does this "
+         "for a pool)");
   if (o.backend.empty()) o.backend = SKY_HAVE_CUDA && torch::cuda::is_available() ? "nccl" : "gloo";
   if (o.backend != "gloo" && o.backend != "nccl")
     fail("unknown backend '" + o.backend + "' (expected 'gloo' or 'nccl')");
@@ -210,20 +305,24 @@ std::shared_ptr<Group> init_process_group(const InitOptions& in) {
   std::string master = o.master_addr + ":" + std::to_string(o.master_port);
   std::string who = "rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size);
 
-  c10d::TCPStoreOptions so;
-  so.port = static_cast<uint16_t>(o.master_port);
-  so.isServer = o.rank == 0;
-  so.waitWorkers = false;
-  so.timeout = o.timeout;
-  c10::intrusive_ptr<c10d::Store> store;
-  try {
-    store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
-  } catch (const std::exception& e) {
-    if (o.rank == 0)
+  std::shared_ptr<StoreServer> server;
+  if (o.rank == 0) {
+    try {
+      server = std::make_shared<StoreServer>(o.master_addr, o.master_port, o.secret);
+    } catch (const std::exception& e) {
       fail("rank 0 cannot host the rendezvous store at " + master + " (MASTER_ADDR:MASTER_PORT): " + message_of(e));
-    fail(who + " cannot reach the rendezvous store at " + master + " (MASTER_ADDR:MASTER_PORT) within " +
-         seconds_text(o.timeout) + ": is rank 0 running there and the port reachable? (" + message_of(e) + ")");
+    }
   }
+  std::shared_ptr<StoreClient> client;
+  try {
+    client = std::make_shared<StoreClient>(o.master_addr, o.master_port, o.secret, o.timeout, o.cancelled);
+  } catch (const StoreUnreachable& e) {
+    fail(who + " cannot reach the rendezvous store at " + master + " (MASTER_ADDR:MASTER_PORT) within " +
+         seconds_text(o.timeout) + ": is rank 0 running there and the port reachable? (" + e.what() + ")");
+  } catch (const std::exception& e) {
+    fail(who + " cannot join the rendezvous store at " + master + " (MASTER_ADDR:MASTER_PORT): " + message_of(e));
+  }
+  c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<AuthStore>(client, server, o.timeout);
 
   try {
     if (o.rank == 0) store->set("skyrun/world_size", bytes_of(std::to_string(o.world_size)));
@@ -330,9 +429,105 @@ static c10d::ReduceOp c10d_op(ReduceOp op) {
   return c10d::ReduceOp::SUM;
 }
 
-void Group::all_reduce(at::Tensor& t, ReduceOp op) {
+// The agreement: each rank's call as a fixed row of int64 (the same size on every rank, whatever
+// the call), all-gathered; every rank compares every row with its own.
+namespace {
+constexpr int64_t kCallMagic = 0x736b7963;  // "skyc": a row from this code, not stray data
+constexpr size_t kMaxDims = 8;
+constexpr size_t kRow = 10 + kMaxDims;  // magic, seq, kind, op, src, form, dtype, numel, count, ndim, dims
+
+std::vector<int64_t> call_row(const CollectiveCall& c, int64_t seq) {
+  std::vector<int64_t> row{kCallMagic, seq, c.kind, c.op, c.src, c.form, c.dtype, c.numel, c.count,
+                           static_cast<int64_t>(c.shape.size())};
+  for (size_t i = 0; i < kMaxDims; ++i) row.push_back(i < c.shape.size() ? c.shape[i] : -1);
+  // more dims than the row holds: their product folds into the last one
+  for (size_t i = kMaxDims; i < c.shape.size(); ++i) row.back() *= c.shape[i];
+  return row;
+}
+
+CollectiveCall call_of_row(const int64_t* r) {
+  CollectiveCall c;
+  c.kind = r[2], c.op = r[3], c.src = r[4], c.form = r[5], c.dtype = r[6], c.numel = r[7], c.count = r[8];
+  for (int64_t i = 0; i < r[9] && i < static_cast<int64_t>(kMaxDims); ++i) c.shape.push_back(r[10 + i]);
+  return c;
+}
+}  // namespace
+
+void Group::agree(const CollectiveCall& call, const char* fname) {
+  int64_t seq = ++calls_;
+  if (world_size_ == 1) return;
+  std::vector<int64_t> mine = call_row(call, seq);
+  at::Tensor row = torch::tensor(mine, torch::kInt64).to(device_);  // [kRow]
+  std::vector<at::Tensor> input{row};
+  std::vector<std::vector<at::Tensor>> output(1);
+  for (int r = 0; r < world_size_; ++r) output[0].push_back(torch::empty({static_cast<int64_t>(kRow)}, row.options()));
+  run(fname, [&] {
+    c10d::AllgatherOptions ao;
+    ao.timeout = timeout_;
+    backend_->allgather(output, input, ao)->wait();
+  });
+  bool same = true;
+  std::vector<at::Tensor> rows;
+  for (int r = 0; r < world_size_; ++r) {
+    rows.push_back(output[0][static_cast<size_t>(r)].to(at::kCPU).contiguous());
+    const int64_t* p = rows.back().data_ptr<int64_t>();
+    if (!std::equal(mine.begin(), mine.end(), p)) same = false;
+  }
+  if (same) return;
+  std::string msg = std::string("dist.") + fname + ": the ranks are not in the same collective:";
+  for (int r = 0; r < world_size_; ++r) {
+    if (r == 8 && world_size_ > 9) {
+      msg += " ... (" + std::to_string(world_size_ - 9) + " more); rank " + std::to_string(world_size_ - 1);
+      r = world_size_ - 1;
+    } else {
+      msg += std::string(r ? ";" : "") + " rank " + std::to_string(r);
+    }
+    const int64_t* p = rows[static_cast<size_t>(r)].data_ptr<int64_t>();
+    if (p[0] != kCallMagic) {
+      msg += ": not in a skyrun collective";
+      continue;
+    }
+    msg += " (call #" + std::to_string(p[1]) + "): " + collective_describe(call_of_row(p));
+  }
+  msg += " (this is rank " + std::to_string(rank_) + ")";
+  throw DistError(msg);
+}
+
+static CollectiveCall tensor_call(CollectiveCall::Kind kind, const at::Tensor& t, CollectiveCall::Form form) {
+  CollectiveCall c;
+  c.kind = kind;
+  c.form = form;
+  c.dtype = static_cast<int64_t>(t.scalar_type());
+  c.numel = t.numel();
+  if (form == CollectiveCall::kTensor) c.shape = t.sizes().vec();
+  return c;
+}
+
+static CollectiveCall list_call(CollectiveCall::Kind kind, const std::vector<at::Tensor>& ts, CollectiveCall::Form form) {
+  CollectiveCall c;
+  c.kind = kind;
+  c.form = form;
+  c.count = 0;
+  c.numel = 0;
+  for (const at::Tensor& t : ts) {
+    if (!t.defined()) continue;
+    if (c.dtype < 0) c.dtype = static_cast<int64_t>(t.scalar_type());
+    ++c.count;
+    c.numel += t.numel();
+  }
+  return c;
+}
+
+void Group::all_reduce(at::Tensor& t, ReduceOp op, CollectiveCall::Form form) {
   if (op == ReduceOp::Avg && !t.is_floating_point())
     fail("all_reduce with op 'avg' needs a floating-point tensor (got " + std::string(c10::toString(t.scalar_type())) + ")");
+  CollectiveCall call = tensor_call(CollectiveCall::kAllReduce, t, form);
+  call.op = static_cast<int64_t>(op);
+  agree(call, "all_reduce");
+  all_reduce_unchecked(t, op);
+}
+
+void Group::all_reduce_unchecked(at::Tensor& t, ReduceOp op) {
   bool direct = t.device() == device_ && t.is_contiguous();
   std::vector<at::Tensor> ts{direct ? t : t.to(device_).contiguous()};
   run("all_reduce", [&] {
@@ -348,6 +543,15 @@ void Group::all_reduce(at::Tensor& t, ReduceOp op) {
 void Group::broadcast(at::Tensor& t, int src) {
   if (src < 0 || src >= world_size_)
     fail("broadcast source rank " + std::to_string(src) + " is not in 0.." + std::to_string(world_size_ - 1));
+  CollectiveCall call = tensor_call(CollectiveCall::kBroadcast, t, CollectiveCall::kTensor);
+  call.src = src;
+  agree(call, "broadcast");
+  broadcast_unchecked(t, src);
+}
+
+void Group::broadcast_unchecked(at::Tensor& t, int src) {
+  if (src < 0 || src >= world_size_)
+    fail("broadcast source rank " + std::to_string(src) + " is not in 0.." + std::to_string(world_size_ - 1));
   bool direct = t.device() == device_ && t.is_contiguous();
   std::vector<at::Tensor> ts{direct ? t : t.to(device_).contiguous()};
   run("broadcast", [&] {
@@ -360,6 +564,7 @@ void Group::broadcast(at::Tensor& t, int src) {
 }
 
 void Group::barrier() {
+  agree(CollectiveCall{}, "barrier");
   // An all_reduce of one element: the same on every backend (NCCL's barrier guesses a device).
   at::Tensor one = torch::ones({1}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   std::vector<at::Tensor> ts{one};
@@ -408,16 +613,22 @@ static void for_each_bucket(std::vector<at::Tensor>& tensors, size_t bucket_byte
   }
 }
 
-void Group::all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_bytes) {
+void Group::all_reduce_mean(std::vector<at::Tensor>& tensors, size_t bucket_bytes, CollectiveCall::Form form) {
   for (size_t i = 0; i < tensors.size(); ++i)
     if (tensors[i].defined() && !tensors[i].is_floating_point())
       fail("gradient sync needs floating-point tensors (tensor " + std::to_string(i + 1) + " is " +
            std::string(c10::toString(tensors[i].scalar_type())) + ")");
-  for_each_bucket(tensors, bucket_bytes, device_, [&](at::Tensor& flat) { all_reduce(flat, ReduceOp::Avg); });
+  agree(list_call(CollectiveCall::kAllReduceMean, tensors, form), "all_reduce_mean");
+  for_each_bucket(tensors, bucket_bytes, device_, [&](at::Tensor& flat) { all_reduce_unchecked(flat, ReduceOp::Avg); });
 }
 
 void Group::broadcast_tensors(std::vector<at::Tensor>& tensors, int src, size_t bucket_bytes) {
-  for_each_bucket(tensors, bucket_bytes, device_, [&](at::Tensor& flat) { broadcast(flat, src); });
+  if (src < 0 || src >= world_size_)
+    fail("broadcast source rank " + std::to_string(src) + " is not in 0.." + std::to_string(world_size_ - 1));
+  CollectiveCall call = list_call(CollectiveCall::kBroadcastTensors, tensors, CollectiveCall::kTensors);
+  call.src = src;
+  agree(call, "broadcast_tensors");
+  for_each_bucket(tensors, bucket_bytes, device_, [&](at::Tensor& flat) { broadcast_unchecked(flat, src); });
 }
 
 void sync_parameters(const std::vector<at::Tensor>& parameters, int src) {

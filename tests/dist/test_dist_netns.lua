@@ -17,11 +17,12 @@ local function run_ranks(body, opts)
     opts.timeout or 20) .. body)
   local hosts = opts.hosts or { 1, 2, 3 }
   local parts = {}
+  local secret = require("sky.dist").new_secret()
   for _, i in ipairs(hosts) do
     local f = dir .. "/" .. i
     parts[#parts + 1] = string.format(
-      "( ip netns exec %s env RANK=%d WORLD_SIZE=%d MASTER_ADDR=%s MASTER_PORT=%d %s %s > %s 2> %s; echo $? > %s ) &",
-      T.shell_quote(net.hosts[i].ns), i - 1, opts.world or #net.hosts, opts.master or net.hosts[1].addr, PORT,
+      "( ip netns exec %s env RANK=%d WORLD_SIZE=%d MASTER_ADDR=%s MASTER_PORT=%d SKYRUN_DIST_SECRET=%s %s %s > %s 2> %s; echo $? > %s ) &",
+      T.shell_quote(net.hosts[i].ns), i - 1, opts.world or #net.hosts, opts.master or net.hosts[1].addr, PORT, secret,
       T.shell_quote(T.skyrun_bin), T.shell_quote(dir .. "/rank.lua"), T.shell_quote(f .. ".out"),
       T.shell_quote(f .. ".err"), T.shell_quote(f .. ".code"))
   end

@@ -36,6 +36,43 @@ T.test("torch{backend='gloo'} on 4 local nodes: all_reduce of each node's rank s
   end
 end)
 
+T.test("the rendezvous store of a 2-node Gloo job listens on the pool's address only and refuses a process without the secret", function()
+  local lines = {}
+  local pool = sky.ComputePool { nodes = 2, plugins = { sky.plugins.torch { backend = "gloo", timeout = 60 } },
+    output = function(node, line) lines[#lines + 1] = line end }
+  pool:with(function()
+    local per_node = pool:broadcast(sky.compute(function()
+      return { port = os.getenv("MASTER_PORT"), pid = sky.info().pid, has_secret = #(os.getenv("SKYRUN_DIST_SECRET") or "") }
+    end)())
+    local port = per_node[1].port
+    T.ok(per_node[1].has_secret >= 16 and per_node[2].has_secret >= 16, "each rank got the pool secret")
+    -- ss during the job: one listener on the port, on 127.0.0.1 (the pool's address), by rank 0's worker
+    local ss = T.sh("ss -Hltnp 'sport = :" .. port .. "'")
+    local listeners = {}
+    for line in ss:gmatch("[^\n]+") do listeners[#listeners + 1] = line end
+    T.eq(#listeners, 1, ss)
+    T.contains(listeners[1], "127.0.0.1:" .. port .. " ")
+    T.contains(listeners[1], "pid=" .. per_node[1].pid .. ",")
+    T.not_contains(ss, "0.0.0.0:" .. port)
+    T.not_contains(ss, "*:" .. port)
+    T.not_contains(ss, "[::]:" .. port)
+    -- a process that guesses the secret cannot join the group
+    local out, err, code = T.sh(string.format(
+      "RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=%s SKYRUN_DIST_SECRET=guessed-secret-0123456789abcdef %s -e %s",
+      port, T.shell_quote(T.skyrun_bin), T.shell_quote("require('sky.dist').init_process_group { timeout = 10 } print('joined')")))
+    T.eq(code, 1, out .. err)
+    T.not_contains(out, "joined")
+    T.contains(err, "refused this process: it does not know the pool secret")
+    -- the job goes on, and rank 0's store said whom it refused
+    T.eq(pool:broadcast(sky.compute(function() return sky.dist.all_reduce(1) end)()), { 2, 2 })
+    local cmdline = T.read_file("/proc/" .. per_node[2].pid .. "/cmdline")
+    T.not_contains(cmdline, "SECRET")
+  end)
+  local said = table.concat(lines, "\n")
+  T.contains(said, "rendezvous store 127.0.0.1:")
+  T.contains(said, "refused the connection from 127.0.0.1:")
+end)
+
 T.test("sky.dist in a pool without the plugin says to add it; bad plugin options are refused", function()
   local pool = sky.ComputePool { nodes = 1 }
   local err = T.raises(function()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run on the GPU machine from the repository root: builds build-gpu/ (tools/device/build-gpu.sh),
 # then starts one skyrun per GPU with backend "nccl" (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* set as
-# torchrun does) and checks all_reduce, broadcast, barrier and all_reduce_mean on every rank;
+# torchrun does, and one SKYRUN_DIST_SECRET) and checks all_reduce, broadcast, barrier and
+# all_reduce_mean on every rank, and that mismatched collectives fail alike on every rank;
 # then runs the Gloo process tests with the GPU build. Exits non-zero on any mismatch.
 #   usage: tools/device/dist-nccl.sh [world_size]   (default: the number of GPUs)
 set -euo pipefail
@@ -12,6 +13,8 @@ source build-gpu/env.sh
 N=${1:-$(nvidia-smi -L | wc -l)}
 build-gpu/skyrun --version
 PORT=$(build-gpu/skyrun -e 'print(require("sky.dist").free_port())')
+SKYRUN_DIST_SECRET=$(build-gpu/skyrun -e 'print(require("sky.dist").new_secret())')
+export SKYRUN_DIST_SECRET
 work=$(mktemp -d)
 cat > "$work/rank.lua" <<'LUA'
 local dist = require "sky.dist"
@@ -32,6 +35,16 @@ dist.barrier()
 local g = dist.all_reduce_mean({ { r, 2 * r }, { 1 } }, { bucket_bytes = 8 })
 check("all_reduce_mean", g[1][2], n - 1)
 check("all_reduce_mean", g[2][1], 1)
+-- mismatched collectives: the same clear error on every rank (the agreement all-gathers on NCCL)
+local ok, err = pcall(dist.all_reduce, r == 0 and 1 or { 1, 2 })
+if ok or not tostring(err):find("the ranks are not in the same collective", 1, true) then
+  error(string.format("rank %d: a mismatched all_reduce gave %s", r, tostring(err)))
+end
+ok, err = pcall(function() if r == 0 then dist.barrier() else dist.all_reduce(1, "max") end end)
+if ok or not tostring(err):find("rank 0 (call #", 1, true) then
+  error(string.format("rank %d: barrier against all_reduce gave %s", r, tostring(err)))
+end
+check("after a refusal", dist.all_reduce(1), n)
 dist.destroy_process_group()
 print(string.format("rank %d of %d: nccl ok", r, n))
 LUA

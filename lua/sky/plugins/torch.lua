@@ -4,8 +4,9 @@
 -- pool:broadcast runs tasks, joins the group; further workers of a node (concurrency > 1) do not.
 -- The driver hands those workers RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR
 -- (the head node's address as the pool reports it) and MASTER_PORT through the pool's protocol;
--- each worker's setup joins the group (rank 0, on the head node, hosts the TCPStore) and tasks
--- reach it as sky.dist. Torn down with the pool. Written with the same hooks as user plugins
+-- each worker's setup joins the group (rank 0, on the head node, hosts the rendezvous store on
+-- MASTER_ADDR only; each rank proves the pool's SKYRUN_DIST_SECRET to it) and tasks reach it as
+-- sky.dist. Torn down with the pool. Written with the same hooks as user plugins
 -- (lua/sky/plugins/init.lua lists them all):
 --   open(pool)        driver side, before workers start: picks MASTER_PORT
 --   env(info, pool)   driver side, per worker: environment for that worker
@@ -43,21 +44,23 @@ local function new(opts)
   end
 
   local ports = setmetatable({}, { __mode = "k" })  -- pool -> its MASTER_PORT (driver side)
+  local secrets = setmetatable({}, { __mode = "k" }) -- pool -> the secret its ranks prove to the store
   local joined = setmetatable({}, { __mode = "k" }) -- pool -> { [rank] = true } once a worker was set up
 
   local plugin = { name = "torch", backend = backend }
 
-  -- One MASTER_PORT per pool, picked before any worker starts.
-  function plugin.open(pool)
-    ports[pool] = port or require("sky.dist").free_port()
+  -- One MASTER_PORT and one secret per pool, picked before any worker starts. The secret travels
+  -- to the ranks inside the protocol (never on a command line) and is masked in all output.
+  local function prepare(pool)
+    local dist = require "sky.dist"
+    ports[pool] = ports[pool] or port or dist.free_port()
+    secrets[pool] = secrets[pool] or require("sky.secret").add(dist.new_secret())
   end
+  plugin.open = prepare
 
   function plugin.env(info, pool)
+    if not ports[pool] then prepare(pool) end  -- a pool that did not call open (older hook order)
     local p = ports[pool]
-    if not p then  -- a pool that did not call open (older hook order): pick now, once
-      p = port or require("sky.dist").free_port()
-      ports[pool] = p
-    end
     -- One rank per node: pool:broadcast runs a task on each node's first worker, so those are the
     -- processes that can meet in a collective. Further workers of a node (concurrency > 1) stay
     -- out of the group.
@@ -69,7 +72,7 @@ local function new(opts)
     seen[rank] = true
     return {
       RANK = rank, WORLD_SIZE = info.nodes, LOCAL_RANK = 0, LOCAL_WORLD_SIZE = 1, NODE_RANK = rank,
-      MASTER_ADDR = info.head_address, MASTER_PORT = p,
+      MASTER_ADDR = info.head_address, MASTER_PORT = p, SKYRUN_DIST_SECRET = secrets[pool],
       -- a worker started again for a rank that died cannot rejoin the running group
       SKYRUN_DIST_REPLACED = replaced and "1" or "", SKYRUN_DIST_OUTSIDE = "",
     }
@@ -107,6 +110,7 @@ local function new(opts)
 
   function plugin.close(pool)
     ports[pool] = nil
+    secrets[pool] = nil
     joined[pool] = nil
   end
 
