@@ -405,6 +405,18 @@ int core_getpid(lua_State* L) {
   return 1;
 }
 
+// environ() -> {"NAME=value", ...}: this process's environment now (setenv included, which
+// /proc/self/environ does not show)
+int core_environ(lua_State* L) {
+  lua_newtable(L);
+  int i = 0;
+  for (char** e = environ; e && *e; ++e) {
+    lua_pushstring(L, *e);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
 int core_setenv(lua_State* L) {
   const char* k = luaL_checkstring(L, 1);
   if (lua_isnil(L, 2)) unsetenv(k);
@@ -476,7 +488,7 @@ int luaopen_sky_pool_core(lua_State* L) {
   const luaL_Reg fns[] = {
       {"poll", safe<core_poll>},       {"spawn_local", safe<core_spawn_local>},
       {"now", safe<core_now>},         {"getpid", safe<core_getpid>},
-      {"setenv", safe<core_setenv>},   {"signal", safe<core_signal>},
+      {"setenv", safe<core_setenv>},   {"environ", safe<core_environ>}, {"signal", safe<core_signal>},
       {"free_port", safe<core_free_port>}, {"hostname", safe<core_hostname>},
       {"sleep", safe<core_sleep>},     {"limits", safe<core_limits>},
       {nullptr, nullptr},

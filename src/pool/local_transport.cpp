@@ -17,6 +17,34 @@
 namespace sky::pool {
 namespace {
 
+// Waits up to timeout_ms for pid to end; true once it is reaped (or is no child of ours). The
+// child leads its own process group, whose id cannot be reused while the leader is unreaped: what
+// is left of the group (a task's background children) is ended before the leader is reaped.
+bool reap_within(pid_t pid, int timeout_ms, int* status = nullptr) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    siginfo_t info{};
+    int r = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
+    if (r == 0 && info.si_pid == pid) {
+      ::kill(-pid, SIGKILL);
+      int st = 0;
+      while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      }
+      if (status) *status = st;
+      return true;
+    }
+    if (r < 0 && errno != EINTR) return true;  // ECHILD: reaped elsewhere
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// Signals the child and its process group (the child may not have made its group yet).
+void signal_group(pid_t pid, int sig) {
+  ::kill(-pid, sig);
+  ::kill(pid, sig);
+}
+
 std::string signal_text(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   return "killed by signal " + std::to_string(sig) + (abbrev ? std::string(" (SIG") + abbrev + ")" : std::string());
@@ -24,18 +52,25 @@ std::string signal_text(int sig) {
 
 class LocalTransport : public Transport {
  public:
-  LocalTransport(pid_t pid, int in_fd, int out_fd, std::string label)
-      : pid_(pid), to_child_(in_fd), from_child_(out_fd), label_(std::move(label)) {}
+  LocalTransport(pid_t pid, int in_fd, int out_fd, std::string label, int stop_signal)
+      : pid_(pid), to_child_(in_fd), from_child_(out_fd), label_(std::move(label)), stop_signal_(stop_signal) {}
 
   ~LocalTransport() override {
     close_fds();
-    if (pid_ > 0 && !reaped_) {
-      // Give a worker whose input just closed a moment to exit by itself, then end it.
-      if (!reap(200)) {
-        kill();
-        reap(2000);
+    if (pid_ <= 0 || reaped_) return;
+    // A worker whose input just closed exits by itself in a moment; one already stopped needs
+    // no grace. Then end it.
+    if (!killed_ && reap(200)) return;
+    signal_group(pid_, stop_signal_);
+    if (reap(stop_signal_ == SIGKILL ? 2000 : 100)) return;
+    // Still there (an srun waiting for a node that is gone): the driver does not wait for it; a
+    // thread reaps it, with SIGKILL after 2 s.
+    std::thread([pid = pid_] {
+      if (!reap_within(pid, 2000)) {
+        signal_group(pid, SIGKILL);
+        reap_within(pid, 5000);
       }
-    }
+    }).detach();
   }
 
   size_t write_some(const void* data, size_t n) override {
@@ -74,10 +109,7 @@ class LocalTransport : public Transport {
   // The worker and what its tasks started: the child leads its own process group, and the group
   // id cannot have been reused while its leader is unreaped.
   void kill() override {
-    if (pid_ > 0 && !reaped_) {
-      ::kill(-pid_, SIGKILL);
-      ::kill(pid_, SIGKILL);  // in case it had not made its group yet
-    }
+    if (pid_ > 0 && !reaped_) signal_group(pid_, stop_signal_);
     killed_ = true;
   }
 
@@ -94,24 +126,9 @@ class LocalTransport : public Transport {
   // Waits up to timeout_ms for the worker to end; then ends what is left of its process group
   // (a task's background children) before the worker is reaped.
   bool reap(int timeout_ms) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    for (;;) {
-      siginfo_t info{};
-      int r = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
-      if (r == 0 && info.si_pid == pid_) {
-        ::kill(-pid_, SIGKILL);
-        while (::waitpid(pid_, &status_, 0) < 0 && errno == EINTR) {
-        }
-        reaped_ = true;
-        return true;
-      }
-      if (r < 0 && errno != EINTR) {  // ECHILD: reaped elsewhere
-        reaped_ = true;
-        return true;
-      }
-      if (std::chrono::steady_clock::now() >= deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    if (!reap_within(pid_, timeout_ms, &status_)) return false;
+    reaped_ = true;
+    return true;
   }
   void close_fds() {
     close();
@@ -125,6 +142,7 @@ class LocalTransport : public Transport {
   int to_child_;
   int from_child_;
   std::string label_;
+  int stop_signal_;
   int status_ = 0;
   bool reaped_ = false;
   bool killed_ = false;
@@ -170,10 +188,11 @@ std::unique_ptr<Transport> local_spawn(const LocalSpawn& spec) {
   if (pid == 0) {
     // Child: only async-signal-safe calls until exec.
     setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_PDEATHSIG, spec.stop_signal);
     if (getppid() != parent) _exit(127);
     dup2(in_pipe[0], 0);
     dup2(out_pipe[1], 1);
+    if (spec.merge_stderr) dup2(out_pipe[1], 2);
     signal(SIGINT, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
     if (!spec.cwd.empty() && chdir(spec.cwd.c_str()) != 0) {
@@ -204,7 +223,8 @@ std::unique_ptr<Transport> local_spawn(const LocalSpawn& spec) {
   }
   fcntl(in_pipe[1], F_SETFL, fcntl(in_pipe[1], F_GETFL) | O_NONBLOCK);
   fcntl(out_pipe[0], F_SETFL, fcntl(out_pipe[0], F_GETFL) | O_NONBLOCK);
-  return std::make_unique<LocalTransport>(pid, in_pipe[1], out_pipe[0], spec.label.empty() ? "worker" : spec.label);
+  return std::make_unique<LocalTransport>(pid, in_pipe[1], out_pipe[0], spec.label.empty() ? "worker" : spec.label,
+                                          spec.stop_signal);
 }
 
 }  // namespace sky::pool

@@ -4,6 +4,8 @@
 // group, and the worker ends its group itself when the driver dies (src/pool/worker_main.cpp).
 #pragma once
 
+#include <signal.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +18,8 @@ struct LocalSpawn {
   std::vector<std::string> argv;  // empty: this binary's `skyrun worker`
   std::string cwd;                // empty: the driver's
   std::string label;              // "node 1", for describe()
+  bool merge_stderr = false;      // the child's stderr into the same pipe as its stdout
+  int stop_signal = SIGKILL;      // what kill(), a forced stop and the driver's death send it
 };
 
 // Starts the process. Throws TransportError naming the command when it cannot start.

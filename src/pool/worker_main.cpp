@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +25,7 @@
 #include "host/bind.hpp"
 #include "host/modules.hpp"
 #include "host/runtime.hpp"
+#include "pool/tcp_transport.hpp"
 #include "wire/wire.hpp"
 
 namespace sky::pool {
@@ -199,20 +201,74 @@ void end_group_members() {
 
 bool parse_fd_pair(const char* s, int& in, int& out) { return sscanf(s, "%d,%d", &in, &out) == 2 && in >= 0 && out >= 0; }
 
+// The pool's secret, the one line a launcher writes on the worker's stdin (tcp_transport.hpp).
+bool read_secret_line(std::string& secret) {
+  secret.clear();
+  for (;;) {
+    char c;
+    ssize_t r = read(0, &c, 1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    if (c == '\n') return !secret.empty();
+    secret += c;
+    if (secret.size() > 256) return false;
+  }
+}
+
+// --connect HOST:PORT --id ID: dials the driver with the secret read from stdin; the socket is
+// then both protocol descriptors. Returns the socket, or -1 after printing why.
+int connect_to_driver(const char* target, const char* id, double dead_after) {
+  std::string secret;
+  if (!read_secret_line(secret)) {
+    fprintf(stderr, "skyrun worker: --connect needs the pool's secret as the first line of stdin\n");
+    return -1;
+  }
+  try {
+    std::string host;
+    int port = 0;
+    split_host_port(target, host, port);
+    int fd = dial_worker(host, port, id, secret, dead_after, 30);
+    std::fill(secret.begin(), secret.end(), '\0');
+    return fd;
+  } catch (const std::exception& e) {
+    fprintf(stderr, "skyrun worker: %s\n", e.what());
+    return -1;
+  }
+}
+
 int worker_main(int argc, char** argv) {
   int in = 0, out = 1;
+  const char* connect = nullptr;
+  const char* id = nullptr;
+  double dead_after = 4;
   for (int i = 1; i < argc; ++i) {
     if (strcmp(argv[i], "--fd") == 0 && i + 1 < argc && parse_fd_pair(argv[i + 1], in, out)) {
       ++i;
+    } else if (strcmp(argv[i], "--connect") == 0 && i + 1 < argc) {
+      connect = argv[++i];
+    } else if (strcmp(argv[i], "--id") == 0 && i + 1 < argc) {
+      id = argv[++i];
+    } else if (strcmp(argv[i], "--dead-after") == 0 && i + 1 < argc && atof(argv[i + 1]) > 0) {
+      dead_after = atof(argv[++i]);
     } else {
       fprintf(stderr,
-              "usage: skyrun worker [--fd IN,OUT]\n"
-              "Serves compute tasks for a pool over stdin/stdout (or the inherited descriptors IN and OUT).\n"
-              "Pools start workers themselves; running one by hand is only useful for debugging.\n");
+              "usage: skyrun worker [--fd IN,OUT | --connect HOST:PORT --id ID [--dead-after SECONDS]]\n"
+              "Serves compute tasks for a pool over stdin/stdout (or the inherited descriptors IN and OUT),\n"
+              "or over a TCP connection to the driver, authenticated with the pool's secret read from the\n"
+              "first line of stdin. Pools start workers themselves; running one by hand is only useful for\n"
+              "debugging.\n");
       return 2;
     }
   }
   signal(SIGPIPE, SIG_IGN);
+  if (connect) {
+    if (!id) {
+      fprintf(stderr, "skyrun worker: --connect needs --id\n");
+      return 2;
+    }
+    in = out = connect_to_driver(connect, id, dead_after);
+    if (in < 0) return 3;
+  }
   signal(SIGINT, SIG_IGN);  // the driver decides when a worker stops
   lead_process_group();
   // The protocol descriptors move out of the way (close-on-exec, so a task's child processes
@@ -225,7 +281,7 @@ int worker_main(int argc, char** argv) {
   }
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (in != 0 && in != 1 && in != 2) close(in);
-  if (out != 0 && out != 1 && out != 2) close(out);
+  if (out != 0 && out != 1 && out != 2 && out != in) close(out);
   dup2(devnull, 0);
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0 || pipe2(g_io.wake, O_CLOEXEC) != 0) {
