@@ -1,7 +1,9 @@
 -- sky.pool: ComputePool, the driver side of the worker protocol. One event loop (Pool:_pump) runs
 -- whenever the driver waits on the pool: it dispatches queued tasks and map batches to idle
 -- workers, reads frames, streams worker output, enforces timeouts and replaces dead workers.
--- Workers are slots: nodes x concurrency processes; broadcast runs on slot 1 of every node.
+-- Workers are slots: nodes x concurrency processes; broadcast runs on slot 1 of every node. A
+-- provider whose nodes have several GPUs gives ranks_per_node: one worker per GPU, each a rank,
+-- and broadcast runs on every one.
 local core = require "sky.core"
 local pcore = require "sky.pool.core"
 local wire = require "sky.wire"
@@ -70,6 +72,14 @@ function M.ComputePool(opts)
   if conc < 1 then error("ComputePool: concurrency must be at least 1 (got " .. conc .. ")", 2) end
   local retries = opts.retry_on_interruption or 3
   if retries < 0 then error("ComputePool: retry_on_interruption must be 0 or more (got " .. retries .. ")", 2) end
+  local provider = opts.provider or require("sky.providers")["local"]()
+  local ranks = provider.ranks_per_node and provider:ranks_per_node(spec) or 1
+  if ranks > 1 then
+    if conc > 1 then
+      error("ComputePool: concurrency > 1 with several ranks per node (" .. ranks .. " GPUs) is not supported yet", 2)
+    end
+    conc = ranks
+  end
   if spec.nodes.max * conc > M.MAX_WORKERS then
     error(string.format("ComputePool: nodes x concurrency = %d workers, more than one pool runs (%d)",
       spec.nodes.max * conc, M.MAX_WORKERS), 2)
@@ -89,9 +99,9 @@ function M.ComputePool(opts)
   local self = setmetatable({
     name = opts.name or ("pool-" .. pool_count),
     id = new_pool_id(),
-    provider = opts.provider or require("sky.providers")["local"](),
+    provider = provider,
     spec = spec,
-    nodes = spec.nodes.max, concurrency = conc,
+    nodes = spec.nodes.max, concurrency = conc, ranks_per_node = ranks,
     accelerator = spec.label,
     image = opts.image,
     plugins = opts.plugins or {},
@@ -221,7 +231,7 @@ function Pool:_info(w)
   for i = 1, self.nodes do peers[i] = { node = i, address = self:node_address(i) } end
   return {
     node = w.node, nodes = self.nodes, slot = w.slot, rank = w.rank, world_size = self.nodes * self.concurrency,
-    local_rank = w.slot - 1, head_address = self:head_address(), pool = self.name,
+    local_rank = w.slot - 1, ranks_per_node = self.ranks_per_node, head_address = self:head_address(), pool = self.name,
     address = self:node_address(w.node), is_head = w.node == 1 and w.slot == 1,
     concurrency = self.concurrency, job_id = self.job_id, peers = peers,
     accelerator = self.accelerator,  -- "auto": the worker says what it sees
@@ -896,15 +906,27 @@ function Future:__tostring()
   return "Future(" .. self.rec.name .. ", " .. (self.rec.done and "done" or self.rec.state) .. ")"
 end
 
---- pool:broadcast(task) -> {result of node 1, result of node 2, ...} (Python's `task @ pool`)
+-- The slots broadcast reaches, in rank order: every worker when each is a rank (ranks_per_node
+-- > 1), else the first worker of each node.
+function Pool:_rank_slots()
+  local slots = {}
+  for node = 1, self.nodes do
+    local first = (node - 1) * self.concurrency + 1
+    for k = first, first + (self.ranks_per_node > 1 and self.concurrency - 1 or 0) do slots[#slots + 1] = k end
+  end
+  return slots
+end
+
+--- pool:broadcast(task) -> {result of node 1, result of node 2, ...} (Python's `task @ pool`); with
+--- several ranks per node, {result of rank 0, rank 1, ...}
 function Pool:broadcast(task)
   self:_check_open("cannot broadcast", 2)
   local recs = {}
-  for node = 1, self.nodes do
+  for _, k in ipairs(self:_rank_slots()) do
     local rec = self:_make_rec(task, 2)
-    rec.pin = (node - 1) * self.concurrency + 1
+    rec.pin = k
     self.queue[#self.queue + 1] = rec
-    recs[node] = rec
+    recs[#recs + 1] = rec
   end
   self:_wait(recs)
   local out = {}

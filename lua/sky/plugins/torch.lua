@@ -2,6 +2,8 @@
 --   plugins = { sky.plugins.torch { backend = "gloo" } }   -- or "nccl"; port=, timeout=
 -- Each node is one rank (rank = node - 1, world size = nodes): its first worker, where
 -- pool:broadcast runs tasks, joins the group; further workers of a node (concurrency > 1) do not.
+-- When the provider starts one worker per GPU (ranks_per_node > 1, e.g. Slurm's gpus_per_node),
+-- every worker is a rank: RANK = (node - 1) * ranks_per_node + LOCAL_RANK, as torchrun numbers them.
 -- The driver hands those workers RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR
 -- (the head node's address as the pool reports it) and MASTER_PORT through the pool's protocol;
 -- each worker's setup joins the group (rank 0, on the head node, hosts the rendezvous store on
@@ -63,16 +65,18 @@ local function new(opts)
     local p = ports[pool]
     -- One rank per node: pool:broadcast runs a task on each node's first worker, so those are the
     -- processes that can meet in a collective. Further workers of a node (concurrency > 1) stay
-    -- out of the group.
-    if (info.slot or 1) ~= 1 then return { SKYRUN_DIST_OUTSIDE = tostring(info.slot) } end
-    local rank = info.node - 1
+    -- out of the group. With one worker per GPU, each worker is a rank.
+    local per_node = info.ranks_per_node or 1
+    if per_node == 1 and (info.slot or 1) ~= 1 then return { SKYRUN_DIST_OUTSIDE = tostring(info.slot) } end
+    local local_rank = per_node > 1 and info.slot - 1 or 0
+    local rank = (info.node - 1) * per_node + local_rank
     local seen = joined[pool] or {}
     joined[pool] = seen
     local replaced = seen[rank]
     seen[rank] = true
     return {
-      RANK = rank, WORLD_SIZE = info.nodes, LOCAL_RANK = 0, LOCAL_WORLD_SIZE = 1, NODE_RANK = rank,
-      MASTER_ADDR = info.head_address, MASTER_PORT = p, SKYRUN_DIST_SECRET = secrets[pool],
+      RANK = rank, WORLD_SIZE = info.nodes * per_node, LOCAL_RANK = local_rank, LOCAL_WORLD_SIZE = per_node,
+      NODE_RANK = info.node - 1, MASTER_ADDR = info.head_address, MASTER_PORT = p, SKYRUN_DIST_SECRET = secrets[pool],
       -- a worker started again for a rank that died cannot rejoin the running group
       SKYRUN_DIST_REPLACED = replaced and "1" or "", SKYRUN_DIST_OUTSIDE = "",
     }
@@ -91,7 +95,7 @@ local function new(opts)
     if os.getenv("SKYRUN_DIST_REPLACED") == "1" then
       dist.set_unavailable(string.format("sky.dist: this worker replaced rank %d of the torch plugin's group after " ..
         "it died; rejoining a running group is not supported yet: close the pool and open a new one",
-        info.node - 1))
+        tonumber(os.getenv("RANK")) or info.node - 1))
       return
     end
     local head = info.head_address or os.getenv("MASTER_ADDR") or ""

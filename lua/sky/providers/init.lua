@@ -1,5 +1,6 @@
 -- sky.providers: where workers run. Each provider lives in lua/sky/providers/<name>.lua and
--- returns a factory: sky.providers.local_{...} (also sky.providers["local"]), sky.providers.ssh{...}.
+-- returns a factory: sky.providers.local_{...} (also sky.providers["local"]), sky.providers.ssh{...},
+-- sky.providers.slurm{...}.
 --
 -- A provider is a table with:
 --   name                         "local", "ssh", ...
@@ -19,6 +20,8 @@
 --                                spec.nodes.min and spec.nodes.max (default: spec.nodes.max).
 --   head_address(self)           optional: the address other nodes reach node 1 at (default 127.0.0.1)
 --   node_address(self, i)        optional: the address other nodes reach node i at (sky.info().address)
+--   ranks_per_node(self, spec)   optional: workers per node, each a rank (one per GPU; default 1):
+--                                the pool starts that many per node and broadcasts to every one
 --   close(self, pool)            optional: release hosts/sessions; a provider that created machines
 --                                ends them here (also when open failed half way, and on Ctrl-C)
 --   __tostring                   a description without secrets
