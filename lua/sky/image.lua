@@ -151,8 +151,11 @@ end
 --- The bootstrap script: idempotent (packages installed only when missing, files rewritten only
 --- when different, setup run once per distinct text). extra_lines: plugins' bootstrap lines.
 function Image:script(extra_lines)
+  -- Temporary names carry the host and the pid: nodes that share a filesystem (a cluster's home
+  -- folders) run the script at the same time.
   local L = { "#!/bin/sh", "# skyrun image bootstrap: safe to run again; it only changes what differs.", "set -eu",
-              'SKYRUN_STATE="${SKYRUN_STATE:-$HOME/.cache/skyrun}"', 'mkdir -p "$SKYRUN_STATE"' }
+              'SKYRUN_STATE="${SKYRUN_STATE:-$HOME/.cache/skyrun}"', 'mkdir -p "$SKYRUN_STATE"',
+              'tmp=".skyrun-tmp.$(hostname).$$"' }
   if #self.apt > 0 then
     L[#L + 1] = "# apt packages"
     L[#L + 1] = 'missing=""'
@@ -165,13 +168,13 @@ function Image:script(extra_lines)
   local env_keys = sorted_keys(self.env)
   if #env_keys > 0 then
     L[#L + 1] = "# environment (also written to $SKYRUN_STATE/env for the workers)"
-    L[#L + 1] = ': > "$SKYRUN_STATE/env.tmp"'
+    L[#L + 1] = ': > "$SKYRUN_STATE/env$tmp"'
     for _, k in ipairs(env_keys) do
       local line = "export " .. k .. "=" .. shell_quote(self.env[k])
       L[#L + 1] = line
-      L[#L + 1] = "echo " .. shell_quote(line) .. ' >> "$SKYRUN_STATE/env.tmp"'
+      L[#L + 1] = "echo " .. shell_quote(line) .. ' >> "$SKYRUN_STATE/env$tmp"'
     end
-    L[#L + 1] = 'mv "$SKYRUN_STATE/env.tmp" "$SKYRUN_STATE/env"'
+    L[#L + 1] = 'mv "$SKYRUN_STATE/env$tmp" "$SKYRUN_STATE/env"'
   end
   for _, dest in ipairs(sorted_keys(self.files)) do
     local src = self.files[dest]
@@ -179,20 +182,21 @@ function Image:script(extra_lines)
     L[#L + 1] = "# file " .. dest
     L[#L + 1] = "d=" .. shell_quote(dest)
     L[#L + 1] = 'mkdir -p "$(dirname "$d")"'
-    L[#L + 1] = 'base64 -d > "$d.skyrun-tmp" <<\'SKYRUN_EOF\''
+    L[#L + 1] = 'base64 -d > "$d$tmp" <<\'SKYRUN_EOF\''
     L[#L + 1] = base64(data)
     L[#L + 1] = "SKYRUN_EOF"
-    L[#L + 1] = 'if cmp -s "$d.skyrun-tmp" "$d"; then rm -f "$d.skyrun-tmp"; else mv "$d.skyrun-tmp" "$d"; fi'
+    L[#L + 1] = 'if cmp -s "$d$tmp" "$d"; then rm -f "$d$tmp"; else mv "$d$tmp" "$d"; fi'
   end
   local lua = self:_lua_modules()
   if lua then
     L[#L + 1] = "# Lua modules"
     L[#L + 1] = 'mkdir -p "$SKYRUN_STATE/lua"'
     for _, name in ipairs(sorted_keys(lua)) do
-      local f = '"$SKYRUN_STATE/lua/' .. name .. '.lua"'
-      L[#L + 1] = "base64 -d > " .. f .. " <<'SKYRUN_EOF'"
+      local f = '"$SKYRUN_STATE/lua/' .. name .. '.lua'
+      L[#L + 1] = "base64 -d > " .. f .. "$tmp\" <<'SKYRUN_EOF'"
       L[#L + 1] = base64(lua[name].source)
       L[#L + 1] = "SKYRUN_EOF"
+      L[#L + 1] = "mv " .. f .. "$tmp\" " .. f .. '"'
     end
   end
   if extra_lines and #extra_lines > 0 then
