@@ -10,9 +10,11 @@ PACKAGES=(
   libluajit-5.1-dev libtorch-dev libssh-dev libcurl4-openssl-dev rapidjson-dev doctest-dev
   libpcre2-dev libutf8proc-dev libsnappy-dev libzstd-dev zlib1g-dev libedit-dev
   libgloo-dev  # Gloo's headers, for c10d's ProcessGroupGloo (Debian's libtorch-dev lacks them)
-  # used by the test suite: real sshd, network namespaces, the npm reference tokenizers
+  # used by the test suite: real sshd, network namespaces, the npm reference tokenizers, a real
+  # Slurm cluster (tests/lib/slurm.lua)
   openssh-server openssh-client iproute2 procps nodejs npm ca-certificates
   python3-jinja2  # the chat-template goldens (tools/chat_template_goldens.py): jinja2 as transformers uses it
+  slurmctld slurmd slurm-client munge
 )
 
 missing=()

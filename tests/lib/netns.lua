@@ -28,11 +28,7 @@ local function own_pid()
   return pid
 end
 
-local function sh_ok(cmd)
-  local out, err, code = T.sh(cmd)
-  if code ~= 0 then error("netns: `" .. cmd .. "` failed: " .. err .. out, 2) end
-  return out
-end
+local sh_ok = T.sh_ok
 
 -- A third octet for 10.77.X.0/24 that no interface here uses yet.
 local function free_octet(seed)

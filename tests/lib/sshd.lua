@@ -111,6 +111,7 @@ local function pick_port()
   end
   error("sshd: no free port found")
 end
+M.free_port = pick_port  -- for the other daemons the tests start (slurmctld)
 
 -- ---- servers --------------------------------------------------------------------------------
 

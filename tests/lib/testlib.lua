@@ -136,6 +136,14 @@ function T.sh(cmd, opts)
   return T.read_file(dir .. "/out"), T.read_file(dir .. "/err"), tonumber(T.read_file(dir .. "/code"))
 end
 
+-- Runs a shell command that must succeed; returns its stdout, or raises naming the command and
+-- what it printed.
+function T.sh_ok(cmd)
+  local out, err, code = T.sh(cmd)
+  if code ~= 0 then error("`" .. cmd .. "` failed (exit " .. tostring(code) .. "): " .. err .. out, 2) end
+  return out
+end
+
 -- The skyrun binary under test.
 T.skyrun_bin = os.getenv("SKYRUN_BIN") or "skyrun"
 
