@@ -15,6 +15,7 @@ PACKAGES=(
   openssh-server openssh-client iproute2 procps nodejs npm ca-certificates
   python3-jinja2  # the chat-template goldens (tools/chat_template_goldens.py): jinja2 as transformers uses it
   slurmctld slurmd slurm-client munge
+  python3-botocore  # the EC2 stand-in checks requests against the real service model and signer
 )
 
 missing=()

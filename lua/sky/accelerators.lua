@@ -65,7 +65,7 @@ local Accelerator = {}
 Accelerator.__index = Accelerator
 
 function Accelerator:__tostring()
-  local mem = self.memory_gb and self.memory_gb ~= self.entry.memory_gb and (" " .. self.memory_gb .. "GB") or ""
+  local mem = self.memory_gb and (" " .. self.memory_gb .. "GB") or ""  -- a variant asked for
   return (self.count == 1 and "" or (self.count .. "x ")) .. self.name .. mem
 end
 

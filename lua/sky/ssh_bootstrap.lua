@@ -119,7 +119,7 @@ end
 --- script, the library check). sessions: sky.ssh.core sessions. opts:
 ---   image (an object with :script(lines), optional), bootstrap (plugins' extra script lines),
 ---   workdir (where the script runs: the workers' folder), sudo (run the image script and apt through
----   `sudo -n`), install_libraries (apt-get install missing libraries), quiet (no streamed output),
+---   `sudo -n` unless the login is root), install_libraries (apt-get install missing libraries), quiet (no streamed output),
 ---   binary ("/proc/self/exe"), out (function(line) for streamed lines; default this process's stdout).
 --- Returns, per host, { path = remote skyrun, home = remote $HOME, os =, arch =, uploaded = bool,
 --- checked = bool }. The first host (in order) that fails raises its error, naming it.
@@ -191,7 +191,11 @@ function M.prepare_all(sessions, opts)
     end
     return results
   end
-  local sudo = opts.sudo and "sudo -n " or ""
+  -- sudo -n only where the login is not root already (a cloud image's user, sudo without password)
+  local function as_root(cmd)
+    if not opts.sudo then return cmd end
+    return "if [ \"$(id -u)\" = 0 ]; then " .. cmd .. "; else sudo -n " .. cmd .. "; fi"
+  end
   local all = {}
   for i = 1, n do all[i] = true end
 
@@ -205,7 +209,7 @@ function M.prepare_all(sessions, opts)
       local dir = opts.workdir:sub(1, 2) == "~/" and ('"$HOME"/' .. shq(opts.workdir:sub(3))) or shq(opts.workdir)
       cd = "mkdir -p " .. dir .. " && cd " .. dir .. " && "
     end
-    check_all(run_streamed(all, cd .. sudo .. "sh -s", script), function(i, r)
+    check_all(run_streamed(all, cd .. "{ " .. as_root("sh -s") .. "; }", script), function(i, r)
       if r.code ~= 0 then
         fail(hosts[i], "the image's bootstrap script failed (exit " .. r.code .. "); its output is above, prefixed with " .. prefixes[i])
       end
@@ -235,8 +239,8 @@ function M.prepare_all(sessions, opts)
         stream(i, "installing " .. table.concat(pkgs, " "))
         local one = {}
         one[i] = true
-        local ir = run_streamed(one, sudo .. "env DEBIAN_FRONTEND=noninteractive sh -c " ..
-          shq("apt-get update -qq && apt-get install -y -qq --no-install-recommends " .. table.concat(pkgs, " ")))[i]
+        local ir = run_streamed(one, as_root("env DEBIAN_FRONTEND=noninteractive sh -c " ..
+          shq("apt-get update -qq && apt-get install -y -qq --no-install-recommends " .. table.concat(pkgs, " "))))[i]
         if ir.error then error(ir.error, 0) end
         if ir.code ~= 0 then fail(host, "installing " .. table.concat(pkgs, " ") .. " failed (exit " .. ir.code .. ")") end
         c, vout, verr = session:run(shq(infos[i].path) .. " --version", { timeout = 120 })

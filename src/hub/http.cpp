@@ -184,7 +184,7 @@ void perform(CURL* curl, Transfer& t, const std::string& url, const Headers& hea
 }  // namespace
 
 Response Session::request(const char* method, const std::string& url, const Headers& headers, const Timeouts& to,
-                          bool follow_redirects) {
+                          bool follow_redirects, const std::string* body) {
   CURL* curl = static_cast<CURL*>(curl_);
   curl_easy_reset(curl);  // keeps the connection cache: later requests to the host reuse it
   Transfer t;
@@ -196,6 +196,12 @@ Response Session::request(const char* method, const std::string& url, const Head
     curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");  // API answers may come compressed
   } else {
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+  }
+  if (body) {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body->data());  // not copied: body outlives the transfer
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
   }
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, follow_redirects ? 1L : 0L);
   perform(curl, t, url, headers, to);

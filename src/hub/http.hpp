@@ -50,9 +50,10 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   // A request whose body is kept in memory. HEAD when method is "HEAD". Redirects are followed
-  // only when follow_redirects is set.
+  // only when follow_redirects is set. `body`, when not null, is sent as the request body (POST,
+  // PUT, ...; its Content-Type goes in headers).
   Response request(const char* method, const std::string& url, const Headers& headers, const Timeouts& t,
-                   bool follow_redirects);
+                   bool follow_redirects, const std::string* body = nullptr);
 
   // A GET whose body goes to on_data (following redirects). on_start is called with the final
   // response's status and headers before the first byte of a 2xx body; a body of another status

@@ -56,21 +56,39 @@ function M.create(opts)
   Sshd.on_exit("ip link del " .. self.bridge)
   sh_ok(string.format("ip link add %s type bridge && ip addr add %s/24 dev %s && ip link set %s up",
     self.bridge, self.gateway, self.bridge, self.bridge))
-  for i = 1, opts.hosts or 3 do
-    local ns = "skyns" .. id .. "_" .. i
-    local veth = ("skv" .. id .. "h" .. i):sub(1, 15)
-    local addr = self.prefix .. (10 + i)
-    -- the exit cleanup kills the namespace's processes, then removes it
-    Sshd.on_exit("ip netns pids " .. ns .. " | xargs -r kill -9; ip netns del " .. ns)
-    sh_ok("ip netns add " .. ns)
-    sh_ok(string.format(
-      "ip link add %s type veth peer name eth0 netns %s && ip link set %s master %s up && " ..
-      "ip -n %s addr add %s/24 dev eth0 && ip -n %s link set eth0 up && ip -n %s link set lo up && " ..
-      "ip -n %s route add default via %s",
-      veth, ns, veth, self.bridge, ns, addr, ns, ns, ns, self.gateway))
-    self.hosts[i] = { ns = ns, addr = addr, veth = veth, index = i }
-  end
+  self.added = 0
+  for _ = 1, opts.hosts or 3 do self:add_host() end
   return self
+end
+
+--- Adds one more host to the network (hosts[i], address prefix .. (10 + i)); returns it.
+function N:add_host()
+  self.added = self.added + 1
+  local i = self.added
+  if i > 230 then error("netns: no more than 230 hosts on one network") end
+  local ns = "skyns" .. self.id .. "_" .. i
+  local veth = ("skv" .. self.id .. "h" .. i):sub(1, 15)
+  local addr = self.prefix .. (10 + i)
+  -- the exit cleanup kills the namespace's processes, then removes it
+  Sshd.on_exit("ip netns pids " .. ns .. " | xargs -r kill -9; ip netns del " .. ns)
+  sh_ok("ip netns add " .. ns)
+  sh_ok(string.format(
+    "ip link add %s type veth peer name eth0 netns %s && ip link set %s master %s up && " ..
+    "ip -n %s addr add %s/24 dev eth0 && ip -n %s link set eth0 up && ip -n %s link set lo up && " ..
+    "ip -n %s route add default via %s",
+    veth, ns, veth, self.bridge, ns, addr, ns, ns, ns, self.gateway))
+  self.hosts[i] = { ns = ns, addr = addr, veth = veth, index = i }
+  return self.hosts[i]
+end
+
+--- Kills everything inside host i's namespace and removes it (the host is gone; its index stays used).
+function N:remove_host(i)
+  local h = self.hosts[i]
+  if not h then return end
+  os.execute("ip netns pids " .. q(h.ns) .. " | xargs -r kill -9 2>/dev/null")
+  os.execute("ip netns del " .. q(h.ns) .. " 2>/dev/null")
+  os.execute("ip link del " .. q(h.veth) .. " 2>/dev/null")
+  self.hosts[i] = nil
 end
 
 --- Runs a shell command inside host i's namespace; returns stdout, stderr, code.
@@ -88,7 +106,7 @@ function N:unused_address() return self.prefix .. "250" end
 
 --- Kills everything inside the namespaces and removes them and the bridge.
 function N:destroy()
-  for _, h in ipairs(self.hosts) do
+  for _, h in pairs(self.hosts) do
     os.execute("ip netns pids " .. q(h.ns) .. " | xargs -r kill -9 2>/dev/null")
     os.execute("ip netns del " .. q(h.ns) .. " 2>/dev/null")
   end

@@ -119,6 +119,7 @@ M.free_port = pick_port  -- for the other daemons the tests start (slurmctld)
 ---   authorized: list of user keys (from M.user_key) allowed to log in as root
 ---   address ("127.0.0.1"), port (a free high port; 22 inside a namespace), netns (run inside it)
 ---   name (for messages and the HOME folder), host_key_type ("ed25519")
+---   login_as: more user names that log in as root (uid 0), as a cloud image's "ubuntu" user
 ---   hide_libraries: sonames the host lacks (the server runs in a mount namespace where they are
 ---   absent from /usr/lib/<multiarch>), for tests of missing shared libraries
 function M.start(opts)
@@ -172,18 +173,30 @@ function M.start(opts)
     local log = self.dir .. "/sshd.log"
     os.remove(log)
     local sshd_cmd = "/usr/sbin/sshd -D -e -f " .. q(self.dir .. "/sshd_config")
+    local mounts = {}  -- shell steps run in a private mount namespace before sshd starts
     if opts.hide_libraries then
-      -- a private mount namespace whose library folder is a folder of links to the real one,
-      -- minus the hidden sonames
+      -- the library folder becomes a folder of links to the real one, minus the hidden sonames
       local libdir = T.sh("dirname \"$(readlink -f /lib/x86_64-linux-gnu/libc.so.6 2>/dev/null || " ..
         "ldd /bin/sh | awk '/libc.so/ {print $3}')\""):match("[^\n]+")
       local orig, stage = self.dir .. "/libdir", self.dir .. "/libstage"
       T.exec("mkdir -p " .. q(orig) .. " " .. q(stage))
       local rm = {}
       for _, so in ipairs(opts.hide_libraries) do rm[#rm + 1] = q(stage .. "/" .. so) end
-      sshd_cmd = "unshare -m --propagation private sh -c " .. q(string.format(
-        "mount --bind %s %s && ln -s %s/* %s/ && rm -f %s && mount --bind %s %s && exec %s",
-        q(libdir), q(orig), q(orig), q(stage), table.concat(rm, " "), q(stage), q(libdir), sshd_cmd))
+      mounts[#mounts + 1] = string.format("mount --bind %s %s && ln -s %s/* %s/ && rm -f %s && mount --bind %s %s",
+        q(libdir), q(orig), q(orig), q(stage), table.concat(rm, " "), q(stage), q(libdir))
+    end
+    if opts.login_as then
+      -- more user names for uid 0 (a cloud image's "ubuntu" user): a passwd file with them
+      local passwd = T.read_file("/etc/passwd")
+      for _, u in ipairs(opts.login_as) do
+        passwd = passwd .. u .. ":x:0:0:skyrun test:" .. self.home .. ":/bin/sh\n"
+      end
+      T.write_file(self.dir .. "/passwd", passwd)
+      mounts[#mounts + 1] = "mount --bind " .. q(self.dir .. "/passwd") .. " /etc/passwd"
+    end
+    if #mounts > 0 then
+      mounts[#mounts + 1] = "exec " .. sshd_cmd
+      sshd_cmd = "unshare -m --propagation private sh -c " .. q(table.concat(mounts, " && "))
     end
     T.exec(string.format("%ssetsid %s </dev/null >%s 2>&1 & echo $! > %s",
       prefix, sshd_cmd, q(log), q(self.dir .. "/listener.pid")))

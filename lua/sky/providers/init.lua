@@ -31,6 +31,10 @@
 -- vcpus, memory_gb, disk_gb, region, allocation ("spot-if-available", "spot", "on-demand",
 -- "cheapest"), ttl (seconds, 0: none), max_hourly_cost (USD per hour for the whole pool), given.
 -- ctx.pool_id ("sky-" and 8 hex digits) tags everything created for the pool.
+--
+-- Providers that create machines record each pool with sky.cloud.state (lua/sky/cloud/state.lua),
+-- so that `skyrun instances` lists and `skyrun down [id]` ends what a driver left behind: the
+-- record names a module with list(record) and terminate(record, ids).
 local M = {}
 
 local aliases = { local_ = "local", Local = "local" }

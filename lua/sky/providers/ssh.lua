@@ -14,7 +14,7 @@
 --   dead_after       seconds of silence after which a host that vanished without closing its
 --                    connection (power loss, network cut) is declared lost (30)
 --   ssh_config       ssh_config file (default ~/.ssh/config; "none" for none)
---   sudo             run the image script (and apt) through `sudo -n` (default false)
+--   sudo             run the image script (and apt) through `sudo -n` unless the login is root (default false)
 --   install_libraries  apt-get install the packages of missing shared libraries (needs root or sudo)
 --   workdir          the workers' working folder on each host (default: the remote home)
 --   quiet            do not stream bootstrap output
@@ -43,9 +43,20 @@ function Ssh:open(ctx, pool)
   end
   self.sessions, self.prepared = {}, {}
   for i = 1, nodes do self.sessions[i] = connect(self, i) end
-  self.prepared = boot.prepare_all(self.sessions, { image = ctx.image, bootstrap = ctx.bootstrap, workdir = self.workdir,
-    sudo = self.sudo, install_libraries = self.install_libraries, quiet = self.quiet })
+  self.boot_opts = { image = ctx.image, bootstrap = ctx.bootstrap, workdir = self.workdir, sudo = self.sudo,
+                     install_libraries = self.install_libraries, quiet = self.quiet }
+  self.prepared = boot.prepare_all(self.sessions, self.boot_opts)
   return { nodes = nodes }
+end
+
+--- Puts node's host at `target` (a machine that replaced a lost one, or the same host after its
+--- connection broke): connects and bootstraps it as open did.
+function Ssh:replace_host(node, target)
+  local old = self.sessions and self.sessions[node]
+  if old then pcall(old.close, old) end
+  self.hosts[node] = target
+  self.sessions[node] = connect(self, node)
+  self.prepared[node] = boot.prepare_all({ self.sessions[node] }, self.boot_opts)[1]
 end
 
 --- A fresh worker on node's host, on a new exec channel of that host's session. A host whose
