@@ -115,11 +115,13 @@ class Cloud:
 
     # ---- machines ------------------------------------------------------------------------------
 
-    def launch(self, iid, pubkey, record, user_data=None, env=None, login_as=None):
-        """Makes instance iid a machine. record: the provider's fields (kept in self.instances)."""
+    def launch(self, iid, pubkey, record, user_data=None, env=None, login_as=None, container=False):
+        """Makes instance iid a machine. record: the provider's fields (kept in self.instances).
+        container: the machine is a container whose start command (user_data) starts its own sshd."""
         ssh = not self.take_no_ssh()
         r = self.hosts.call(op="up", id=iid, pubkey=pubkey, ssh=ssh, user_data=user_data or "",
-                            env=env or {}, login_as=login_as or [], preinstall=self.args.preinstalled_skyrun)
+                            env=env or {}, login_as=login_as or [], preinstall=self.args.preinstalled_skyrun,
+                            container=container)
         with self.lock:
             record.update(id=iid, addr=r["addr"], dir=r["dir"], state="running", launched=time.time(), answers_ssh=ssh)
             self.instances[iid] = record

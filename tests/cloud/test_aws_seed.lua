@@ -3,7 +3,7 @@
 -- offer, plan, key pair, security group, RunInstances, SSH, bootstrap, the task's result, and
 -- termination; nothing is left running and no secret appears anywhere.
 local T = require "testlib"
-local A = require "aws_testing"
+local A = require "cloud_testing"
 
 local seed = A.here .. "/jobs/hf_seed.lua"
 

@@ -9,6 +9,8 @@
 --     user_data runs there in the background as root, with `shutdown`, `poweroff` and `halt`
 --     replaced (PATH first, and bind-mounted over the real ones in a private mount namespace)
 --     by a script that appends its arguments to <dir>/shutdown: the stand-in watches that file.
+--     container: the machine is a container (a RunPod pod): user_data is its start command, run with
+--     its own /root, /etc/ssh (no host keys) and /run, and it is what starts sshd (no sshd of ours).
 --     preinstall: the machine's image holds this skyrun already (SKYRUN_BIN in the cache where the
 --     pool's bootstrap looks), so the pool neither uploads nor checks it.
 --   {"op":"down","id":"i-1"}  -> {"id":"i-1","ok":true}   every process there killed, namespace gone
@@ -41,22 +43,29 @@ local function up(cmd)
   local dir = Sshd.tmpdir("instance-" .. tostring(cmd.id):gsub("[^%w%-]", "_") .. "-")
   local entry = { index = h.index, dir = dir }
   hosts[cmd.id] = entry
-  if cmd.ssh ~= false then
+  local home
+  if cmd.container then
+    -- a container: its own /root, /etc/ssh (the configuration without host keys) and /run
+    home = dir .. "/root"
+    T.exec("mkdir -p " .. q(home) .. " " .. q(dir .. "/etc-ssh") .. " && cp -a /etc/ssh/sshd_config /etc/ssh/moduli " ..
+      q(dir .. "/etc-ssh/") .. " && { cp -a /etc/ssh/sshd_config.d " .. q(dir .. "/etc-ssh/") .. " 2>/dev/null || true; }")
+  elseif cmd.ssh ~= false then
     entry.sshd = Sshd.start { netns = h.ns, address = h.addr, port = 22, name = cmd.id,
                               authorized = { { line = cmd.pubkey } }, login_as = cmd.login_as }
+    home = entry.sshd.home
   end
-  if cmd.preinstall and entry.sshd then
+  if cmd.preinstall and home then
     -- an image that already holds this skyrun (as a custom AMI would): the pool's bootstrap finds
     -- it in the content-addressed cache and neither uploads nor checks it
     local bin = os.getenv("SKYRUN_BIN")
-    local cache = entry.sshd.home .. "/.cache/skyrun/bin/" .. require("sky.ssh.core").sha256_file(bin)
+    local cache = home .. "/.cache/skyrun/bin/" .. require("sky.ssh.core").sha256_file(bin)
     T.exec("mkdir -p " .. q(cache) .. " && ln -sf " .. q(bin) .. " " .. q(cache .. "/skyrun") .. " && : > " ..
       q(cache .. "/skyrun.checked"))
   end
-  if cmd.user_data and cmd.user_data ~= "" then
+  if cmd.user_data and cmd.user_data ~= "" and not (cmd.container and cmd.ssh == false) then
     T.write_file(dir .. "/user_data", cmd.user_data)
-    local env = { "PATH=" .. fakebin .. ":/usr/local/bin:/usr/bin:/bin", "HOME=" .. (entry.sshd and entry.sshd.home or dir),
-                  "SKYTEST_INSTANCE_DIR=" .. dir }
+    local env = { "PATH=" .. fakebin .. ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                  "HOME=" .. (cmd.container and "/root" or home or dir), "SKYTEST_INSTANCE_DIR=" .. dir }
     for k, v in pairs(cmd.env or {}) do env[#env + 1] = k .. "=" .. v end
     local quoted = {}
     for i, e in ipairs(env) do quoted[i] = q(e) end
@@ -69,8 +78,13 @@ local function up(cmd)
           q(fakebin .. "/" .. name), d, name)
       end
     end
-    local inner = table.concat(cover, "; ") .. "; exec env -i " .. table.concat(quoted, " ") .. " sh " ..
-      q(dir .. "/user_data")
+    local private = ""
+    if cmd.container then
+      private = string.format("mount --bind %s /root && mount --bind %s /etc/ssh && mount -t tmpfs tmpfs /run && ",
+        q(home), q(dir .. "/etc-ssh"))
+    end
+    local inner = private .. "{ " .. table.concat(cover, "; ") .. "; } && exec env -i " .. table.concat(quoted, " ") ..
+      " sh " .. q(dir .. "/user_data")
     T.exec(string.format("ip netns exec %s setsid unshare -m --propagation private sh -c %s </dev/null >%s 2>&1 &",
       q(h.ns), q(inner), q(dir .. "/user_data.log")))
   end

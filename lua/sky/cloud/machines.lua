@@ -123,7 +123,8 @@ function M.choose(offers, spec, provider_name)
   table.sort(fit, function(a, b)
     if spec.allocation == "spot-if-available" and a.spot ~= b.spot then return a.spot end
     if a.price ~= b.price then return a.price < b.price end
-    return exact(a) < exact(b)
+    if exact(a) ~= exact(b) then return exact(a) < exact(b) end
+    return tostring(a.type) .. " " .. tostring(a.where) < tostring(b.type) .. " " .. tostring(b.where)  -- stable plans
   end)
   local n = spec.nodes
   local cap = spec.max_hourly_cost

@@ -1,6 +1,7 @@
--- Helpers of the AWS tests: an EC2 stand-in with an account, a HOME with ~/.aws files as the AWS
--- CLI reads them, and jobs run as their own skyrun process with that environment (taken from a
--- file, so no secret is on a command line).
+-- Helpers of the cloud tests: jobs run as their own skyrun process with an environment taken from
+-- a file (so no secret is on a command line), in the foreground or the background; searches for
+-- secrets in outputs and command lines; for AWS, an EC2 stand-in with an account and a HOME with
+-- ~/.aws files as the AWS CLI reads them.
 local T = require "testlib"
 local Standin = require "cloud_standin"
 
@@ -9,8 +10,8 @@ local q = T.shell_quote
 
 M.here = (os.getenv("SKYRUN_SOURCE_ROOT") or "..") .. "/tests/cloud"
 
--- Test credentials: shaped like AWS's, and unique per run so that a leak is found by searching.
-local function secret_like(n)
+-- Test credentials: shaped like the real ones, and unique per run so that a leak is found by searching.
+function M.secret_like(n)
   local t = {}
   local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
   for i = 1, n do
@@ -23,8 +24,8 @@ end
 --- An account: { access_key_id, secret_access_key, session_token, hf_token }.
 function M.account()
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)"), 16) % 100000)
-  return { access_key_id = "AKIA" .. secret_like(16):upper(), secret_access_key = secret_like(40),
-           session_token = "IQoJb3JpZ2luX2VjE" .. secret_like(60), hf_token = "hf_" .. secret_like(34) }
+  return { access_key_id = "AKIA" .. M.secret_like(16):upper(), secret_access_key = M.secret_like(40),
+           session_token = "IQoJb3JpZ2luX2VjE" .. M.secret_like(60), hf_token = "hf_" .. M.secret_like(34) }
 end
 
 --- Starts an EC2 stand-in for account a (its session token required). opts.deny: actions refused;
@@ -79,11 +80,68 @@ function M.job(source)
   return dir .. "/job.lua"
 end
 
---- Fails when any of the account's secrets appears in text.
+--- Fails when any secret of the account appears in text (the fields named *key*, *token*, except
+--- the access key id, which is not a secret).
 function M.no_secrets(a, text, what)
-  for _, k in ipairs({ "secret_access_key", "session_token", "hf_token" }) do
-    T.not_contains(text, a[k], (what or "output") .. " holds the " .. k)
+  for k, v in pairs(a) do
+    if k ~= "access_key_id" and (k:find("key") or k:find("token")) then
+      T.not_contains(text, v, (what or "output") .. " holds the " .. k)
+    end
   end
+end
+
+--- A config file for jobs/cloud_job.lua (Lua source returning the table t).
+function M.config(t)
+  local dir = T.tmpdir()
+  local function lua(v)
+    if type(v) == "table" then
+      local parts = {}
+      for k, x in pairs(v) do
+        local key = type(k) == "number" and "" or ("[" .. string.format("%q", k) .. "] = ")
+        parts[#parts + 1] = key .. lua(x)
+      end
+      return "{ " .. table.concat(parts, ", ") .. " }"
+    end
+    return type(v) == "string" and string.format("%q", v) or tostring(v)
+  end
+  T.write_file(dir .. "/config.lua", "return " .. lua(t) .. "\n")
+  return dir .. "/config.lua"
+end
+
+--- Starts `skyrun jobs/cloud_job.lua <config of t>` in the background with env. Returns its pid,
+--- output() -> stdout, stderr so far, wait_for(needle, seconds) -> stdout once it holds needle,
+--- and wait_exit(seconds) -> true once the process is gone.
+function M.background(env, t)
+  local dir = T.tmpdir()
+  T.exec(". " .. q(M.env_file(env)) .. " && " .. q(T.skyrun_bin) .. " " .. q(M.here .. "/jobs/cloud_job.lua") .. " " ..
+    q(M.config(t)) .. " > " .. q(dir .. "/out") .. " 2> " .. q(dir .. "/err") .. " & echo $! > " .. q(dir .. "/pid"))
+  local pid = tonumber(T.read_file(dir .. "/pid"))
+  local function read(p)
+    local f = io.open(p, "rb")
+    if not f then return "" end
+    local d = f:read("*a")
+    f:close()
+    return d
+  end
+  local function output() return read(dir .. "/out"), read(dir .. "/err") end
+  local sleep = require("sky.pool.core").sleep
+  local function wait_for(needle, seconds)
+    for _ = 1, math.floor((seconds or 30) / 0.1) do
+      local o = output()
+      if o:find(needle, 1, true) then return o end
+      sleep(0.1)
+    end
+    local o, e = output()
+    error("no '" .. needle .. "' in the job's output: " .. o .. e)
+  end
+  local function wait_exit(seconds)
+    for _ = 1, math.floor((seconds or 30) / 0.1) do
+      if os.execute("kill -0 " .. pid .. " 2>/dev/null") ~= 0 then return true end
+      sleep(0.1)
+    end
+    return false
+  end
+  return pid, output, wait_for, wait_exit
 end
 
 --- Fails when a secret of the account is on the command line of any process of this machine
