@@ -262,7 +262,7 @@ function Machines:open(ctx, pool)
     spec.max_hourly_cost and ("; max_hourly_cost " .. money(spec.max_hourly_cost) .. "/h") or "")
   state.record { pool_id = self.pool_id, pool = ctx.pool, provider = self.name, module = self.module,
                  config = self.driver:config() }
-  self.known_hosts = state.dir() .. "/" .. self.pool_id .. ".known_hosts"
+  self.known_hosts = state.known_hosts(self.pool_id)
   self.create_ctx = { pool_id = self.pool_id, pool = ctx.pool, public_key = self.public_key, spec = spec,
                       ttl = spec.ttl, disk_gb = spec.disk_gb }
   self.driver:prepare(self.create_ctx)

@@ -26,11 +26,17 @@ local function write(rec)
   fs.write_atomic(path_of(rec.pool_id), json.json_encode(rec, 1), "600")
 end
 
---- Saves a new record (fields as above; instances defaults to {}).
+M.KEEP_CLOSED = 7 * 24 * 3600  -- a closed pool's record is dropped after a week
+
+--- Saves a new record (fields as above; instances defaults to {}). Records of pools closed more
+--- than KEEP_CLOSED ago go.
 function M.record(rec)
   rec.instances = rec.instances or {}
   rec.created = rec.created or os.time()
   write(rec)
+  for _, old in ipairs(M.all()) do
+    if old.closed and os.time() - old.closed > M.KEEP_CLOSED then M.forget(old.pool_id) end
+  end
   return rec
 end
 
@@ -64,9 +70,13 @@ function M.closed(pool_id)
   write(rec)
 end
 
---- Forgets a pool (nothing of it is left).
+--- Where the host keys of a pool's machines are kept (a known_hosts file).
+function M.known_hosts(pool_id) return M.dir() .. "/" .. pool_id .. ".known_hosts" end
+
+--- Forgets a pool (nothing of it is left): its record and the host keys of its machines.
 function M.forget(pool_id)
   os.remove(path_of(pool_id))
+  os.remove(M.known_hosts(pool_id))
 end
 
 --- Every record, oldest first.

@@ -63,7 +63,7 @@ function Driver:offers(spec)
   for name, t in pairs(v and v.data or {}) do
     local it = t.instance_type or {}
     local specs = it.specs or {}
-    if want[name] then
+    if want[name] and (not spec.disk_gb or (tonumber(specs.storage_gib) or 0) >= spec.disk_gb) then
       for _, r in ipairs(t.regions_with_capacity_available or {}) do
         if not spec.region or spec.region == r.name then
           local gmem = tostring(it.gpu_description or ""):match("%((%d+) GB")
