@@ -284,8 +284,21 @@ def iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))
 
 
-def main_guard(fn):
+def run(cloud_class, doc, api_key_file=False, extra=()):
+    """The main of a stand-in: the common flags, --api-key-file when api_key_file, and extra
+    (a list of (flags, argparse keywords)); serves until killed."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    add_common_args(p)
+    if api_key_file:
+        p.add_argument("--api-key-file", required=True, help="the account's API key (Authorization: Bearer)")
+    for flags, kw in extra:
+        p.add_argument(*flags, **kw)
+    args = p.parse_args()
+    if api_key_file:
+        with open(args.api_key_file) as f:
+            args.api_key = f.read().strip()
     try:
-        fn()
+        serve(cloud_class(args), args)
     except KeyboardInterrupt:
         sys.exit(0)

@@ -21,7 +21,6 @@ UnauthorizedOperation. Faults: see tools/cloud_standin.py (actions are EC2 actio
 and Market = "spot" | "on-demand").
 """
 
-import argparse
 import base64
 import datetime
 import hashlib
@@ -582,15 +581,6 @@ class Ec2(cloud_standin.Cloud):
             self.end(inst["id"], "stopped", "instance-initiated-shutdown")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    cloud_standin.add_common_args(p)
-    p.add_argument("--credentials", required=True)
-    p.add_argument("--region", default="us-east-1")
-    p.add_argument("--deny", default="")
-    args = p.parse_args()
-    cloud_standin.serve(Ec2(args), args)
-
-
 if __name__ == "__main__":
-    cloud_standin.main_guard(main)
+    cloud_standin.run(Ec2, __doc__, extra=[
+        (("--credentials",), {"required": True}), (("--region",), {"default": "us-east-1"}), (("--deny",), {"default": ""})])

@@ -18,7 +18,6 @@ is recorded as the instance ending itself. Faults: actions "launch", "terminate"
     tools/lambda_server.py --state-dir D --port-file F --log F --hosts-cmd CMD --api-key-file F
 """
 
-import argparse
 import json
 import os
 import re
@@ -48,8 +47,7 @@ class Bad(Exception):
 class Lambda(cloud_standin.Cloud):
     def __init__(self, args):
         super().__init__(args)
-        with open(args.api_key_file) as f:
-            self.key = f.read().strip()
+        self.key = args.api_key
         self.ssh_keys = {}
 
     def handle(self, h, method, body):
@@ -155,20 +153,6 @@ class Lambda(cloud_standin.Cloud):
                 "private_ip": i["addr"] if status == "active" else None, "region": {"name": i["region"]},
                 "instance_type": self.type_view(t)["instance_type"], "ssh_key_names": [i["key_name"]]}
 
-    def snapshot(self):
-        out = super().snapshot()
-        for i in out:
-            i.pop("type", None)
-        return out
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    cloud_standin.add_common_args(p)
-    p.add_argument("--api-key-file", required=True)
-    args = p.parse_args()
-    cloud_standin.serve(Lambda(args), args)
-
 
 if __name__ == "__main__":
-    cloud_standin.main_guard(main)
+    cloud_standin.run(Lambda, __doc__, api_key_file=True)

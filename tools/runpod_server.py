@@ -19,7 +19,6 @@ interruptible pod is EXITED. Faults: actions are the GraphQL operations and "get
     tools/runpod_server.py --state-dir D --port-file F --log F --hosts-cmd CMD --api-key-file F
 """
 
-import argparse
 import json
 import os
 import re
@@ -54,8 +53,7 @@ class Bad(Exception):
 class RunPod(cloud_standin.Cloud):
     def __init__(self, args):
         super().__init__(args)
-        with open(args.api_key_file) as f:
-            self.key = f.read().strip()
+        self.key = args.api_key
         self.pod_keys = {}   # key -> pod id
 
     def handle(self, h, method, body):
@@ -170,20 +168,6 @@ class RunPod(cloud_standin.Cloud):
     def interrupt(self, pid):
         self.end(pid, "exited", "spot-interruption")
 
-    def snapshot(self):
-        out = super().snapshot()
-        for i in out:
-            i.pop("gpu", None)
-        return out
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    cloud_standin.add_common_args(p)
-    p.add_argument("--api-key-file", required=True)
-    args = p.parse_args()
-    cloud_standin.serve(RunPod(args), args)
-
 
 if __name__ == "__main__":
-    cloud_standin.main_guard(main)
+    cloud_standin.run(RunPod, __doc__, api_key_file=True)

@@ -20,7 +20,6 @@ reclaimed (outbid) instance is "exited". Faults: actions "search", "create", "de
     tools/vastai_server.py --state-dir D --port-file F --log F --hosts-cmd CMD --api-key-file F
 """
 
-import argparse
 import json
 import os
 import re
@@ -78,8 +77,7 @@ def matches(value, cond):
 class Vast(cloud_standin.Cloud):
     def __init__(self, args):
         super().__init__(args)
-        with open(args.api_key_file) as f:
-            self.key = f.read().strip()
+        self.key = args.api_key
         self.ssh_keys = []
         self.container_keys = {}   # key -> instance id
         self.next_id = 7000000
@@ -204,20 +202,6 @@ class Vast(cloud_standin.Cloud):
     def interrupt(self, iid):
         self.end(iid, "exited", "spot-interruption")
 
-    def snapshot(self):
-        out = super().snapshot()
-        for i in out:
-            i.pop("offer", None)
-        return out
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    cloud_standin.add_common_args(p)
-    p.add_argument("--api-key-file", required=True)
-    args = p.parse_args()
-    cloud_standin.serve(Vast(args), args)
-
 
 if __name__ == "__main__":
-    cloud_standin.main_guard(main)
+    cloud_standin.run(Vast, __doc__, api_key_file=True)

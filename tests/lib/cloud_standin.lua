@@ -19,20 +19,10 @@ S.__index = S
 
 local q = T.shell_quote
 
-local function own_pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = tonumber(f:read("*a"):match("^(%d+)"))
-  f:close()
-  return pid
-end
+local own_pid = require("sky.pool.core").getpid
+local source_root = os.getenv("SKYRUN_SOURCE_ROOT") or ".."
 
-local function source_root() return os.getenv("SKYRUN_SOURCE_ROOT") or ".." end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local function exists(path) return require("sky.fs").stat(path) ~= nil end
 
 --- kind: "ec2", "runpod", "lambda", "vastai". opts: flags (command-line flags, flag -> value or
 --- true; credentials and API keys go in files), credentials (ec2). flags["preinstalled-skyrun"]:
@@ -50,14 +40,14 @@ function M.start(kind, opts)
     flags[#flags + 1] = "--credentials " .. q(self.dir .. "/credentials.json")
   end
   for k, v in pairs(opts.flags or {}) do flags[#flags + 1] = "--" .. k .. (v == true and "" or (" " .. q(v))) end
-  local hosts_cmd = string.format("LUA_PATH=%s %s %s", q(source_root() .. "/tests/lib/?.lua;;"), q(T.skyrun_bin),
-    q(source_root() .. "/tests/lib/cloud_hosts.lua"))
+  local hosts_cmd = string.format("LUA_PATH=%s %s %s", q(source_root .. "/tests/lib/?.lua;;"), q(T.skyrun_bin),
+    q(source_root .. "/tests/lib/cloud_hosts.lua"))
   T.exec(string.format("python3 %s --state-dir %s --port-file %s --log %s --hosts-cmd %s --watch-pid %d %s > %s 2>&1 & echo $! > %s",
-    q(source_root() .. "/tools/" .. kind .. "_server.py"), q(self.dir), q(port_file), q(self.log_path), q(hosts_cmd),
+    q(source_root .. "/tools/" .. kind .. "_server.py"), q(self.dir), q(port_file), q(self.log_path), q(hosts_cmd),
     own_pid(), table.concat(flags, " "), q(self.dir .. "/server.out"), q(self.dir .. "/pid")))
   for _ = 1, 400 do
     if exists(port_file) then break end
-    os.execute("sleep 0.05")
+    require("sky.pool.core").sleep(0.05)
   end
   if not exists(port_file) then
     error(kind .. " stand-in did not start: " .. (exists(self.dir .. "/server.out") and T.read_file(self.dir .. "/server.out") or "?"))
@@ -90,13 +80,13 @@ end
 
 --- Waits until no instance is left that is not terminated; returns the ones left (empty: all ended).
 function S:wait_all_ended(seconds)
-  local left
-  for _ = 1, math.floor((seconds or 10) / 0.1) do
-    left = self:running()
-    if #left == 0 then return left end
-    os.execute("sleep 0.1")
+  local sleep = require("sky.pool.core").sleep
+  local deadline = require("sky.pool.core").now() + (seconds or 10)
+  while true do
+    local left = self:running()
+    if #left == 0 or require("sky.pool.core").now() > deadline then return left end
+    sleep(0.1)
   end
-  return left
 end
 
 function S:interrupt(id)

@@ -37,6 +37,20 @@ function M.api_key(var, files, provider)
   error("no " .. provider .. " API key: set " .. var .. (#(files or {}) > 0 and (" or write it to " .. table.concat(files, " or ")) or ""), 0)
 end
 
+--- The client of a cloud driver for `base`, made on first use and kept in driver._clients: the
+--- key comes from environment variable `var` (or `files`, see api_key), read once per driver.
+--- opts: name (for messages), var, files, provider (for the missing-key message), error_message.
+function M.for_driver(driver, base, opts)
+  driver._clients = driver._clients or {}
+  local c = driver._clients[base]
+  if not c then
+    driver._key = driver._key or M.api_key(opts.var, opts.files, opts.provider)
+    c = M.client { name = opts.name, base = base, key = driver._key, error_message = opts.error_message }
+    driver._clients[base] = c
+  end
+  return c
+end
+
 --- A request; body (a table) goes as JSON. Returns the decoded answer (nil for an empty body)
 --- and the status. Raises {status=, message=, body=} (an error table with __tostring) for
 --- answers >= 400 after the retries; opts.ok_statuses lists statuses that are not errors.
@@ -71,6 +85,14 @@ function Client:request(method, path, body, opts)
     end
     self.sleep(math.min(20, self.backoff * 2 ^ attempt) * (0.5 + math.random() / 2))
   end
+end
+
+--- GET of one resource: its decoded answer, or nil when the API answers 404.
+function Client:get_optional(path)
+  local ok, v = pcall(self.request, self, "GET", path)
+  if ok then return v end
+  if type(v) == "table" and v.status == 404 then return nil end
+  error(v, 0)
 end
 
 return M

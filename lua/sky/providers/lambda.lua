@@ -35,16 +35,9 @@ local function message_of(body)
   return nil
 end
 
-function Driver:key()
-  if not self.api_key then self.api_key = rest.api_key("LAMBDA_API_KEY", {}, "Lambda Cloud") end
-  return self.api_key
-end
-
 function Driver:api()
-  if not self.client then
-    self.client = rest.client { name = "Lambda", base = self.endpoint, key = self:key(), error_message = message_of }
-  end
-  return self.client
+  return rest.for_driver(self, self.endpoint, { name = "Lambda", var = "LAMBDA_API_KEY", provider = "Lambda Cloud",
+                                                error_message = message_of })
 end
 
 function Driver:describe() return "lambda{}" end
@@ -122,7 +115,7 @@ function Driver:after_ssh(session, id, ctx)
     "{ printf 'header = \"Authorization: Bearer '; cat; printf '\"\\n'; } > \"$HOME/.skyrun/ttl.curl\"",
     ttl.timer_line(left, terminate),
   }, "\n")
-  local code, _, err = session:run("sh -c " .. shq(script), { stdin = self:key(), timeout = 60 })
+  local code, _, err = session:run("sh -c " .. shq(script), { stdin = self._key, timeout = 60 })
   if code ~= 0 then error("lambda: cannot set up the ttl timer on " .. id .. ": " .. tostring(err), 0) end
 end
 
@@ -139,12 +132,8 @@ end
 function Driver:status(ids)
   local out = {}
   for _, id in ipairs(ids) do
-    local ok, v = pcall(self:api().request, self:api(), "GET", "/instances/" .. id)
-    if ok and type(v) == "table" and type(v.data) == "table" then
-      out[id] = view(v.data)
-    elseif not ok and not (type(v) == "table" and v.status == 404) then
-      error(v, 0)
-    end
+    local v = self:api():get_optional("/instances/" .. id)
+    if type(v) == "table" and type(v.data) == "table" then out[id] = view(v.data) end
   end
   return out
 end

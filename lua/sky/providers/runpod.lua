@@ -38,24 +38,16 @@ local function message_of(body)
   return body.error or body.message
 end
 
-function Driver:key()
-  if not self.api_key then self.api_key = rest.api_key("RUNPOD_API_KEY", {}, "RunPod") end
-  return self.api_key
-end
+local key_opts = { var = "RUNPOD_API_KEY", provider = "RunPod", error_message = message_of }
 
 function Driver:rest()
-  if not self.rest_client then
-    self.rest_client = rest.client { name = "RunPod", base = self.endpoint, key = self:key(), error_message = message_of }
-  end
-  return self.rest_client
+  return rest.for_driver(self, self.endpoint, setmetatable({ name = "RunPod" }, { __index = key_opts }))
 end
 
 -- A GraphQL call; GraphQL errors (in a 200 answer) raise like HTTP ones.
 function Driver:graphql(operation, query, variables)
-  if not self.gql then
-    self.gql = rest.client { name = "RunPod GraphQL", base = self.graphql_endpoint, key = self:key(), error_message = message_of }
-  end
-  local v = self.gql:request("POST", "", { query = query, variables = variables or {} })
+  local gql = rest.for_driver(self, self.graphql_endpoint, setmetatable({ name = "RunPod GraphQL" }, { __index = key_opts }))
+  local v = gql:request("POST", "", { query = query, variables = variables or {} })
   if type(v) == "table" and type(v.errors) == "table" and v.errors[1] then
     local msg = tostring(v.errors[1].message)
     local e = { message = "RunPod " .. operation .. ": " .. msg }
@@ -171,12 +163,8 @@ end
 function Driver:status(ids)
   local out = {}
   for _, id in ipairs(ids) do
-    local ok, v = pcall(self:rest().request, self:rest(), "GET", "/pods/" .. id)
-    if ok and type(v) == "table" then
-      out[id] = view(v)
-    elseif not ok and not (type(v) == "table" and v.status == 404) then
-      error(v, 0)
-    end
+    local v = self:rest():get_optional("/pods/" .. id)
+    if type(v) == "table" then out[id] = view(v) end
   end
   return out
 end

@@ -31,11 +31,8 @@ local function message_of(body)
 end
 
 function Driver:api()
-  if not self.client then
-    self.client = rest.client { name = "Vast.ai", base = self.endpoint .. "/api/v0", error_message = message_of,
-      key = rest.api_key("VAST_API_KEY", { "~/.config/vastai/vast_api_key", "~/.vast_api_key" }, "Vast.ai") }
-  end
-  return self.client
+  return rest.for_driver(self, self.endpoint .. "/api/v0", { name = "Vast.ai", var = "VAST_API_KEY",
+    files = { "~/.config/vastai/vast_api_key", "~/.vast_api_key" }, provider = "Vast.ai", error_message = message_of })
 end
 
 function Driver:describe() return "vastai{}" end
@@ -134,12 +131,8 @@ end
 function Driver:status(ids)
   local out = {}
   for _, id in ipairs(ids) do
-    local ok, v = pcall(self:api().request, self:api(), "GET", "/instances/" .. id .. "/")
-    if ok and type(v) == "table" and type(v.instances) == "table" then
-      out[id] = view(v.instances)
-    elseif not ok and not (type(v) == "table" and v.status == 404) then
-      error(v, 0)
-    end
+    local v = self:api():get_optional("/instances/" .. id .. "/")
+    if type(v) == "table" and type(v.instances) == "table" then out[id] = view(v.instances) end
   end
   return out
 end
