@@ -31,6 +31,14 @@ local fs = require "sky.fs"
 
 local M = {}
 
+-- pcall that lets Ctrl-C through: an "interrupted!" raised inside f goes on up (the pool then
+-- terminates what was created), any other error is returned as pcall does.
+local function try(f, ...)
+  local res = { pcall(f, ...) }
+  if not res[1] and tostring(res[2]):find("interrupted!", 1, true) then error(res[2], 0) end
+  return unpack(res)
+end
+
 local Machines = {}
 Machines.__index = Machines
 
@@ -156,7 +164,7 @@ function Machines:_create(candidates, first, count, min_count)
     local o = candidates[i]
     local c = math.min(count, o.nodes)
     if c >= min_count then
-      local ok, ids = pcall(self.driver.create, self.driver, o, c, min_count, self.create_ctx)
+      local ok, ids = try(self.driver.create, self.driver, o, c, min_count, self.create_ctx)
       if ok then
         state.add_instances(self.pool_id, ids)
         return o, ids, i
@@ -177,7 +185,7 @@ end
 
 -- Tries an SSH login; true when the machine answers.
 function Machines:_probe(m)
-  local ok, s = pcall(ssh.connect, { target = self.ssh_user .. "@" .. m.address .. ":" .. (m.port or 22), key = self.key_path,
+  local ok, s = try(ssh.connect, { target = self.ssh_user .. "@" .. m.address .. ":" .. (m.port or 22), key = self.key_path,
     known_hosts = self.known_hosts, host_key_policy = "accept-new", connect_timeout = math.min(self.connect_timeout, 5),
     config = "none" })
   if not ok then
@@ -223,7 +231,7 @@ function Machines:_wait_ready(machines)
       end
       if failed then
         self:say("%s (node %d) is replaced: %s", m.id, m.node, failed)
-        pcall(self.driver.terminate, self.driver, { m.id })
+        try(self.driver.terminate, self.driver, { m.id })
         if m.attempts >= self.max_attempts then
           error(string.format("node %d: %d machine%s failed; the last: %s", m.node, m.attempts,
             m.attempts == 1 and "" or "s", failed), 0)
@@ -262,6 +270,7 @@ function Machines:open(ctx, pool)
     spec.max_hourly_cost and ("; max_hourly_cost " .. money(spec.max_hourly_cost) .. "/h") or "")
   state.record { pool_id = self.pool_id, pool = ctx.pool, provider = self.name, module = self.module,
                  config = self.driver:config() }
+  self.recorded = true
   self.known_hosts = state.known_hosts(self.pool_id)
   self.create_ctx = { pool_id = self.pool_id, pool = ctx.pool, public_key = self.public_key, spec = spec,
                       ttl = spec.ttl, disk_gb = spec.disk_gb }
@@ -304,7 +313,7 @@ function Machines:spawn(node, slot, ctx)
     return self.ssh:spawn(node, slot, ctx)
   end
   self:say("node %d: %s is %s; replacing it", node, m.id, why)
-  pcall(self.driver.terminate, self.driver, { m.id })
+  try(self.driver.terminate, self.driver, { m.id })
   local o, ids = self:_create(self.candidates, m.offer_index, 1, 1)
   local r = { id = ids[1], offer = o, offer_index = m.offer_index, node = node }
   self.nodes[node] = r
@@ -326,6 +335,15 @@ end
 function Machines:close()
   if self.ssh then pcall(self.ssh.close, self.ssh) end
   local ids = self.all_ids or {}
+  if self.recorded then
+    -- also what carries the pool's tag but was never handed back (a create cut short by Ctrl-C)
+    local seen = {}
+    for _, id in ipairs(ids) do seen[id] = true end
+    local ok, list = pcall(self.driver.list, self.driver, self.pool_id)
+    for _, i in ipairs(ok and list or {}) do
+      if not seen[i.id] and i.state ~= "terminated" then ids[#ids + 1] = i.id end
+    end
+  end
   if #ids == 0 then return end
   local ok, err = pcall(self.driver.terminate, self.driver, ids)
   if not ok then
