@@ -231,7 +231,7 @@ function Machines:_wait_ready(machines)
       end
       if failed then
         self:say("%s (node %d) is replaced: %s", m.id, m.node, failed)
-        try(self.driver.terminate, self.driver, { m.id })
+        if try(self.driver.terminate, self.driver, { m.id }) then self.gone[m.id] = true end
         if m.attempts >= self.max_attempts then
           error(string.format("node %d: %d machine%s failed; the last: %s", m.node, m.attempts,
             m.attempts == 1 and "" or "s", failed), 0)
@@ -259,7 +259,7 @@ function Machines:open(ctx, pool)
   self.pool_id = ctx.pool_id
   self.ctx = ctx
   local spec = ctx.spec
-  self.all_ids = {}
+  self.all_ids, self.gone = {}, {}
   self.key_path, self.public_key = M.ensure_key(self.key)
   local offers = self.driver:offers(spec)
   self.candidates = M.choose(offers, spec, self.name)
@@ -313,7 +313,7 @@ function Machines:spawn(node, slot, ctx)
     return self.ssh:spawn(node, slot, ctx)
   end
   self:say("node %d: %s is %s; replacing it", node, m.id, why)
-  try(self.driver.terminate, self.driver, { m.id })
+  if try(self.driver.terminate, self.driver, { m.id }) then self.gone[m.id] = true end
   local o, ids = self:_create(self.candidates, m.offer_index, 1, 1)
   local r = { id = ids[1], offer = o, offer_index = m.offer_index, node = node }
   self.nodes[node] = r
@@ -334,11 +334,14 @@ end
 --- Ends every machine this pool created (also after a failed open, on Ctrl-C and on errors).
 function Machines:close()
   if self.ssh then pcall(self.ssh.close, self.ssh) end
-  local ids = self.all_ids or {}
+  local ids = {}
+  for _, id in ipairs(self.all_ids or {}) do
+    if not (self.gone or {})[id] then ids[#ids + 1] = id end  -- not those already ended and replaced
+  end
   if self.recorded then
     -- also what carries the pool's tag but was never handed back (a create cut short by Ctrl-C)
     local seen = {}
-    for _, id in ipairs(ids) do seen[id] = true end
+    for _, id in ipairs(self.all_ids or {}) do seen[id] = true end
     local ok, list = pcall(self.driver.list, self.driver, self.pool_id)
     for _, i in ipairs(ok and list or {}) do
       if not seen[i.id] and i.state ~= "terminated" then ids[#ids + 1] = i.id end
