@@ -92,11 +92,14 @@ T.test("instances of a killed driver destroy themselves at their ttl with their 
   after_each()
 end)
 
-T.test("max_hourly_cost refuses the plan; skyrun instances and skyrun down see Vast.ai pools", function()
+T.test("max_hourly_cost and multi-node process groups are refused; skyrun instances and down see Vast.ai pools", function()
   local out, err, code = run { pool = { accelerator = "H100", max_hourly_cost = 1 } }
   T.ok(code ~= 0)
   T.contains(err, "refused: the cheapest plan, 1 x H100 SXM")
   T.contains(err, "nothing was created")
+  out, err, code = run { pool = { accelerator = "A100", nodes = 2 }, torch = true }
+  T.ok(code ~= 0)
+  T.contains(err, "not supported yet: a process group across vastai machines (the torch plugin with nodes > 1)")
   local pid, _, wait_for = A.background(env, { provider = "vastai", provider_opts = fast,
     pool = { accelerator = "RTX 4090", ttl = 120 }, steps = { "sleep" } })
   local pool_id = wait_for("ready sky-", 60):match("ready (sky%-%x+)")

@@ -20,6 +20,8 @@
 --   terminate(ids)
 --   list(pool_id) -> { {id, state, type, address, launched, price}, ... } (for `skyrun instances`)
 --   after_ssh(session, id, ctx)  optional: a step over SSH once the machine answers
+--   nodes_reach_each_other  true when the machines of a pool can open any port on each other
+--                  (what a process group needs)
 --   ssh_user, ssh_port
 local core = require "sky.core"
 local pcore = require "sky.pool.core"
@@ -259,6 +261,14 @@ function Machines:open(ctx, pool)
   self.pool_id = ctx.pool_id
   self.ctx = ctx
   local spec = ctx.spec
+  if not self.driver.nodes_reach_each_other and spec.nodes.max > 1 then
+    for _, p in ipairs(pool and pool.plugins or {}) do
+      if p.name == "torch" then
+        error("not supported yet: a process group across " .. self.name .. " machines (the torch plugin with nodes > 1): " ..
+          "they expose only their SSH port to each other", 0)
+      end
+    end
+  end
   self.all_ids, self.gone = {}, {}
   self.key_path, self.public_key = M.ensure_key(self.key)
   local offers = self.driver:offers(spec)

@@ -48,6 +48,7 @@ local Driver = {}
 Driver.__index = Driver
 Driver.name = "aws"
 Driver.ssh_user = "ubuntu"
+Driver.nodes_reach_each_other = true  -- the security group lets them
 
 function Driver:api()
   if not self.client then

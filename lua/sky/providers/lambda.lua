@@ -27,6 +27,7 @@ local Driver = {}
 Driver.__index = Driver
 Driver.name = "lambda"
 Driver.ssh_user = "ubuntu"
+Driver.nodes_reach_each_other = true  -- over their private addresses
 
 local function message_of(body)
   if type(body) == "table" and type(body.error) == "table" then

@@ -1,6 +1,6 @@
 -- A job for the cloud provider tests: `skyrun cloud_job.lua CONFIG.lua` where CONFIG returns
 -- { provider = "aws" (or runpod, lambda, vastai), provider_opts = {...}, pool = {...ComputePool options},
---   steps = { "square", "sleep", "fail", "interruptible", ... }, marker = path }.
+--   steps = { "square", "sleep", "fail", "interruptible", ... }, marker = path, torch = true (the torch plugin) }.
 -- It prints what each step returned, "ready" once the pool is open, and "done" at the end.
 local sky = require "sky"
 local cfg = dofile(arg[1])
@@ -28,6 +28,7 @@ end)
 
 local opts = cfg.pool or {}
 opts.provider = sky.providers[cfg.provider](cfg.provider_opts or {})
+if cfg.torch then opts.plugins = { sky.plugins.torch { backend = "gloo" } } end
 opts.output = opts.output == nil and true or opts.output
 local pool = sky.ComputePool(opts)
 pool:with(function()
