@@ -3,10 +3,14 @@
 local M = {}
 
 local secrets = {}
+local sent = {}  -- the secrets workers get too (list()); the driver's own credentials stay here
 
 --- Remembers s as a secret (strings shorter than 4 bytes are not worth masking). Returns s.
-function M.add(s)
+--- opts.driver_only: a credential only the driver uses (a cloud API key): masked here, never
+--- sent to workers with list().
+function M.add(s, opts)
   if type(s) == "string" and #s >= 4 then
+    if not (opts and opts.driver_only) then sent[s] = true end
     for _, v in ipairs(secrets) do if v == s then return s end end
     secrets[#secrets + 1] = s
     table.sort(secrets, function(a, b) return #a > #b end)  -- longest first: no partial leftovers
@@ -57,10 +61,13 @@ function M.mask_prefix(text)
   return M.mask(text:sub(1, cut)), text:sub(cut + 1)
 end
 
---- A copy of the list (sent to workers so their own messages are masked too).
+--- A copy of the list (sent to workers so their own messages are masked too), without the
+--- driver-only ones.
 function M.list()
   local t = {}
-  for i, v in ipairs(secrets) do t[i] = v end
+  for _, v in ipairs(secrets) do
+    if sent[v] then t[#t + 1] = v end
+  end
   return t
 end
 

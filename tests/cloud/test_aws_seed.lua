@@ -19,6 +19,12 @@ T.test("the seed's single-node A100 pool fine-tunes on an EC2 instance and termi
   T.ok(plan < out:find("created i-", 1, true), "the plan is printed before anything is created")
   T.contains(out, "single: node 1 accelerator A100 train_loss ")
   T.contains(out, "token true")
+  -- the worker masks the HF token, and was never given the AWS keys
+  local core = require "sky.cloud.core"
+  local given = out:match("worker secrets %(sha256%): ([^\n]*)")
+  T.contains(given, core.sha256_hex(a.hf_token))
+  T.not_contains(given, core.sha256_hex(a.secret_access_key))
+  T.not_contains(given, core.sha256_hex(a.session_token))
   T.contains(out, "terminated i-")
   A.nothing_running(ec2, 5)
   -- what EC2 saw: every call validated against the model and signed (else the job had failed),

@@ -99,6 +99,8 @@ T.test("credentials, region and endpoints come from where the AWS CLI looks", fu
     T.eq({ c.credentials.access_key_id, c.region, c.endpoint("ec2", "ec2.eu-west-1.amazonaws.com") },
       { "AKIADEFAULT", "eu-west-1", "https://ec2.eu-west-1.amazonaws.com" })
     T.eq(secret.mask("x secretdefault1 y"), "x *** y")
+    -- the driver's credentials are masked but never sent to workers (the pool's setup frame)
+    for _, v in ipairs(secret.list()) do T.ok(v ~= "secretdefault1", "the AWS secret key would go to the workers") end
     c = config.resolve { profile = "work" }
     T.eq({ c.credentials.access_key_id, c.credentials.session_token, c.region, c.endpoint("ec2", "x") },
       { "AKIAWORK", "tokenwork3", "ap-south-1", "http://127.0.0.1:9" })

@@ -9,7 +9,8 @@
 -- endpoint_url= > AWS_ENDPOINT_URL_<SERVICE> > AWS_ENDPOINT_URL > the profile's endpoint_url >
 -- https://<service>.<region>.amazonaws.com. Profiles that get credentials another way
 -- (role_arn, credential_process, sso_*) are refused as not supported yet, by name.
--- The keys are registered with sky.secret, so they are masked wherever skyrun prints.
+-- The keys are registered with sky.secret as driver-only: masked wherever skyrun prints, and never
+-- sent to workers (the machines of a pool never hold the account's keys).
 local secret = require "sky.secret"
 
 local M = {}
@@ -98,8 +99,8 @@ function M.resolve(opts)
         "' has no aws_access_key_id/aws_secret_access_key in " .. cred_path .. " or " .. conf_path, 0)
     end
   end
-  secret.add(c.secret_access_key)
-  if c.session_token then secret.add(c.session_token) end
+  secret.add(c.secret_access_key, { driver_only = true })
+  if c.session_token then secret.add(c.session_token, { driver_only = true }) end
   local region = opts.region or env("AWS_REGION") or env("AWS_DEFAULT_REGION") or (from_conf and from_conf.region)
   if region == "" then region = nil end
   local profile_endpoint = from_conf and from_conf.endpoint_url

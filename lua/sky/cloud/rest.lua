@@ -15,7 +15,7 @@ Client.__index = Client
 --- max_attempts (6), backoff (seconds, 0.25), sleep, timeout (60), error_message(decoded body, status)
 --- -> text (the API's own error field).
 function M.client(opts)
-  secret.add(opts.key)
+  secret.add(opts.key, { driver_only = true })
   return setmetatable({ name = opts.name, base = opts.base:gsub("/+$", ""), key = opts.key,
     max_attempts = opts.max_attempts or 6, backoff = opts.backoff or 0.25, timeout = opts.timeout or 60,
     sleep = opts.sleep or require("sky.pool.core").sleep, error_message = opts.error_message }, Client)
@@ -25,13 +25,13 @@ end
 --- plain error naming where it was looked for. The key is registered as a secret.
 function M.api_key(var, files, provider)
   local v = os.getenv(var)
-  if v and v ~= "" then return secret.add(v) end
+  if v and v ~= "" then return secret.add(v, { driver_only = true }) end
   for _, path in ipairs(files or {}) do
     local f = io.open((path:gsub("^~", os.getenv("HOME") or "~")), "rb")
     if f then
       local text = (f:read("*a") or ""):match("^%s*(.-)%s*$")
       f:close()
-      if text ~= "" then return secret.add(text) end
+      if text ~= "" then return secret.add(text, { driver_only = true }) end
     end
   end
   error("no " .. provider .. " API key: set " .. var .. (#(files or {}) > 0 and (" or write it to " .. table.concat(files, " or ")) or ""), 0)

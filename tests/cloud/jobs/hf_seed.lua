@@ -28,8 +28,11 @@ local finetune = sky.compute(function(epochs)
   local out = trainer:train()
   local eval = trainer:evaluate()
   local info = sky.info()
+  -- which secrets this worker was given to mask (as hashes: the job prints them)
+  local hashes = {}
+  for _, s in ipairs(require("sky.secret").list()) do hashes[#hashes + 1] = require("sky.cloud.core").sha256_hex(s) end
   return { node = info.node, train_loss = out.training_loss, eval_loss = eval.eval_loss,
-           token_seen = os.getenv("HF_TOKEN") ~= nil, accelerator = info.accelerator }
+           token_seen = os.getenv("HF_TOKEN") ~= nil, accelerator = info.accelerator, secret_hashes = table.concat(hashes, " ") }
 end, { timeout = 600 })
 
 local distributed_finetune = sky.compute(function()
@@ -51,6 +54,7 @@ if which == "single" then
     local r = pool:run(finetune(1))
     print(string.format("single: node %d accelerator %s train_loss %.4f eval_loss %.4f token %s", r.node,
       r.accelerator, r.train_loss, r.eval_loss, tostring(r.token_seen)))
+    print("worker secrets (sha256): " .. r.secret_hashes)
   end)
 else
   local pool = sky.ComputePool {
