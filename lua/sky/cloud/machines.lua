@@ -318,9 +318,11 @@ function Machines:spawn(node, slot, ctx)
   local d = self.driver:status({ m.id })[m.id]
   local why = d and (d.state .. (d.reason and (" (" .. d.reason .. ")") or "")) or "gone"
   if d and d.state == "running" and d.address then
-    -- the connection broke but the machine runs: log in again
-    self.ssh:replace_host(node, self.ssh.hosts[node])
-    return self.ssh:spawn(node, slot, ctx)
+    -- the connection broke but the machine runs: log in again; one that does not answer (a
+    -- reclaimed machine the API still shows running) is replaced like a gone one
+    local ok, err = try(self.ssh.replace_host, self.ssh, node, self.ssh.hosts[node])
+    if ok then return self.ssh:spawn(node, slot, ctx) end
+    why = "running but does not answer on SSH (" .. tostring(err) .. ")"
   end
   self:say("node %d: %s is %s; replacing it", node, m.id, why)
   if try(self.driver.terminate, self.driver, { m.id }) then self.gone[m.id] = true end
