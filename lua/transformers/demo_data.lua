@@ -123,7 +123,8 @@ function M.make_classifier_folder(dir, opts)
   return dir
 end
 
---- Writes a random-init GPT-2 (2 layers, dim 64) causal LM and its tokenizer to dir.
+--- Writes a random-init GPT-2 (2 layers, dim 64) causal LM and its tokenizer to dir;
+--- opts.model_type = "llama" writes a Llama of the same size instead (2 key/value heads, SwiGLU 128).
 function M.make_causal_lm_folder(dir, opts)
   opts = opts or {}
   mkdir_p(dir)
@@ -132,6 +133,13 @@ function M.make_causal_lm_folder(dir, opts)
     n_embd = 64, n_head = 4, n_layer = 2, n_positions = 64, vocab_size = V, bos_token_id = 3, eos_token_id = 3,
     pad_token_id = 0, attn_pdrop = 0.0, embd_pdrop = 0.0, resid_pdrop = 0.0, layer_norm_epsilon = 1e-5,
     initializer_range = 0.02, tie_word_embeddings = true, dtype = "float32" }
+  if opts.model_type == "llama" then
+    config = { architectures = { "LlamaForCausalLM" }, model_type = "llama", hidden_size = 64, intermediate_size = 128,
+      num_hidden_layers = 2, num_attention_heads = 4, num_key_value_heads = 2, max_position_embeddings = 64,
+      vocab_size = V, bos_token_id = 3, eos_token_id = 3, pad_token_id = 0, rms_norm_eps = 1e-6, hidden_act = "silu",
+      initializer_range = 0.02, tie_word_embeddings = false, dtype = "float32",
+      rope_parameters = { rope_theta = 10000.0, rope_type = "default" } }
+  end
   local nn = require "skyrun.nn"
   nn.set_seed(opts.seed or 42)
   local model = nn.from_config(tcore.json_encode(config), "causal_lm", { dtype = "float32" })

@@ -16,6 +16,7 @@ local EXPORTS = {
   AutoModelForSequenceClassification = "transformers.modeling",
   pipeline = "transformers.pipelines",
   set_seed = "transformers.modeling",
+  BitsAndBytesConfig = "transformers.quantization",
   -- training (src/train)
   TrainingArguments = "transformers.training_args",
   Trainer = "transformers.trainer",

@@ -13,7 +13,7 @@ local LOAD = {
   dtype = "string", torch_dtype = "string", device = "string", device_map = "string",
   num_labels = "integer", id2label = "table", label2id = "table", problem_type = "string",
   output_loading_info = "boolean", low_cpu_mem_usage = "boolean", trust_remote_code = "boolean",
-  attn_implementation = "string",
+  attn_implementation = "string", quantization_config = "table",
 }
 for k, v in pairs(hub.DOWNLOAD_OPTIONS) do LOAD[k] = v end
 
@@ -46,6 +46,20 @@ local function refuse_remote_code(folder, path_or_id, fname)
     tostring(config.model_type)), 3)
 end
 
+-- Where each model was loaded from (PEFT's base_model_name_or_path), without keeping it alive.
+local loaded_from = setmetatable({}, { __mode = "k" })
+function M.name_or_path(model) return loaded_from[model] end
+
+-- The quantization_config option: a BitsAndBytesConfig → its to_dict() as JSON for the native side.
+local function quantization_json(q, fname)
+  if q == nil then return nil end
+  local quant = require "transformers.quantization"
+  if not quant.is_bnb_config(q) then
+    error(string.format("%s: quantization_config must be a transformers.BitsAndBytesConfig", fname), 3)
+  end
+  return q:to_json_string()
+end
+
 local function load(head, fname)
   return function(path_or_id, opts)
     if type(path_or_id) ~= "string" then
@@ -59,7 +73,9 @@ local function load(head, fname)
       dtype = opts.dtype or opts.torch_dtype or "auto", device = device,
       num_labels = opts.num_labels, id2label = opts.id2label, label2id = opts.label2id,
       problem_type = opts.problem_type, attn_implementation = opts.attn_implementation,
+      quantization_config = quantization_json(opts.quantization_config, fname),
     })
+    loaded_from[model] = path_or_id
     if info.warnings ~= "" then io.stderr:write(info.warnings) end
     if opts.output_loading_info then return model, info end
     return model
@@ -74,9 +90,10 @@ local function from_config(head, fname)
       error(string.format("bad argument #1 to '%s' (config table expected, got %s)", fname, type(config)), 2)
     end
     opts = sky_core.check_options(opts, { dtype = "string", torch_dtype = "string", device = "string",
-      attn_implementation = "string" }, fname)
+      attn_implementation = "string", quantization_config = "table" }, fname)
     return nn.from_config(config, head, { dtype = opts.dtype or opts.torch_dtype, device = opts.device,
-      attn_implementation = opts.attn_implementation })
+      attn_implementation = opts.attn_implementation,
+      quantization_config = quantization_json(opts.quantization_config, fname) })
   end
 end
 

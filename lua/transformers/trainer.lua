@@ -80,7 +80,19 @@ end
 
 local function model_save(model, dir) model:save_pretrained(dir) end
 
-local function model_load(model, dir) native().load_weights(model, dir) end
+local function model_load(model, dir)
+  local peft = package.loaded["peft"]
+  if peft and peft.is_peft_model(model) then  -- a checkpoint of a PEFT model holds the adapter folder
+    model:_load_adapter_weights(dir)
+    return
+  end
+  native().load_weights(model, dir)
+end
+
+-- TrainingArguments.gradient_checkpointing: HF calls model.gradient_checkpointing_enable(kwargs).
+local function gradient_checkpointing_on(model, args)
+  model:gradient_checkpointing_enable({ gradient_checkpointing_kwargs = args.gradient_checkpointing_kwargs })
+end
 
 -- The tokenizer's files beside the model: its save_pretrained when it has one, else a copy of the
 -- tokenizer files of the folder it was loaded from (name_or_path), or of that Hub repo's cached
@@ -208,6 +220,7 @@ local function build_trainer(opts)
   end
   local self = setmetatable({}, Trainer)
   self.model = opts.model
+  if args.gradient_checkpointing then gradient_checkpointing_on(self.model, args) end
   self.args = args
   self.train_dataset = opts.train_dataset
   self.eval_dataset = opts.eval_dataset

@@ -35,6 +35,7 @@ local FIELDS = {
   fp16 = { "boolean", false },
   bf16_full_eval = { "boolean", false },
   gradient_checkpointing = { "boolean", false },
+  gradient_checkpointing_kwargs = { "table", NONE },
   logging_strategy = { "string", "steps" },
   logging_steps = { "number", 500 },
   logging_first_step = { "boolean", false },
@@ -82,7 +83,7 @@ local UNSUPPORTED = {
   "optim_args", "project", "trackio_space_id", "ddp_bucket_cap_mb",
   "ddp_broadcast_buffers", "dataloader_persistent_workers",
   "skip_memory_metrics", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token",
-  "hub_private_repo", "hub_always_push", "hub_revision", "gradient_checkpointing_kwargs",
+  "hub_private_repo", "hub_always_push", "hub_revision",
   "include_for_metrics", "eval_do_concat_batches", "auto_find_batch_size", "full_determinism",
   "torchdynamo", "ray_scope", "ddp_timeout", "torch_compile_backend",
   "torch_compile_mode", "include_tokens_per_second", "include_num_input_tokens_seen",
@@ -285,9 +286,6 @@ local function build(opts)
     for i, n in ipairs(self.label_names) do
       if type(n) ~= "string" then bad("label_names[" .. i .. "] must be a string") end
     end
-  end
-  if self.gradient_checkpointing then
-    error("not supported yet: TrainingArguments.gradient_checkpointing", 3)
   end
   return self
 end

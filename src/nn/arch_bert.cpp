@@ -17,9 +17,9 @@ class Bert : public Model {
   Bert(const ModelConfig& c, ModelHead head) : Model(c, head) {
     if (head == ModelHead::CausalLM) throw sky::Error("not supported yet: BERT as a causal LM");
     const int64_t C = c.hidden_size, I = c.intermediate_size;
-    declare("embeddings.word_embeddings.weight", {c.vocab_size, C}, Init::Normal);
-    declare("embeddings.position_embeddings.weight", {c.max_position_embeddings, C}, Init::Normal);
-    declare("embeddings.token_type_embeddings.weight", {c.type_vocab_size, C}, Init::Normal);
+    declare_embedding("embeddings.word_embeddings.weight", c.vocab_size, C);
+    declare_embedding("embeddings.position_embeddings.weight", c.max_position_embeddings, C);
+    declare_embedding("embeddings.token_type_embeddings.weight", c.type_vocab_size, C);
     declare_layer_norm("embeddings.LayerNorm", C);
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "encoder.layer." + std::to_string(i) + ".";
@@ -57,17 +57,21 @@ class Bert : public Model {
     AttentionMask allowed = attention_allowed(a.attention_mask, B, T, T, false, 0, dev, c.attn_implementation);  // [B, 1, T, T]
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      std::string p = "encoder.layer." + std::to_string(i) + ".";
-      at::Tensor q = linear(p + "attention.self.query", h).view({B, T, H, D}).transpose(1, 2);  // [B, H, T, D]
-      at::Tensor k = linear(p + "attention.self.key", h).view({B, T, H, D}).transpose(1, 2);
-      at::Tensor v = linear(p + "attention.self.value", h).view({B, T, H, D}).transpose(1, 2);
-      at::Tensor o = attention(q, k, v, allowed, scale, c.attention_dropout, training_).transpose(1, 2).reshape({B, T, C});
-      o = dropout(linear(p + "attention.output.dense", o), c.hidden_dropout);
-      h = at::layer_norm(o + h, {C}, P(p + "attention.output.LayerNorm.weight"), P(p + "attention.output.LayerNorm.bias"),
-                         c.norm_eps);
-      at::Tensor x = activation(c.hidden_act, linear(p + "intermediate.dense", h));  // [B, T, I]
-      x = dropout(linear(p + "output.dense", x), c.hidden_dropout);
-      h = at::layer_norm(x + h, {C}, P(p + "output.LayerNorm.weight"), P(p + "output.LayerNorm.bias"), c.norm_eps);
+      const std::string p = "encoder.layer." + std::to_string(i) + ".";
+      // captured by value: under gradient checkpointing the block runs again in backward
+      h = run_block(p, h, [this, p, B, T, C, H, D, allowed, scale](const at::Tensor& h_in) {
+        const ModelConfig& c = config_;  // [B, T, C] → [B, T, C]
+        at::Tensor q = linear(p + "attention.self.query", h_in).view({B, T, H, D}).transpose(1, 2);  // [B, H, T, D]
+        at::Tensor k = linear(p + "attention.self.key", h_in).view({B, T, H, D}).transpose(1, 2);
+        at::Tensor v = linear(p + "attention.self.value", h_in).view({B, T, H, D}).transpose(1, 2);
+        at::Tensor o = attention(q, k, v, allowed, scale, c.attention_dropout, training_).transpose(1, 2).reshape({B, T, C});
+        o = dropout(linear(p + "attention.output.dense", o), c.hidden_dropout);
+        at::Tensor h_mid = at::layer_norm(o + h_in, {C}, P(p + "attention.output.LayerNorm.weight"),
+                                          P(p + "attention.output.LayerNorm.bias"), c.norm_eps);
+        at::Tensor x = activation(c.hidden_act, linear(p + "intermediate.dense", h_mid));  // [B, T, I]
+        x = dropout(linear(p + "output.dense", x), c.hidden_dropout);
+        return at::layer_norm(x + h_mid, {C}, P(p + "output.LayerNorm.weight"), P(p + "output.LayerNorm.bias"), c.norm_eps);
+      });
     }
     ForwardOutput out;
     if (head_ == ModelHead::Base) {
@@ -87,8 +91,8 @@ class DistilBert : public Model {
   DistilBert(const ModelConfig& c, ModelHead head) : Model(c, head) {
     if (head == ModelHead::CausalLM) throw sky::Error("not supported yet: DistilBERT as a causal LM");
     const int64_t C = c.hidden_size, I = c.intermediate_size;
-    declare("embeddings.word_embeddings.weight", {c.vocab_size, C}, Init::Normal);
-    declare("embeddings.position_embeddings.weight", {c.max_position_embeddings, C}, Init::Normal);
+    declare_embedding("embeddings.word_embeddings.weight", c.vocab_size, C);
+    declare_embedding("embeddings.position_embeddings.weight", c.max_position_embeddings, C);
     declare_layer_norm("embeddings.LayerNorm", C);
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "transformer.layer." + std::to_string(i) + ".";
@@ -127,16 +131,20 @@ class DistilBert : public Model {
     AttentionMask allowed = attention_allowed(a.attention_mask, B, T, T, false, 0, dev, c.attn_implementation);  // [B, 1, T, T]
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      std::string p = "transformer.layer." + std::to_string(i) + ".";
-      at::Tensor q = linear(p + "attention.q_lin", h).view({B, T, H, D}).transpose(1, 2);  // [B, H, T, D]
-      at::Tensor k = linear(p + "attention.k_lin", h).view({B, T, H, D}).transpose(1, 2);
-      at::Tensor v = linear(p + "attention.v_lin", h).view({B, T, H, D}).transpose(1, 2);
-      at::Tensor o = attention(q, k, v, allowed, scale, c.attention_dropout, training_).transpose(1, 2).reshape({B, T, C});
-      o = linear(p + "attention.out_lin", o);
-      h = at::layer_norm(o + h, {C}, P(p + "sa_layer_norm.weight"), P(p + "sa_layer_norm.bias"), c.norm_eps);
-      at::Tensor x = linear(p + "ffn.lin2", activation(c.hidden_act, linear(p + "ffn.lin1", h)));
-      x = dropout(x, c.hidden_dropout);
-      h = at::layer_norm(x + h, {C}, P(p + "output_layer_norm.weight"), P(p + "output_layer_norm.bias"), c.norm_eps);
+      const std::string p = "transformer.layer." + std::to_string(i) + ".";
+      // captured by value: under gradient checkpointing the block runs again in backward
+      h = run_block(p, h, [this, p, B, T, C, H, D, allowed, scale](const at::Tensor& h_in) {
+        const ModelConfig& c = config_;  // [B, T, C] → [B, T, C]
+        at::Tensor q = linear(p + "attention.q_lin", h_in).view({B, T, H, D}).transpose(1, 2);  // [B, H, T, D]
+        at::Tensor k = linear(p + "attention.k_lin", h_in).view({B, T, H, D}).transpose(1, 2);
+        at::Tensor v = linear(p + "attention.v_lin", h_in).view({B, T, H, D}).transpose(1, 2);
+        at::Tensor o = attention(q, k, v, allowed, scale, c.attention_dropout, training_).transpose(1, 2).reshape({B, T, C});
+        o = linear(p + "attention.out_lin", o);
+        at::Tensor h_mid = at::layer_norm(o + h_in, {C}, P(p + "sa_layer_norm.weight"), P(p + "sa_layer_norm.bias"), c.norm_eps);
+        at::Tensor x = linear(p + "ffn.lin2", activation(c.hidden_act, linear(p + "ffn.lin1", h_mid)));
+        x = dropout(x, c.hidden_dropout);
+        return at::layer_norm(x + h_mid, {C}, P(p + "output_layer_norm.weight"), P(p + "output_layer_norm.bias"), c.norm_eps);
+      });
     }
     ForwardOutput out;
     if (head_ == ModelHead::Base) {

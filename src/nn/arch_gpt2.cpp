@@ -16,22 +16,18 @@ class Gpt2 : public Model {
  public:
   Gpt2(const ModelConfig& c, ModelHead head) : Model(c, head) {
     const int64_t C = c.hidden_size, V = c.vocab_size, I = c.intermediate_size;
-    declare("wte.weight", {V, C}, Init::Normal);
-    declare("wpe.weight", {c.max_position_embeddings, C}, Init::Normal);
+    declare_embedding("wte.weight", V, C);
+    declare_embedding("wpe.weight", c.max_position_embeddings, C);
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       std::string p = "h." + std::to_string(i) + ".";
       declare(p + "ln_1.weight", {C}, Init::Ones);
       declare(p + "ln_1.bias", {C}, Init::Zeros);
-      declare(p + "attn.c_attn.weight", {C, 3 * C}, Init::Normal);  // Conv1D: [in, out]
-      declare(p + "attn.c_attn.bias", {3 * C}, Init::Zeros);
-      declare(p + "attn.c_proj.weight", {C, C}, Init::Normal);
-      declare(p + "attn.c_proj.bias", {C}, Init::Zeros);
+      declare_conv1d(p + "attn.c_attn", C, 3 * C);  // Conv1D: weight [in, out]
+      declare_conv1d(p + "attn.c_proj", C, C);
       declare(p + "ln_2.weight", {C}, Init::Ones);
       declare(p + "ln_2.bias", {C}, Init::Zeros);
-      declare(p + "mlp.c_fc.weight", {C, I}, Init::Normal);
-      declare(p + "mlp.c_fc.bias", {I}, Init::Zeros);
-      declare(p + "mlp.c_proj.weight", {I, C}, Init::Normal);
-      declare(p + "mlp.c_proj.bias", {C}, Init::Zeros);
+      declare_conv1d(p + "mlp.c_fc", C, I);
+      declare_conv1d(p + "mlp.c_proj", I, C);
     }
     declare("ln_f.weight", {C}, Init::Ones);
     declare("ln_f.bias", {C}, Init::Zeros);
@@ -40,14 +36,6 @@ class Gpt2 : public Model {
 
   std::string base_prefix() const override { return "transformer"; }
   std::string hf_base_class() const override { return "GPT2"; }
-
-  // Conv1D: x [.., in] → [.., out]
-  at::Tensor conv1d(const std::string& name, const at::Tensor& x) {
-    at::Tensor y = at::addmm(P(name + ".bias"), x.reshape({-1, x.size(-1)}), P(name + ".weight"));
-    std::vector<int64_t> shape = x.sizes().vec();
-    shape.back() = y.size(-1);
-    return hooked(name, x, y.view(shape));
-  }
 
   ForwardOutput forward(const ForwardArgs& a) override {
     const ModelConfig& c = config_;
@@ -66,22 +54,26 @@ class Gpt2 : public Model {
     AttentionMask allowed = attention_allowed(a.attention_mask, B, T, S, true, 0, dev, c.attn_implementation,
                                               a.cache ? at::Tensor() : a.position_ids);  // [B, 1, T, S]
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      std::string p = "h." + std::to_string(i) + ".";
-      at::Tensor x = at::layer_norm(h, {C}, P(p + "ln_1.weight"), P(p + "ln_1.bias"), c.norm_eps);
-      at::Tensor qkv = conv1d(p + "attn.c_attn", x);  // [B, T, 3C]
-      auto parts = qkv.split(C, -1);
-      at::Tensor q = parts[0].view({B, T, H, D}).transpose(1, 2);  // [B, H, T, D]
-      at::Tensor k = parts[1].view({B, T, H, D}).transpose(1, 2);
-      at::Tensor v = parts[2].view({B, T, H, D}).transpose(1, 2);
-      if (a.cache) a.cache->append(i, c.num_hidden_layers, k, v);
-      double scale = c.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
-      if (c.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
-      at::Tensor o = attention(q, k, v, allowed, scale, c.attention_dropout, training_);  // [B, H, T, D]
-      o = o.transpose(1, 2).reshape({B, T, C});
-      h = h + dropout(conv1d(p + "attn.c_proj", o), c.hidden_dropout);
-      x = at::layer_norm(h, {C}, P(p + "ln_2.weight"), P(p + "ln_2.bias"), c.norm_eps);
-      x = activation(c.hidden_act, conv1d(p + "mlp.c_fc", x));
-      h = h + dropout(conv1d(p + "mlp.c_proj", x), c.hidden_dropout);
+      const std::string p = "h." + std::to_string(i) + ".";
+      // captured by value: under gradient checkpointing the block runs again in backward
+      h = run_block(p, h, [this, i, p, B, T, C, H, D, allowed, cache = a.cache](const at::Tensor& h_in) {
+        const ModelConfig& c = config_;  // [B, T, C] → [B, T, C]
+        at::Tensor x = at::layer_norm(h_in, {C}, P(p + "ln_1.weight"), P(p + "ln_1.bias"), c.norm_eps);
+        at::Tensor qkv = linear(p + "attn.c_attn", x);  // [B, T, 3C]
+        auto parts = qkv.split(C, -1);
+        at::Tensor q = parts[0].view({B, T, H, D}).transpose(1, 2);  // [B, H, T, D]
+        at::Tensor k = parts[1].view({B, T, H, D}).transpose(1, 2);
+        at::Tensor v = parts[2].view({B, T, H, D}).transpose(1, 2);
+        if (cache) cache->append(i, c.num_hidden_layers, k, v);
+        double scale = c.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
+        if (c.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
+        at::Tensor o = attention(q, k, v, allowed, scale, c.attention_dropout, training_);  // [B, H, T, D]
+        o = o.transpose(1, 2).reshape({B, T, C});
+        at::Tensor h_mid = h_in + dropout(linear(p + "attn.c_proj", o), c.hidden_dropout);
+        x = at::layer_norm(h_mid, {C}, P(p + "ln_2.weight"), P(p + "ln_2.bias"), c.norm_eps);
+        x = activation(c.hidden_act, linear(p + "mlp.c_fc", x));
+        return h_mid + dropout(linear(p + "mlp.c_proj", x), c.hidden_dropout);
+      });
     }
     h = at::layer_norm(h, {C}, P("ln_f.weight"), P("ln_f.bias"), c.norm_eps);  // [B, T, C]
     ForwardOutput out;

@@ -104,6 +104,12 @@ ModelConfig config_parse(std::string_view json, const std::string& where) {
     for (const auto& s : a->GetArray())
       if (s.IsString()) c.architectures.push_back(s.GetString());
   c.dtype = r.string("dtype", r.string("torch_dtype", ""));
+  if (const Value* q = r.get("quantization_config"); q && q->IsObject()) {
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    q->Accept(w);
+    c.quantization_config = std::string(sb.GetString(), sb.GetSize());
+  }
   c.initializer_range = r.number("initializer_range", 0.02);
   c.pad_token_id = r.integer("pad_token_id", -1);
   c.bos_token_id = r.integer("bos_token_id", -1);
@@ -254,6 +260,13 @@ std::string config_to_json(const ModelConfig& c) {
   }
   if (!c.problem_type.empty()) set("problem_type", Value(c.problem_type.c_str(), a));
   set("model_type", Value(c.model_type.c_str(), a));
+  if (c.quantization_config.empty()) {
+    doc.RemoveMember("quantization_config");
+  } else {
+    rapidjson::Document q(&a);
+    q.Parse(c.quantization_config.data(), c.quantization_config.size());
+    if (!q.HasParseError() && q.IsObject()) set("quantization_config", Value(q, a));
+  }
   rapidjson::StringBuffer sb;
   rapidjson::PrettyWriter<rapidjson::StringBuffer> w(sb);
   w.SetIndent(' ', 2);

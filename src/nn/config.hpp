@@ -62,6 +62,7 @@ struct ModelConfig {
   int64_t pad_token_id = -1, bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
   std::string dtype;  // "float32", "bfloat16", ... as saved ("torch_dtype" in older files)
+  std::string quantization_config;  // its JSON object when the weights are quantized (bitsandbytes), else ""
   std::string json;   // config.json as read (or built)
 };
 

@@ -85,8 +85,10 @@ int l_from_pretrained(lua_State* L) {
   Options o(L, 3, "from_pretrained",
             {{"dtype", OptType::String}, {"device", OptType::String}, {"num_labels", OptType::Integer},
              {"id2label", OptType::Table}, {"label2id", OptType::Table}, {"problem_type", OptType::String},
-             {"attn_implementation", OptType::String}});
+             {"attn_implementation", OptType::String}, {"quantization_config", OptType::String}});
   LoadOptions lo;
+  if (o.has("quantization_config"))
+    lo.quant4 = quant4_options_from_json(o.string("quantization_config", ""), "from_pretrained");
   lo.attn_implementation = o.string("attn_implementation", "");
   check_attn_implementation(lo.attn_implementation);
   lo.head = head;
@@ -149,12 +151,17 @@ int l_from_config(lua_State* L) {
   std::string_view json = text;
   ModelHead head = head_from_name(L, check_string_view(L, 2));
   Options o(L, 3, "from_config",
-            {{"dtype", OptType::String}, {"device", OptType::String}, {"attn_implementation", OptType::String}});
+            {{"dtype", OptType::String}, {"device", OptType::String}, {"attn_implementation", OptType::String},
+             {"quantization_config", OptType::String}});
   ModelConfig c = config_parse(json, "config");
   c.attn_implementation = o.string("attn_implementation", "");
   check_attn_implementation(c.attn_implementation);
   std::string dt = o.string("dtype", c.dtype.empty() ? "float32" : c.dtype);
-  lua_push_model(L, model_from_config(c, head, dtype_from_string(dt), device_from_string(o.string("device", "cpu"))));
+  std::optional<Quant4Options> quant;
+  if (o.has("quantization_config"))
+    quant = quant4_options_from_json(o.string("quantization_config", ""), "from_config");
+  lua_push_model(L, model_from_config(c, head, dtype_from_string(dt), device_from_string(o.string("device", "cpu")),
+                                      quant ? &*quant : nullptr));
   return 1;
 }
 
@@ -291,6 +298,39 @@ int m_save_pretrained(lua_State* L) {
   return 0;
 }
 
+// model:gradient_checkpointing_enable({gradient_checkpointing_kwargs = {use_reentrant = }})
+int m_gradient_checkpointing_enable(lua_State* L) {
+  Model& m = self(L);
+  Options o(L, 2, "gradient_checkpointing_enable", {{"gradient_checkpointing_kwargs", OptType::Table}});
+  if (o.has("gradient_checkpointing_kwargs")) {
+    o.push("gradient_checkpointing_kwargs");  // [kw]
+    Options kw(L, lua_gettop(L), "gradient_checkpointing_kwargs", {{"use_reentrant", OptType::Boolean},
+                                                                    {"preserve_rng_state", OptType::Boolean}});
+    // Both of torch's variants give the same gradients; ours is one autograd node per block
+    // whose inputs include the block's trainable parameters, so neither needs input grads.
+    if (kw.has("preserve_rng_state") && !kw.boolean("preserve_rng_state", true))
+      raise_error(L, "not supported yet: gradient_checkpointing_kwargs.preserve_rng_state = false");
+    lua_pop(L, 1);
+  }
+  m.set_gradient_checkpointing(true);
+  return 0;
+}
+
+int m_gradient_checkpointing_disable(lua_State* L) {
+  self(L).set_gradient_checkpointing(false);
+  return 0;
+}
+
+int p_is_gradient_checkpointing(lua_State* L) {
+  lua_pushboolean(L, self(L).gradient_checkpointing());
+  return 1;
+}
+
+int p_is_loaded_in_4bit(lua_State* L) {
+  lua_pushboolean(L, self(L).is_loaded_in_4bit());
+  return 1;
+}
+
 int m_train(lua_State* L) {
   self(L).train(opt_boolean(L, 2, true));
   lua_settop(L, 1);
@@ -404,6 +444,8 @@ const ClassSpec kModelClass = {
         {"named_parameters", safe<m_named_parameters>},
         {"get_parameter", safe<m_get_parameter>},
         {"num_parameters", safe<m_num_parameters>},
+        {"gradient_checkpointing_enable", safe<m_gradient_checkpointing_enable>},
+        {"gradient_checkpointing_disable", safe<m_gradient_checkpointing_disable>},
     },
     {
         {"config", safe<p_config>, nullptr},
@@ -411,6 +453,8 @@ const ClassSpec kModelClass = {
         {"dtype", safe<p_dtype>, nullptr},
         {"device", safe<p_device>, nullptr},
         {"training", safe<p_training>, nullptr},
+        {"is_gradient_checkpointing", safe<p_is_gradient_checkpointing>, nullptr},
+        {"is_loaded_in_4bit", safe<p_is_loaded_in_4bit>, nullptr},
     },
     safe<m_tostring>,
     safe<m_call>,

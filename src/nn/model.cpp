@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 #include <ATen/autocast_mode.h>
 
+#include <rapidjson/document.h>
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "host/bind.hpp"
 #include "sky_config.h"
 #include "nn/arch.hpp"
+#include "nn/quant4.hpp"
 #include "nn/safetensors.hpp"
 #include "torch/compat.hpp"
 
@@ -31,6 +34,8 @@ std::string shape_str(at::IntArrayRef s) {
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + "]";
 }
+
+}  // namespace
 
 at::ScalarType scalar_type_of(Dtype d, const std::string& file, const std::string& name) {
   switch (d) {
@@ -74,8 +79,6 @@ Dtype st_dtype_of(at::ScalarType t) {
   }
   throw sky::Error(std::string("not supported yet: saving tensors of dtype ") + c10::toString(t));
 }
-
-}  // namespace
 
 // ---- dtype and device names ----------------------------------------------------------------------
 
@@ -135,16 +138,37 @@ std::string Model::full_name(const std::string& rel, bool head_param) const {
 }
 
 void Model::declare(const std::string& name, std::vector<int64_t> shape, Init init, bool head_param) {
-  decls_.push_back({name, Decl{full_name(name, head_param), std::move(shape), init, ""}});
+  Decl d{full_name(name, head_param), std::move(shape), init, ""};
+  d.head_param = head_param;
+  decls_.push_back({name, d});
 }
 
 void Model::declare_tied(const std::string& name, const std::string& target, bool head_param) {
-  decls_.push_back({name, Decl{full_name(name, head_param), {}, Init::Zeros, target}});
+  Decl d{full_name(name, head_param), {}, Init::Zeros, target};
+  d.head_param = head_param;
+  d.kind = ModuleKind::Linear;  // a tied output layer (lm_head) is an nn.Linear in HF
+  decls_.push_back({name, d});
 }
 
-void Model::declare_linear(const std::string& module, int64_t out, int64_t in, bool head_param) {
+void Model::declare_linear(const std::string& module, int64_t out, int64_t in, bool head_param, bool bias) {
   declare(module + ".weight", {out, in}, Init::Normal, head_param);
-  declare(module + ".bias", {out}, Init::Zeros, head_param);
+  decls_.back().second.kind = ModuleKind::Linear;
+  if (bias) {
+    declare(module + ".bias", {out}, Init::Zeros, head_param);
+    decls_.back().second.kind = ModuleKind::Linear;
+  }
+}
+
+void Model::declare_conv1d(const std::string& module, int64_t in, int64_t out) {
+  declare(module + ".weight", {in, out}, Init::Normal);
+  decls_.back().second.kind = ModuleKind::Conv1D;
+  declare(module + ".bias", {out}, Init::Zeros);
+  decls_.back().second.kind = ModuleKind::Conv1D;
+}
+
+void Model::declare_embedding(const std::string& name, int64_t num, int64_t dim) {
+  declare(name, {num, dim}, Init::Normal);
+  decls_.back().second.kind = ModuleKind::Embedding;
 }
 
 void Model::declare_layer_norm(const std::string& module, int64_t n) {
@@ -155,9 +179,9 @@ void Model::declare_layer_norm(const std::string& module, int64_t n) {
 void Model::declare_decoder_head(const std::string& embedding, int64_t hidden, int64_t vocab) {
   if (head_ == ModelHead::CausalLM) {
     if (config_.tie_word_embeddings) declare_tied("lm_head.weight", embedding);
-    else declare("lm_head.weight", {vocab, hidden}, Init::Normal, true);
+    else declare_linear("lm_head", vocab, hidden, true, false);
   } else if (head_ == ModelHead::SequenceClassification) {
-    declare("score.weight", {config_.num_labels, hidden}, Init::Normal, true);
+    declare_linear("score", config_.num_labels, hidden, true, false);
   }
 }
 
@@ -176,6 +200,7 @@ at::Tensor Model::parameter(const std::string& name) const {
 int64_t Model::num_parameters() const {
   int64_t n = 0;
   for (const auto& [name, t] : params_) n += t.numel();
+  for (const auto& [rel, q] : quant_) n += q->numel() - q->packed.numel();  // 4-bit weights count unpacked
   return n;
 }
 
@@ -188,21 +213,88 @@ void Model::rebuild_param_list() {
     }
     params_.emplace_back(d.full_name, tensors_.at(rel));
   }
+  // LoRA's A and B after the base parameters, under PEFT's names (without "base_model.model.")
+  for (const auto& [rel, l] : lora_) {
+    const std::string& a = lora_spec_->adapter;
+    params_.emplace_back(l.module + ".lora_A." + a + ".weight", l.A);
+    params_.emplace_back(l.module + ".lora_B." + a + ".weight", l.B);
+  }
+}
+
+const Model::Decl* Model::find_decl(const std::string& rel) const {
+  if (decl_index_.size() != decls_.size()) {
+    decl_index_.clear();
+    for (size_t i = 0; i < decls_.size(); ++i) decl_index_[decls_[i].first] = i;
+  }
+  auto it = decl_index_.find(rel);
+  return it == decl_index_.end() ? nullptr : &decls_[it->second].second;
+}
+
+std::vector<ModuleInfo> Model::modules() const {
+  std::vector<ModuleInfo> out;
+  std::map<std::string, size_t> index;  // HF module name → position in out
+  for (const auto& [rel, d] : decls_) {
+    const size_t dot = d.full_name.rfind('.');
+    if (dot == std::string::npos) continue;
+    const std::string module = d.full_name.substr(0, dot), leaf = d.full_name.substr(dot + 1);
+    auto it = index.find(module);
+    if (it == index.end()) {
+      it = index.emplace(module, out.size()).first;
+      ModuleInfo m;
+      m.name = module;
+      m.kind = d.kind;
+      m.output_layer = d.head_param;
+      out.push_back(m);
+    }
+    ModuleInfo& m = out[it->second];
+    if (leaf == "bias") m.has_bias = true;
+    if (leaf == "weight") {
+      std::vector<int64_t> shape = d.shape;
+      if (!d.tied_to.empty()) shape = find_decl(d.tied_to)->shape;  // [V, C] as the embedding
+      if (shape.size() == 2) {
+        m.out = d.kind == ModuleKind::Conv1D ? shape[1] : shape[0];
+        m.in = d.kind == ModuleKind::Conv1D ? shape[0] : shape[1];
+      }
+    }
+  }
+  return out;
+}
+
+std::string Model::rel_module(const std::string& hf_module) const {
+  for (const auto& [rel, d] : decls_)
+    if (d.full_name == hf_module + ".weight") return rel.substr(0, rel.size() - 7);
+  return "";
+}
+
+at::Tensor Model::base_linear(const std::string& name, const Decl& w, const at::Tensor& x) {
+  auto b = tensors_.find(name + ".bias");
+  const at::Tensor bias = b == tensors_.end() ? at::Tensor() : b->second;
+  if (!quant_.empty()) {
+    auto q = quant_.find(name);
+    if (q != quant_.end()) return quant4_linear(x, q->second, bias, quant4_opts_->compute_dtype);
+  }
+  const at::Tensor& weight = tensors_.at(name + ".weight");
+  if (w.kind != ModuleKind::Conv1D) return at::linear(x, weight, bias);
+  // Conv1D: x [.., in] → [.., out] as addmm(b, x, W)
+  at::Tensor y = at::addmm(bias, x.reshape({-1, x.size(-1)}), weight);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = y.size(-1);
+  return y.view(shape);
 }
 
 at::Tensor Model::linear(const std::string& name, const at::Tensor& x) {
-  const at::Tensor& w = P(name + ".weight");
-  auto b = tensors_.find(name + ".bias");
-  at::Tensor y = at::linear(x, w, b == tensors_.end() ? at::Tensor() : b->second);
-  return hooked(name, x, std::move(y));
-}
-
-at::Tensor Model::hooked(const std::string& name, const at::Tensor& x, at::Tensor y) {
-  if (!linear_hook_) return y;
-  // The hook sees the module's HF name (with the base prefix when there is a head).
-  for (const auto& [rel, d] : decls_)
-    if (rel == name + ".weight") return linear_hook_(d.full_name.substr(0, d.full_name.size() - 7), x, y);
-  return linear_hook_(name, x, y);
+  const Decl* wd = find_decl(name + ".weight");
+  if (!wd) throw sky::Error(class_name() + ": no linear layer '" + name + "'");
+  at::Tensor y = base_linear(name, *wd, x);
+  if (lora_.empty() || !adapters_enabled_) return y;
+  auto l = lora_.find(name);
+  if (l == lora_.end()) return y;
+  // PEFT's lora.Linear: result + lora_B(lora_A(dropout(x))) * scaling, x cast to the adapter's dtype
+  const LoraLayer& a = l->second;
+  at::Tensor in = x.scalar_type() == a.A.scalar_type() ? x : x.to(a.A.scalar_type());
+  if (training_ && a.dropout > 0) in = at::dropout(in, a.dropout, true);
+  at::Tensor out = y + at::linear(at::linear(in, a.A), a.B) * a.scaling;
+  return out.scalar_type() == y.scalar_type() ? out : out.to(y.scalar_type());
 }
 
 at::Tensor Model::dropout(const at::Tensor& x, double p) const {
@@ -219,9 +311,8 @@ at::ScalarType Model::dtype() const {
 
 void Model::to(std::optional<at::Device> device, std::optional<at::ScalarType> dtype) {
   at::NoGradGuard no_grad;
-  for (const auto& [rel, d] : decls_) {
-    if (!d.tied_to.empty()) continue;
-    at::Tensor& t = tensors_.at(rel);
+  auto move = [&](at::Tensor& t) {
+    if (!t.defined()) return;
     bool req = t.requires_grad();
     at::Tensor n = t;
     if (device) n = n.to(*device);
@@ -229,6 +320,26 @@ void Model::to(std::optional<at::Device> device, std::optional<at::ScalarType> d
     if (!n.is_same(t)) {
       t = n.detach();
       t.set_requires_grad(req);
+    }
+  };
+  for (const auto& [rel, d] : decls_) {
+    const bool weight = rel.size() > 7 && rel.compare(rel.size() - 7, 7, ".weight") == 0;
+    if (!d.tied_to.empty() || (weight && quant_.count(rel.substr(0, rel.size() - 7)))) continue;
+    move(tensors_.at(rel));
+  }
+  for (auto& [rel, l] : lora_) {
+    move(l.A);
+    move(l.B);
+  }
+  for (auto& [rel, t] : saved_originals_) move(t);
+  if (device) {
+    // 4-bit weights change device, never dtype
+    for (auto& [rel, q] : quant_) {
+      auto moved = std::make_shared<Quant4Weight>(*q);
+      for (at::Tensor* t : {&moved->packed, &moved->absmax, &moved->code, &moved->nested_absmax, &moved->nested_code})
+        if (t->defined()) *t = t->to(*device);
+      q = moved;
+      tensors_.at(rel + ".weight") = moved->packed;
     }
   }
   rebuild_param_list();
@@ -248,8 +359,32 @@ static std::string legacy_name(const std::string& n) {
   return n;
 }
 
+bool Model::quantizable(const std::string& rel_module, const Quant4Options& q) const {
+  const Decl* d = find_decl(rel_module + ".weight");
+  if (!d || !d->tied_to.empty() || (d->kind != ModuleKind::Linear && d->kind != ModuleKind::Conv1D)) return false;
+  // transformers keeps the output layer (get_keys_to_not_convert) and llm_int8_skip_modules as they are
+  const std::string name = d->full_name.substr(0, d->full_name.size() - 7);
+  const std::string leaf = name.substr(name.rfind('.') + 1);
+  if (d->head_param && (leaf == "lm_head" || leaf == "score" || leaf == "classifier")) return false;
+  for (const std::string& k : q.skip_modules)
+    if (name == k || name.compare(0, k.size() + 1, k + ".") == 0 ||
+        (name.size() > k.size() && name.compare(name.size() - k.size() - 1, k.size() + 1, "." + k) == 0))
+      return false;
+  return true;
+}
+
+// Reads a tensor of the checkpoint into memory (a copy), or an undefined tensor when absent.
+static at::Tensor read_tensor(const SafetensorsCheckpoint& ckpt, const std::string& name) {
+  auto f = ckpt.find(name);
+  if (!f) return at::Tensor();
+  const TensorEntry& e = *f->entry;
+  at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(scalar_type_of(e.dtype, f->file->path(), e.name)));
+  if (e.end > e.begin) memcpy(t.data_ptr(), f->file->data(e), e.end - e.begin);
+  return t;
+}
+
 void Model::materialize(at::ScalarType dtype, at::Device device, const SafetensorsCheckpoint* ckpt,
-                        const std::string& source, LoadReport* report, bool dtype_auto) {
+                        const std::string& source, LoadReport* report, bool dtype_auto, const Quant4Options* quant) {
   at::NoGradGuard no_grad;
   // Checkpoint names → our full names: the checkpoint may come from the class with or without a
   // head (HF's base_model_prefix rule), and may use legacy LayerNorm names.
@@ -272,11 +407,49 @@ void Model::materialize(at::ScalarType dtype, at::Device device, const Safetenso
       else used[cname] = false;
     }
   }
+  if (quant) quant4_opts_ = *quant;
   for (const auto& [rel, d] : decls_) {
     if (!d.tied_to.empty()) continue;
     auto opts = at::TensorOptions().dtype(dtype).device(device);
     at::Tensor t;
     auto it = ckpt_by_ours.find(d.full_name);
+    const bool is_weight = rel.size() > 7 && rel.compare(rel.size() - 7, 7, ".weight") == 0;
+    const std::string module = is_weight ? rel.substr(0, rel.size() - 7) : "";
+    if (quant && is_weight && quantizable(module, *quant)) {
+      // a 4-bit weight: as saved in 4 bits, or quantized here from the full-precision one
+      std::vector<int64_t> out_in = d.shape;
+      if (d.kind == ModuleKind::Conv1D) std::swap(out_in[0], out_in[1]);  // transformers quantizes Conv1D as [out, in]
+      std::shared_ptr<Quant4Weight> q;
+      if (it != ckpt_by_ours.end() && ckpt->find(it->second)->entry->dtype == Dtype::U8) {
+        const std::string base = it->second;
+        const std::string file = ckpt->find(base)->file->path();
+        q = std::make_shared<Quant4Weight>(quant4_from_saved(
+            [&](const std::string& n) {
+              used.erase(n);
+              return read_tensor(*ckpt, n);
+            },
+            base, out_in, file));
+        for (at::Tensor* x : {&q->packed, &q->absmax, &q->code, &q->nested_absmax, &q->nested_code})
+          if (x->defined()) *x = x->to(device);
+      } else {
+        at::Tensor w;
+        if (it != ckpt_by_ours.end()) {
+          w = read_tensor(*ckpt, it->second);
+          if (!w.sizes().equals(d.shape))
+            throw sky::Error(ckpt->find(it->second)->file->path() + ": tensor '" + it->second + "' has shape " +
+                             shape_str(w.sizes()) + " but " + class_name() + " expects " + shape_str(d.shape));
+          w = w.to(opts.dtype(dtype_auto && w.is_floating_point() ? w.scalar_type() : dtype));
+        } else {
+          if (report) report->missing.push_back(d.full_name);
+          w = at::empty(d.shape, opts).normal_(0.0, config_.initializer_range);
+        }
+        if (d.kind == ModuleKind::Conv1D) w = w.t();
+        q = std::make_shared<Quant4Weight>(quant4_quantize(w.contiguous(), quant->quant_type, quant->double_quant));
+      }
+      quant_[module] = q;
+      tensors_[rel] = q->packed;
+      continue;
+    }
     if (it != ckpt_by_ours.end()) {
       auto found = ckpt->find(it->second);
       const TensorEntry& e = *found->entry;
@@ -355,8 +528,41 @@ static std::shared_ptr<Model> build(const ModelConfig& config, ModelHead head) {
   return m;
 }
 
+Quant4Options quant4_options_from_json(const std::string& json, const std::string& where) {
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  if (doc.HasParseError() || !doc.IsObject()) throw sky::Error(where + ": quantization_config is not a JSON object");
+  auto flag = [&](const char* k) { return doc.HasMember(k) && doc[k].IsBool() && doc[k].GetBool(); };
+  auto str = [&](const char* k, const char* dflt) {
+    return doc.HasMember(k) && doc[k].IsString() ? std::string(doc[k].GetString()) : std::string(dflt);
+  };
+  const std::string method = str("quant_method", "bitsandbytes");
+  if (method != "bitsandbytes") throw sky::Error(where + ": not supported yet: quant_method \"" + method + "\"");
+  if (flag("load_in_8bit") || flag("_load_in_8bit"))
+    throw sky::Error(where + ": not supported yet: 8-bit weights (load_in_8bit); 4-bit (load_in_4bit) works");
+  if (!flag("load_in_4bit") && !flag("_load_in_4bit")) throw sky::Error(where + ": quantization_config has neither load_in_4bit nor load_in_8bit");
+  Quant4Options q;
+  q.quant_type = str("bnb_4bit_quant_type", "fp4");
+  if (q.quant_type != "nf4" && q.quant_type != "fp4")
+    throw sky::Error(where + ": bnb_4bit_quant_type must be \"nf4\" or \"fp4\" (got \"" + q.quant_type + "\")");
+  q.double_quant = flag("bnb_4bit_use_double_quant");
+  const std::string compute = str("bnb_4bit_compute_dtype", "float32");
+  q.compute_dtype = dtype_from_string(compute);
+  const std::string storage = str("bnb_4bit_quant_storage", "uint8");
+  if (storage != "uint8") throw sky::Error(where + ": not supported yet: bnb_4bit_quant_storage \"" + storage + "\"");
+  if (doc.HasMember("llm_int8_skip_modules") && doc["llm_int8_skip_modules"].IsArray())
+    for (const auto& v : doc["llm_int8_skip_modules"].GetArray())
+      if (v.IsString()) q.skip_modules.push_back(v.GetString());
+  q.config_json = json;
+  return q;
+}
+
 std::shared_ptr<Model> model_from_pretrained(const std::string& folder, const LoadOptions& opts, LoadReport* report) {
   ModelConfig config = config_load(folder);
+  std::optional<Quant4Options> quant = opts.quant4;
+  if (!quant && !config.quantization_config.empty())  // saved in 4 bits
+    quant = quant4_options_from_json(config.quantization_config, folder + "/config.json");
+  if (quant) config.quantization_config = quant->config_json;
   if (opts.num_labels) {
     config.num_labels = *opts.num_labels;
     if (opts.id2label.empty() && static_cast<int64_t>(config.id2label.size()) != config.num_labels) {
@@ -389,7 +595,7 @@ std::shared_ptr<Model> model_from_pretrained(const std::string& folder, const Lo
   at::ScalarType dtype = dtype_auto ? at::kFloat : dtype_from_string(opts.dtype);
   std::shared_ptr<Model> m = build(config, opts.head);
   LoadReport local;
-  m->materialize(dtype, device, &ckpt, folder, report ? report : &local, dtype_auto);
+  m->materialize(dtype, device, &ckpt, folder, report ? report : &local, dtype_auto, quant ? &*quant : nullptr);
   if (!m->params_.empty() && m->config_.architectures.size() != 1) m->config_.architectures.clear();
   m->config_.architectures = {m->class_name()};
   m->config_.dtype = dtype_to_string(m->dtype());
@@ -397,9 +603,11 @@ std::shared_ptr<Model> model_from_pretrained(const std::string& folder, const Lo
 }
 
 std::shared_ptr<Model> model_from_config(const ModelConfig& config, ModelHead head, at::ScalarType dtype,
-                                         at::Device device) {
-  std::shared_ptr<Model> m = build(config, head);
-  m->materialize(dtype, device, nullptr, "", nullptr, false);
+                                         at::Device device, const Quant4Options* quant) {
+  ModelConfig c = config;
+  if (quant) c.quantization_config = quant->config_json;
+  std::shared_ptr<Model> m = build(c, head);
+  m->materialize(dtype, device, nullptr, "", nullptr, false, quant);
   m->config_.architectures = {m->class_name()};
   m->config_.dtype = dtype_to_string(dtype);
   return m;
@@ -410,10 +618,22 @@ std::shared_ptr<Model> model_from_config(const ModelConfig& config, ModelHead he
 void Model::save_pretrained(const std::string& dir, uint64_t max_shard_size) const {
   std::vector<at::Tensor> keep;  // contiguous CPU copies alive while writing
   std::vector<TensorToWrite> out;
-  for (const auto& [name, t] : params_) {
+  auto add = [&](const std::string& name, const at::Tensor& t) {
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     keep.push_back(c);
     out.push_back(TensorToWrite{name, st_dtype_of(c.scalar_type()), c.sizes().vec(), c.data_ptr()});
+  };
+  // the base model's own tensors (adapters are saved by PEFT's save_pretrained, not here); the
+  // modules_to_save originals while the adapter is enabled; 4-bit weights in bitsandbytes' layout
+  for (const auto& [rel, d] : decls_) {
+    if (!d.tied_to.empty()) continue;
+    auto q = quant_.find(rel.size() > 7 ? rel.substr(0, rel.size() - 7) : "");
+    if (q != quant_.end() && rel.compare(rel.size() - 7, 7, ".weight") == 0) {
+      for (const auto& [name, t] : quant4_saved_tensors(*q->second, d.full_name)) add(name, t);
+      continue;
+    }
+    auto orig = saved_originals_.find(rel);
+    add(d.full_name, orig != saved_originals_.end() && adapters_enabled_ ? orig->second : tensors_.at(rel));
   }
   std::filesystem::create_directories(dir);
   ModelConfig c = config_;
@@ -571,7 +791,8 @@ class FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCros
 }  // namespace
 
 void Model::causal_lm_head(const at::Tensor& h, const ForwardArgs& a, ForwardOutput& out) {
-  const bool fused = a.labels.defined() && !a.return_logits && !linear_hook_ && tensors_.count("lm_head.bias") == 0;
+  const bool adapted = (adapters_enabled_ && lora_.count("lm_head")) || quant_.count("lm_head");  // linear() does those
+  const bool fused = a.labels.defined() && !a.return_logits && !adapted && tensors_.count("lm_head.bias") == 0;
   if (!fused) {
     out.logits = linear("lm_head", h);  // [B, T, V]
     if (a.labels.defined()) out.loss = causal_lm_loss(out.logits, a.labels, a.num_items_in_batch);

@@ -14,11 +14,13 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <unordered_map>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "nn/config.hpp"
+#include "nn/safetensors.hpp"
 
 namespace sky::nn {
 
@@ -27,6 +29,47 @@ enum class ModelHead {
   Base,                    // GPT2Model, LlamaModel, BertModel, ...: output last_hidden_state
   CausalLM,                // *ForCausalLM / GPT2LMHeadModel: logits [B, T, V]
   SequenceClassification,  // *ForSequenceClassification: logits [B, num_labels]
+};
+
+// What HF module class a declared module is, as PEFT and bitsandbytes tell them apart.
+enum class ModuleKind {
+  Linear,     // nn.Linear: weight [out, in]
+  Conv1D,     // GPT-2's Conv1D: weight [in, out], y = x W + b
+  Embedding,  // nn.Embedding
+  Other,      // norms and the rest
+};
+
+// A leaf module (one that holds parameters), by HF name.
+struct ModuleInfo {
+  std::string name;  // "model.layers.0.self_attn.q_proj" (with the base prefix when there is a head)
+  ModuleKind kind = ModuleKind::Other;
+  int64_t in = 0, out = 0;   // Linear / Conv1D features
+  bool has_bias = false;
+  bool output_layer = false;  // lm_head, score, classifier: declared as head parameters
+};
+
+// One LoRA adapter as PEFT's LoraConfig resolves it (lua/peft does the module matching).
+struct LoraSpec {
+  std::string adapter = "default";
+  int64_t r = 8;
+  double lora_alpha = 8;
+  bool use_rslora = false;
+  double lora_dropout = 0;
+  std::string init = "true";             // init_lora_weights: "true" | "gaussian" | "false"
+  std::vector<std::string> targets;      // HF module names (Linear or Conv1D) that get A and B
+  std::string bias = "none";             // "none" | "all" | "lora_only": which base biases train
+  std::vector<std::string> modules_to_save;  // HF module names trained whole (a copy; the original is kept)
+  bool trainable = true;                 // false: inference mode, nothing requires grad
+};
+
+// 4-bit weights (bitsandbytes' layout): see nn/quant4.hpp.
+struct Quant4Weight;
+struct Quant4Options {
+  std::string quant_type = "nf4";        // "nf4" | "fp4"
+  bool double_quant = false;
+  at::ScalarType compute_dtype = at::kFloat;
+  std::vector<std::string> skip_modules;  // llm_int8_skip_modules: names (or name suffixes) kept as they are
+  std::string config_json;                // quantization_config as config.json holds it
 };
 
 struct LoadOptions {
@@ -39,6 +82,10 @@ struct LoadOptions {
   std::map<std::string, int64_t> label2id;
   std::string problem_type;
   std::string attn_implementation;  // "" | "eager" | "sdpa"
+  // BitsAndBytesConfig{load_in_4bit = true}: linears (not the head, embeddings, norms) stored in
+  // 4 bits. A checkpoint saved in 4 bits (config.json with quantization_config) loads that way
+  // without it.
+  std::optional<Quant4Options> quant4;
 };
 
 // What from_pretrained did with the checkpoint's tensors, named as HF names them.
@@ -101,10 +148,6 @@ struct GenerateOptions {
   at::Tensor attention_mask;           // [B, T0], for left-padded prompts
 };
 
-// A linear layer's output can be changed by an adapter (LoRA): called with the module name
-// ("model.layers.0.self_attn.q_proj"), its input and the base output; returns the new output.
-using LinearHook = std::function<at::Tensor(const std::string& module, const at::Tensor& x, const at::Tensor& y)>;
-
 class Model {
  public:
   virtual ~Model() = default;
@@ -138,7 +181,44 @@ class Model {
   // Causal LMs: [B, T0] → [B, T0 + new] (greedy or sampled, with a KV cache).
   at::Tensor generate(const at::Tensor& input_ids, const GenerateOptions& opts);
 
-  void set_linear_hook(LinearHook hook) { linear_hook_ = std::move(hook); }
+  // ---- modules ----
+  // Leaf modules with parameters, in declaration order (a tied lm_head is listed: HF has it).
+  std::vector<ModuleInfo> modules() const;
+
+  // ---- LoRA (nn/lora.cpp): adapters live in the model; forward adds them to their linears ----
+  // Adds an adapter: A [r, in] (kaiming-uniform as nn.Linear, or normal(0, 1/r) for "gaussian"),
+  // B [out, r] zeros, in float32 when the base is 16-bit (PEFT's autocast_adapter_dtype). Every
+  // other parameter is frozen (requires_grad = false) but the biases `bias` names and the
+  // modules_to_save copies. Throws naming the module when a target is no Linear/Conv1D.
+  void lora_add(const LoraSpec& spec);
+  bool has_lora() const { return !lora_.empty() || !saved_originals_.empty(); }
+  const LoraSpec* lora_spec() const { return lora_spec_ ? &*lora_spec_ : nullptr; }
+  // The adapter as PEFT saves it: "base_model.model.<module>.lora_A.weight", "...lora_B.weight",
+  // trainable biases ("<module>.base_layer.bias" for targeted modules), modules_to_save tensors
+  // ("base_model.model.<module>.weight"). Sorted by name.
+  std::vector<std::pair<std::string, at::Tensor>> lora_state_dict() const;
+  // Copies an adapter file's tensors in (PEFT's names, with or without the adapter name); throws
+  // naming the tensor and both shapes on a mismatch, and the tensors nothing here uses.
+  void lora_load_state_dict(const std::map<std::string, at::Tensor>& tensors, const std::string& source);
+  // Folds each adapter into its base weight (W += s B A, transposed for Conv1D; 4-bit weights are
+  // dequantized, merged and quantized again) and removes the adapters: merge_and_unload.
+  void lora_merge_and_unload();
+  void lora_unload();  // removes the adapters, base weights untouched; modules_to_save keep their copy
+  void set_adapters_enabled(bool on);  // disable_adapter(): the base model's output
+  bool adapters_enabled() const { return adapters_enabled_; }
+  // PEFT's get_nb_trainable_parameters: (trainable, all), 4-bit weights counted unpacked, the
+  // modules_to_save originals counted beside their copies.
+  std::pair<int64_t, int64_t> peft_parameter_counts() const;
+
+  // ---- 4-bit weights (nn/quant4.cpp) ----
+  bool is_loaded_in_4bit() const { return !quant_.empty(); }
+  const Quant4Options* quant4_options() const { return quant4_opts_ ? &*quant4_opts_ : nullptr; }
+
+  // ---- gradient checkpointing (nn/checkpoint.cpp) ----
+  // In training, each transformer block runs without keeping its activations and is run again
+  // in backward (RNG state replayed, autocast as in forward).
+  void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
+  bool gradient_checkpointing() const { return gradient_checkpointing_; }
 
  protected:
   Model(ModelConfig config, ModelHead head) : config_(std::move(config)), head_(head) {}
@@ -151,23 +231,30 @@ class Model {
   // The weight tied to `name` (lm_head.weight → the embedding), never listed or saved itself.
   void declare_tied(const std::string& name, const std::string& target, bool head_param = true);
   // "<module>.weight" [out, in] (normal) and "<module>.bias" [out] (zeros): an nn.Linear.
-  void declare_linear(const std::string& module, int64_t out, int64_t in, bool head_param = false);
+  void declare_linear(const std::string& module, int64_t out, int64_t in, bool head_param = false, bool bias = true);
+  // GPT-2's Conv1D: "<module>.weight" [in, out] (normal), "<module>.bias" [out] (zeros).
+  void declare_conv1d(const std::string& module, int64_t in, int64_t out);
+  void declare_embedding(const std::string& name, int64_t num, int64_t dim);  // "<name>" [num, dim] (normal)
   // "<module>.weight" (ones) and "<module>.bias" (zeros) of size n: an nn.LayerNorm.
   void declare_layer_norm(const std::string& module, int64_t n);
   // The decoder heads: lm_head (tied to `embedding` when the config says so) or score.
   void declare_decoder_head(const std::string& embedding, int64_t hidden, int64_t vocab);
   at::Tensor& P(const std::string& name);  // by declared (relative) name
-  // y = x W^T + b for the module "<name>" (weight "<name>.weight", bias if declared).
+  // y = x W^T + b for the nn.Linear "<name>" (bias if declared), or x W + b for a Conv1D; a 4-bit
+  // weight is dequantized on the fly; an active LoRA adapter adds s B(A(dropout(x))).
   at::Tensor linear(const std::string& name, const at::Tensor& x);
-  // Passes a projection's output through the linear hook, if one is set (GPT-2's Conv1D).
-  at::Tensor hooked(const std::string& name, const at::Tensor& x, at::Tensor y);
+  // Runs a transformer block: as it is, or under gradient checkpointing when that is on and the
+  // model trains. `block` maps the hidden state to the next one; `prefix` ("layers.3.") names the
+  // block's parameters (the trainable ones become the checkpoint's inputs).
+  at::Tensor run_block(const std::string& prefix, const at::Tensor& h,
+                       const std::function<at::Tensor(const at::Tensor&)>& block);
   at::Tensor dropout(const at::Tensor& x, double p) const;
   virtual std::string base_prefix() const = 0;  // "model", "transformer", "bert", "distilbert"
   virtual std::string hf_base_class() const = 0;  // "Llama", "GPT2", ...
   // Causal LM / classification losses as HF computes them.
   at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels, double num_items_in_batch) const;
   // The lm_head on the final hidden states h [B, T, C] and, with labels, the causal loss: through
-  // the fused chunked path when args.return_logits is false (no lm_head bias, no linear hook).
+  // the fused chunked path when args.return_logits is false (no lm_head bias, no adapter on it).
   void causal_lm_head(const at::Tensor& h, const ForwardArgs& args, ForwardOutput& out);
   at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& labels);
 
@@ -177,21 +264,42 @@ class Model {
 
  private:
   friend std::shared_ptr<Model> model_from_pretrained(const std::string&, const LoadOptions&, LoadReport*);
-  friend std::shared_ptr<Model> model_from_config(const ModelConfig&, ModelHead, at::ScalarType, at::Device);
+  friend std::shared_ptr<Model> model_from_config(const ModelConfig&, ModelHead, at::ScalarType, at::Device,
+                                                  const Quant4Options*);
   struct Decl {
     std::string full_name;  // with the base prefix when the model has a head
     std::vector<int64_t> shape;
     Init init;
     std::string tied_to;  // relative name of the tensor it aliases, or ""
+    ModuleKind kind = ModuleKind::Other;  // of the module this tensor belongs to
+    bool head_param = false;
+  };
+  // A LoRA adapter on one linear (relative module name → layer).
+  struct LoraLayer {
+    std::string module;    // HF name
+    double scaling = 1, dropout = 0;
+    at::Tensor A, B;       // [r, in], [out, r]
   };
   std::string full_name(const std::string& rel, bool head_param) const;
   void materialize(at::ScalarType dtype, at::Device device, const class SafetensorsCheckpoint* ckpt,
-                   const std::string& source, LoadReport* report, bool dtype_auto);
+                   const std::string& source, LoadReport* report, bool dtype_auto,
+                   const Quant4Options* quant = nullptr);
   void rebuild_param_list();
+  const Decl* find_decl(const std::string& rel) const;
+  std::string rel_module(const std::string& hf_module) const;  // HF module name → relative; "" if none
+  at::Tensor base_linear(const std::string& name, const Decl& w, const at::Tensor& x);
+  bool quantizable(const std::string& rel_module, const Quant4Options& q) const;
   std::vector<std::pair<std::string, Decl>> decls_;  // relative name → declaration, in order
+  mutable std::unordered_map<std::string, size_t> decl_index_;  // relative name → position in decls_
   std::map<std::string, at::Tensor> tensors_;        // relative name → tensor (tied ones alias)
   std::vector<std::pair<std::string, at::Tensor>> params_;
-  LinearHook linear_hook_;
+  std::map<std::string, LoraLayer> lora_;                 // relative module name → adapter
+  std::map<std::string, at::Tensor> saved_originals_;     // modules_to_save: relative param → original
+  std::optional<LoraSpec> lora_spec_;
+  bool adapters_enabled_ = true;
+  std::map<std::string, std::shared_ptr<Quant4Weight>> quant_;  // relative module name → 4-bit weight
+  std::optional<Quant4Options> quant4_opts_;
+  bool gradient_checkpointing_ = false;
 };
 
 // Loads `folder` (config.json + model.safetensors or a sharded index). The head is opts.head.
@@ -199,9 +307,15 @@ std::shared_ptr<Model> model_from_pretrained(const std::string& folder, const Lo
                                              LoadReport* report = nullptr);
 // A randomly initialised model (HF's _init_weights: normal(0, initializer_range), norms 1/0).
 std::shared_ptr<Model> model_from_config(const ModelConfig& config, ModelHead head, at::ScalarType dtype,
-                                         at::Device device);
+                                         at::Device device, const Quant4Options* quant = nullptr);
+// A quantization_config (BitsAndBytesConfig.to_dict() as JSON) → options; throws naming `where`
+// for what is not 4-bit bitsandbytes.
+Quant4Options quant4_options_from_json(const std::string& json, const std::string& where);
 
 at::ScalarType dtype_from_string(const std::string& s);  // "float32"/"bfloat16"/"float16"/"fp32"/...; throws
+// safetensors dtypes ↔ LibTorch's; the first throws naming the file and tensor (not supported yet: ...)
+at::ScalarType scalar_type_of(Dtype d, const std::string& file, const std::string& name);
+Dtype st_dtype_of(at::ScalarType t);
 std::string dtype_to_string(at::ScalarType t);          // "float32", "bfloat16", ...
 at::Device device_from_string(const std::string& s);    // "cpu", "cuda", "cuda:1"; throws when unavailable
 

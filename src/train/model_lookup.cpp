@@ -71,9 +71,23 @@ class NnModel : public TrainableModel {
 }  // namespace
 #endif
 
+#if SKY_TRAIN_HAVE_NN
+// The model behind idx: a "skyrun.Model", or a PEFT model (lua/peft's PeftModel table, whose
+// "_model" field holds the model with its adapters inside).
+static std::shared_ptr<nn::Model> nn_model_at(lua_State* L, int idx) {
+  if (auto m = nn::lua_test_model(L, idx)) return m;
+  if (!lua_istable(L, idx)) return nullptr;
+  lua_pushstring(L, "_model");          // [k]
+  lua_rawget(L, idx < 0 ? idx - 1 : idx);  // [m]
+  auto m = nn::lua_test_model(L, -1);
+  lua_pop(L, 1);                        // []
+  return m;
+}
+#endif
+
 std::shared_ptr<TrainableModel> model_lookup(lua_State* L, int idx) {
 #if SKY_TRAIN_HAVE_NN
-  if (auto m = nn::lua_test_model(L, idx)) return std::make_shared<NnModel>(m);
+  if (auto m = nn_model_at(L, idx)) return std::make_shared<NnModel>(m);
 #endif
   (void)L;
   (void)idx;
