@@ -96,13 +96,25 @@ function M.run(o)
   end
   local tok = transformers.AutoTokenizer.from_pretrained(base)
   tok.pad_token = tok.eos_token  -- as the playbook
-  local model = transformers.AutoModelForCausalLM.from_pretrained(base, { dtype = cuda and "bfloat16" or "float32",
-    attn_implementation = o.attn_implementation })
-  local peft_config
+  local peft
   if o.method ~= "full" then
-    local ok, peft = pcall(require, "peft")
-    if not ok or type(peft) ~= "table" or peft.LoraConfig == nil then
+    local ok, mod = pcall(require, "peft")
+    if not ok or type(mod) ~= "table" or mod.LoraConfig == nil then
       error("not supported yet: the " .. o.method .. " playbook script (the peft module is not in this build)", 0)
+    end
+    peft = mod
+  end
+  local load = { dtype = cuda and "bfloat16" or "float32", attn_implementation = o.attn_implementation }
+  if o.method == "qlora" and transformers.AutoConfig.from_pretrained(base).quantization_config == nil then
+    -- the playbook's QLoRA: NF4 weights with double quantization, computing in bf16
+    load.quantization_config = transformers.BitsAndBytesConfig { load_in_4bit = true, bnb_4bit_quant_type = "nf4",
+      bnb_4bit_use_double_quant = true, bnb_4bit_compute_dtype = cuda and "bfloat16" or "float32" }
+  end
+  local model = transformers.AutoModelForCausalLM.from_pretrained(base, load)
+  local peft_config
+  if peft then
+    if o.method == "qlora" then
+      model = peft.prepare_model_for_kbit_training(model, { use_gradient_checkpointing = o.gradient_checkpointing })
     end
     peft_config = peft.LoraConfig { r = o.lora_rank, lora_alpha = 16, lora_dropout = 0,
       target_modules = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" },
