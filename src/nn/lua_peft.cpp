@@ -153,7 +153,7 @@ std::map<std::string, at::Tensor> read_all(const std::string& path) {
   std::map<std::string, at::Tensor> out;
   for (const auto& e : f->header().tensors) {
     at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(scalar_type_of(e.dtype, path, e.name)));
-    if (e.end > e.begin) std::memcpy(t.data_ptr(), f->data(e), e.end - e.begin);
+    if (e.end > e.begin) f->read(e, t.data_ptr());
     out[e.name] = t;
   }
   return out;

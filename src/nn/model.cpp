@@ -379,7 +379,7 @@ static at::Tensor read_tensor(const SafetensorsCheckpoint& ckpt, const std::stri
   if (!f) return at::Tensor();
   const TensorEntry& e = *f->entry;
   at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(scalar_type_of(e.dtype, f->file->path(), e.name)));
-  if (e.end > e.begin) memcpy(t.data_ptr(), f->file->data(e), e.end - e.begin);
+  if (e.end > e.begin) f->file->read(e, t.data_ptr());  // our own copy, never the mapping
   return t;
 }
 
