@@ -91,6 +91,10 @@ end
 
 -- TrainingArguments.gradient_checkpointing: HF calls model.gradient_checkpointing_enable(kwargs).
 local function gradient_checkpointing_on(model, args)
+  local ok, enable = pcall(function() return model.gradient_checkpointing_enable end)
+  if not ok or enable == nil then
+    error("Trainer: gradient_checkpointing = true needs a model with gradient_checkpointing_enable (a transformers or peft model)", 4)
+  end
   model:gradient_checkpointing_enable({ gradient_checkpointing_kwargs = args.gradient_checkpointing_kwargs })
 end
 

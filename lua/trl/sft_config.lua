@@ -46,7 +46,6 @@ local function build(opts)
   if opts ~= nil and type(opts) ~= "table" then error("options to 'SFTConfig' must be a table (got " .. type(opts) .. ")", 3) end
   opts = opts or {}
   local sft, base = {}, {}
-  local user_set = {}
   for k, v in pairs(opts) do
     if SFT_FIELDS[k] then
       if not type_ok(SFT_FIELDS[k][1], v) then
@@ -56,23 +55,11 @@ local function build(opts)
       sft[k] = v
     else
       base[k] = v
-      user_set[k] = true
     end
   end
   for k, v in pairs(TRL_DEFAULTS) do if base[k] == nil then base[k] = v end end
   if base.bf16 == nil then base.bf16 = not base.fp16 end
-  -- Gradient checkpointing is TRL's default. Where the Trainer cannot do it yet, the default is
-  -- dropped with a notice; asking for it explicitly keeps TrainingArguments' error.
   local ok, args = pcall(training_args.TrainingArguments, base)
-  if not ok and base.gradient_checkpointing and not user_set.gradient_checkpointing
-      and tostring(args):find("gradient_checkpointing", 1, true) then
-    if not M._warned_checkpointing then
-      io.stderr:write("SFTConfig: gradient_checkpointing (TRL's default) is not supported yet by this Trainer: training without it\n")
-      M._warned_checkpointing = true
-    end
-    base.gradient_checkpointing = false
-    ok, args = pcall(training_args.TrainingArguments, base)
-  end
   if not ok then
     local msg = tostring(args):gsub("^[^\n]-%.lua:%d+: ", "")
     local unknown = msg:match("^unknown option '([^']+)' to 'TrainingArguments'")

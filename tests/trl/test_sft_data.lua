@@ -24,7 +24,7 @@ end
 -- The rows SFTTrainer would train on, without training (model = a stand-in that is never run).
 local function prepared(rows, config, extra)
   local tok = tokenizer()
-  local cfg = { output_dir = T.tmpdir(), report_to = "none", bf16 = false }
+  local cfg = { output_dir = T.tmpdir(), report_to = "none", bf16 = false, gradient_checkpointing = false }
   for k, v in pairs(config or {}) do cfg[k] = v end
   local opts = { model = {}, args = trl.SFTConfig(cfg), train_dataset = rows, processing_class = tok }
   for k, v in pairs(extra or {}) do opts[k] = v end
