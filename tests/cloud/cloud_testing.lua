@@ -152,6 +152,13 @@ function M.no_secrets_in_command_lines(a)
 end
 
 --- Fails when the stand-in has an instance that is not terminated (after waiting up to `seconds`).
+--- The ids of the instances a stand-in has launched so far, as a set.
+function M.instance_ids(standin)
+  local ids = {}
+  for _, i in ipairs(standin:instances()) do ids[i.id] = true end
+  return ids
+end
+
 function M.nothing_running(standin, seconds)
   local left = standin:wait_all_ended(seconds or 10)
   local ids = {}
