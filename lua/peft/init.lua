@@ -536,13 +536,7 @@ end
 
 -- ---- loading adapters --------------------------------------------------------------------------
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = require("sky.fs").read
 
 local function adapter_folder(id, opts)
   local f = io.open(id .. "/adapter_config.json", "rb")
@@ -585,8 +579,8 @@ function M.PeftModel.from_pretrained(model, id, opts)
   if opts.config ~= nil then cfg = make_lora_config(opts.config, "PeftModel.from_pretrained", 2, false) end
   cfg.inference_mode = not opts.is_trainable
   local weights = folder .. "/adapter_model.safetensors"
-  if not read_file(weights) then
-    if read_file(folder .. "/adapter_model.bin") then
+  if not require("sky.fs").stat(weights) then
+    if require("sky.fs").stat(folder .. "/adapter_model.bin") then
       error(folder .. ": not supported yet: adapter_model.bin (only safetensors)", 2)
     end
     error(folder .. ": no adapter_model.safetensors", 2)

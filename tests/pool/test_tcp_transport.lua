@@ -67,13 +67,17 @@ c.sendall(b"OK " + b"cd" * 32 + b"\n")
 c.sendall(b"anything")
 c.recv(1024)
 ]])
-  T.exec("cd " .. q(dir) .. " && (python3 fake.py > port & ) ")
+  -- bounded, and detached from the test's output (meson waits for every holder of its pipes)
+  T.exec("cd " .. q(dir) .. " && (timeout 60 python3 fake.py > port 2> fake.err < /dev/null & ) ")
   local port
-  for _ = 1, 100 do
-    port = T.read_file(dir .. "/port"):match("%d+")
+  for _ = 1, 200 do
+    local f = io.open(dir .. "/port")  -- appears when the background shell gets to it
+    port = f and f:read("*a"):match("^(%d+)\n")
+    if f then f:close() end
     if port then break end
     pcore.sleep(0.05)
   end
+  T.ok(port, "the fake driver printed its port")
   local out, err, code = T.sh("echo 00112233445566778899 | " .. q(bin) .. " worker --connect 127.0.0.1:" .. port .. " --id w1")
   T.eq(code, 3, out .. err)
   T.contains(err, "did not prove that it holds the pool's secret: not serving it")

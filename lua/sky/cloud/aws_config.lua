@@ -24,13 +24,7 @@ local function env(name)
   return v
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = require("sky.fs").read
 
 --- Parses an INI file as the AWS CLI writes them: { [section] = { key = value } }. Keys and
 --- section names are trimmed; "#" and ";" start comments; nested (indented) values are skipped.
