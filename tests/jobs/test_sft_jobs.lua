@@ -65,4 +65,50 @@ T.test("sft_full.lua offline with --packing: fewer, fuller rows; bad flags and d
   T.contains(se .. so, "is not in Alpaca format (instruction, input, output); its columns are: question, answer")
 end)
 
+-- The LoRA and QLoRA scripts save PEFT's adapter folder (no full model): it loads on the base the
+-- job made (quantized again for QLoRA) and runs.
+local function check_adapter(out, qlora)
+  local final = out .. "/final"
+  for _, f in ipairs { "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json" } do
+    T.ok(io.open(final .. "/" .. f), final .. "/" .. f)
+  end
+  T.ok(not io.open(final .. "/model.safetensors"), "no full model beside the adapter")
+  local cfg = tcore.json_decode(T.read_file(final .. "/adapter_config.json"))
+  T.eq(cfg.peft_type, "LORA")
+  T.eq(cfg.r, 4)
+  T.eq(cfg.lora_alpha, 16)
+  local targets = cfg.target_modules
+  table.sort(targets)
+  T.eq(targets, { "down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj" })
+  local script = string.format([[
+local transformers = require "transformers"
+local peft = require "peft"
+local base = transformers.AutoModelForCausalLM.from_pretrained(%q%s)
+local model = peft.PeftModel.from_pretrained(base, %q)
+local tok = transformers.AutoTokenizer.from_pretrained(%q)
+local ids = tok("### Instruction: give the opposite of the word." .. tok.eos_token).input_ids
+print("loss", model { input_ids = { ids }, labels = { ids } }.loss:item())]], out .. "/base",
+    qlora and ', { quantization_config = transformers.BitsAndBytesConfig { load_in_4bit = true, bnb_4bit_use_double_quant = true } }' or "",
+    final, final)
+  local stdout, stderr, code = T.skyrun({ "-e", script })
+  T.eq(code, 0, stderr)
+  T.ok(tonumber(stdout:match("loss\t([%d.]+)")), stdout)
+end
+
+for _, method in ipairs { "lora", "qlora" } do
+  T.test("sft_" .. method .. ".lua trains an adapter offline, logs to TensorBoard and saves PEFT's folder and the tokenizer", function()
+    local out = T.tmpdir()
+    local stdout, stderr, code = T.skyrun({ ROOT .. "/jobs/sft_" .. method .. ".lua", "--dataset-size", "48",
+      "--batch-size", "8", "--seq-length", "96", "--num-epochs", "2", "--learning-rate", "2e-2", "--lora-rank", "4",
+      "--logging-steps", "1", "--gradient-checkpointing", "--output-dir", out, "--log-dir", out .. "/tb" })
+    T.eq(code, 0, stderr .. stdout)
+    T.contains(stdout, "TRAINING COMPLETED")
+    local l = losses(stdout)
+    T.eq(#l, 12)
+    T.ok(l[#l] < l[1], string.format("loss %.3f -> %.3f", l[1], l[#l]))
+    T.contains(T.sh("ls " .. T.shell_quote(out .. "/tb")), "events.out.tfevents.")
+    check_adapter(out, method == "qlora")
+  end)
+end
+
 T.run()
