@@ -74,7 +74,8 @@ local function accelerator_seen()
 end
 
 --- Inside a task: {node, nodes, slot, rank, world_size, local_rank, is_head, concurrency, job_id,
---- peers = {{node, address}, ...}, head_address, address, accelerator, pool, pid}.
+--- peers = {{node, address}, ...}, head_address, address, accelerator, pool, pid, restarts (the
+--- gang restarts of the pool so far: 0 in the first gang)}.
 --- node and slot count from 1 as Lua does (Skyward's node and worker count from 0); rank and
 --- local_rank count from 0 as torch's. On the driver: node 0 and role "driver".
 function M.info()
@@ -87,7 +88,7 @@ function M.info()
     return t
   end
   return { node = 0, nodes = 0, rank = 0, world_size = 1, local_rank = 0, slot = 0, head_address = "127.0.0.1",
-           is_head = false, peers = {},
+           is_head = false, peers = {}, restarts = 0,
            accelerator = accelerator_seen(), role = "driver", pid = require("sky.pool.core").getpid() }
 end
 

@@ -56,6 +56,13 @@ M.MAX_WORKERS = 4096
 ---   retry_on_interruption  how many times a task, or a map batch, whose worker died is run again
 ---                on the replacement or another worker (default 3, as Skyward's; 0: never). Errors
 ---                raised by the task and timeouts are not interruptions: they fail at once.
+---   max_restarts  gang restarts of a broadcast (default 0, as torchrun's --max-restarts): in a
+---                pool whose ranks form a group (the torch plugin) or with max_restarts > 0, the
+---                ranks are a gang. When a rank's worker dies, the pool ends the other ranks and
+---                starts them all again (a new group; a lost node replaced where the provider
+---                can); a broadcast that was running then runs again on the new gang, up to
+---                max_restarts times (sky.info().restarts counts the gangs so far; the task
+---                resumes from its last checkpoint), else it fails naming the rank that died.
 ---   results_may_carry_code  false (default): what workers send is decoded as data only (no
 ---                functions, modules or userdata; nothing runs while decoding), so a compromised
 ---                host cannot run code in the driver; true: results may carry functions
@@ -63,7 +70,7 @@ function M.ComputePool(opts)
   opts = core.check_options(opts, {
     provider = "table", nodes = "any", concurrency = "integer", accelerator = "any", image = "table",
     plugins = "table", env = "table", name = "string", output = "any", startup_timeout = "seconds",
-    retry_on_interruption = "integer", results_may_carry_code = "boolean",
+    retry_on_interruption = "integer", results_may_carry_code = "boolean", max_restarts = "integer",
     vcpus = "any", memory_gb = "any", disk_gb = "any", region = "any", allocation = "any", ttl = "any",
     max_hourly_cost = "any",
   }, "ComputePool", 3)
@@ -72,6 +79,8 @@ function M.ComputePool(opts)
   if conc < 1 then error("ComputePool: concurrency must be at least 1 (got " .. conc .. ")", 2) end
   local retries = opts.retry_on_interruption or 3
   if retries < 0 then error("ComputePool: retry_on_interruption must be 0 or more (got " .. retries .. ")", 2) end
+  local max_restarts = opts.max_restarts or 0
+  if max_restarts < 0 then error("ComputePool: max_restarts must be 0 or more (got " .. max_restarts .. ")", 2) end
   local provider = opts.provider or require("sky.providers")["local"]()
   local ranks = provider.ranks_per_node and provider:ranks_per_node(spec) or 1
   if ranks > 1 then
@@ -110,6 +119,7 @@ function M.ComputePool(opts)
     output_only = only,
     startup_timeout = opts.startup_timeout or 60,
     retry_on_interruption = retries,
+    max_restarts = max_restarts, restarts = 0,
     results_may_carry_code = opts.results_may_carry_code == true,
     state = "new",
     workers = {}, queue = {}, maps = {},
@@ -233,7 +243,7 @@ function Pool:_info(w)
     node = w.node, nodes = self.nodes, slot = w.slot, rank = w.rank, world_size = self.nodes * self.concurrency,
     local_rank = w.slot - 1, ranks_per_node = self.ranks_per_node, head_address = self:head_address(), pool = self.name,
     address = self:node_address(w.node), is_head = w.node == 1 and w.slot == 1,
-    concurrency = self.concurrency, job_id = self.job_id, peers = peers,
+    concurrency = self.concurrency, job_id = self.job_id, peers = peers, restarts = self.restarts,
     accelerator = self.accelerator,  -- "auto": the worker says what it sees
   }
 end
@@ -356,6 +366,7 @@ function Pool:_worker_lost(w, why, kind)
   if not reason and w.conn then reason = w.conn:exit_reason(1000) end
   self:_flush_output(w)
   local was_starting = w.state == "starting" or w.state == "setup"
+  local was_rank = w.state == "ready" and self:_is_gang_rank(w)
   w.state = "dead"
   if w.conn then
     pcall(w.conn.release, w.conn)
@@ -372,6 +383,7 @@ function Pool:_worker_lost(w, why, kind)
   else
     self:_requeue_inflight(w, kind or "died", "worker died (" .. tostring(reason) .. ")")
   end
+  if was_rank and self.state == "open" and not self.ending_gang then self:_end_gang(w, reason) end
   if was_starting then
     w.failures = w.failures + 1
     self.startup_error = self.startup_error or (kind == "misbehaving" and reason or
@@ -389,6 +401,43 @@ function Pool:_worker_lost(w, why, kind)
   end
 end
 
+-- ---- gangs -------------------------------------------------------------------------------------
+
+-- Whether the pool's ranks are a gang: a plugin makes them a group (gang = true), or restarts
+-- were asked for.
+function Pool:_gang_mode()
+  if self.max_restarts > 0 then return true end
+  for _, p in ipairs(self.plugins) do if p.gang then return true end end
+  return false
+end
+
+function Pool:_is_gang_rank(w)
+  if not self:_gang_mode() then return false end
+  for _, k in ipairs(self:_rank_slots()) do if k == w.index then return true end end
+  return false
+end
+
+-- A rank died: the others are ended too (they cannot go on in a group with a member gone), the
+-- plugins start a new group for the workers that replace them, and a broadcast that was running
+-- fails as a whole (Pool:broadcast runs it again while restarts last).
+function Pool:_end_gang(dead, reason)
+  self.ending_gang = true
+  self.restarts = self.restarts + 1
+  for _, p in ipairs(self.plugins) do
+    if p.restart then p.restart(self) end
+  end
+  io.stderr:write(secret.mask(string.format("[pool] %s: rank %d on %s died (%s); ending the other ranks and starting " ..
+    "gang %d\n", self.name, dead.index - 1, worker_where(dead), tostring(reason), self.restarts + 1)))
+  for _, k in ipairs(self:_rank_slots()) do
+    local w = self.workers[k]
+    if w and w ~= dead and w.conn and w.state ~= "dead" and w.state ~= "failed" then
+      w.conn:kill()
+      self:_worker_lost(w, "ended with its gang (rank " .. (dead.index - 1) .. " died)")
+    end
+  end
+  self.ending_gang = false
+end
+
 -- The work of a worker that died goes back to the queue (tasks first in line, map batches before
 -- the map's next items) while its retries last; past them it fails with `message`.
 function Pool:_requeue_inflight(w, kind, message)
@@ -404,7 +453,19 @@ function Pool:_requeue_inflight(w, kind, message)
       self.name, name, where, message, attempt, limit)))
   end
   for _, u in ipairs(w.inflight) do
-    if u.rec then
+    if u.rec and u.rec.gang then
+      -- a rank of a broadcast: the gang restarts as a whole (Pool:broadcast), not this task alone
+      local gang = u.rec.gang
+      gang.failed = gang.failed or string.format("rank %d on %s: %s", u.rec.pin - 1, where, message)
+      self:_finish(u.rec, nil, compute.remote_error({ kind = kind, task = u.rec.name, node = w.node, where = where,
+        message = message, traceback = "" }))
+      for _, rec in ipairs(gang.recs) do  -- ranks not started yet must not start in the next gang
+        if rec.state == "queued" then
+          self:_finish(rec, nil, compute.remote_error({ kind = kind, task = rec.name, node = 0, where = "the pool",
+            message = "its gang ended: " .. gang.failed, traceback = "" }))
+        end
+      end
+    elseif u.rec then
       local rec = u.rec
       local limit = rec.retries or self.retry_on_interruption
       rec.interrupted = (rec.interrupted or 0) + 1
@@ -918,23 +979,45 @@ function Pool:_rank_slots()
 end
 
 --- pool:broadcast(task) -> {result of node 1, result of node 2, ...} (Python's `task @ pool`); with
---- several ranks per node, {result of rank 0, rank 1, ...}
+--- several ranks per node, {result of rank 0, rank 1, ...}. In a gang (see max_restarts), a rank
+--- that dies makes the whole broadcast run again on a new gang while restarts last.
 function Pool:broadcast(task)
   self:_check_open("cannot broadcast", 2)
-  local recs = {}
-  for _, k in ipairs(self:_rank_slots()) do
-    local rec = self:_make_rec(task, 2)
-    rec.pin = k
-    self.queue[#self.queue + 1] = rec
-    recs[#recs + 1] = rec
+  local gang_mode, runs = self:_gang_mode(), 0
+  while true do
+    local recs = {}
+    local gang = gang_mode and { recs = recs } or nil
+    for _, k in ipairs(self:_rank_slots()) do
+      local rec = self:_make_rec(task, 2)
+      rec.pin, rec.gang = k, gang
+      self.queue[#self.queue + 1] = rec
+      recs[#recs + 1] = rec
+    end
+    self:_wait(recs)
+    if gang and gang.failed and self.state == "open" then
+      -- every rank's task of this gang ends (the survivors' workers were ended with it)
+      for _, rec in ipairs(recs) do
+        self:_finish(rec, nil, compute.remote_error({ kind = "died", task = rec.name, node = 0, where = "the pool",
+          message = "its gang ended: " .. gang.failed, traceback = "" }))
+      end
+      runs = runs + 1
+      if runs > self.max_restarts then
+        error(compute.remote_error({ kind = "died", task = recs[1].name, node = 0, where = "the pool",
+          message = string.format("a rank died: %s; %s", gang.failed, self.max_restarts == 0 and
+            "no gang restarts (max_restarts = 0)" or string.format("it ran %d times (max_restarts = %d)", runs, self.max_restarts)),
+          traceback = "" }), 0)
+      end
+      io.stderr:write(secret.mask(string.format("[pool] %s: broadcast '%s' runs again on the new gang (restart %d of %d)\n",
+        self.name, recs[1].name, runs, self.max_restarts)))
+    else
+      local out = {}
+      for i, rec in ipairs(recs) do
+        if rec.err then error(rec.err, 0) end
+        out[i] = rec.values[1]
+      end
+      return out
+    end
   end
-  self:_wait(recs)
-  local out = {}
-  for i, rec in ipairs(recs) do
-    if rec.err then error(rec.err, 0) end
-    out[i] = rec.values[1]
-  end
-  return out
 end
 
 --- pool:gather(t1, t2, ... [, {stream = true, ordered = false}]) -> r1, r2, ... run in parallel

@@ -3,7 +3,7 @@
 -- lua/sky/plugins/<name>.lua, which returns a factory: sky.plugins.huggingface{token = ...}.
 --
 -- THE HOOK API (every field optional; `info` is what sky.info() shows on that worker:
--- node, nodes, slot, rank, world_size, local_rank, head_address, accelerator, pool):
+-- node, nodes, slot, rank, world_size, local_rank, head_address, accelerator, pool, restarts):
 --
 --   name      = "huggingface"                   shown in messages ("plugin 'x' setup failed: ...")
 --   secrets   = { "hf_..." }                      strings masked in every log, error and tostring
@@ -17,7 +17,10 @@
 --   env       = function(info, pool) -> { VAR = "value" }   per worker; sent over the protocol after
 --                                                 the handshake (never on a command line), set
 --                                                 before setup and before any task
+--   restart   = function(pool)                    a rank died and its gang ends: prepare what the
+--                                                 next gang's workers get from env (a new group)
 --   close     = function(pool)                    after every worker stopped
+--   gang      = true                              the ranks are a gang (ComputePool's max_restarts)
 --
 --   Worker side (these functions are SENT to each worker like a task function: their upvalues
 --   travel by value, modules by name):
@@ -34,6 +37,7 @@ local M = {}
 local hooks = {
   name = "string", secrets = "table", open = "function", image = "function", bootstrap = "function",
   env = "function", close = "function", setup = "function", wrap = "function", teardown = "function",
+  restart = "function", gang = "boolean",
 }
 M.hooks = hooks
 

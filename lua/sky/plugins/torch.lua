@@ -49,7 +49,9 @@ local function new(opts)
   local secrets = setmetatable({}, { __mode = "k" }) -- pool -> the secret its ranks prove to the store
   local joined = setmetatable({}, { __mode = "k" }) -- pool -> { [rank] = true } once a worker was set up
 
-  local plugin = { name = "torch", backend = backend }
+  -- The ranks are a gang: when one dies the pool ends the others and starts them all again
+  -- (ComputePool's max_restarts), after restart below gave the new gang a group of its own.
+  local plugin = { name = "torch", backend = backend, gang = true }
 
   -- One MASTER_PORT and one secret per pool, picked before any worker starts. The secret travels
   -- to the ranks inside the protocol (never on a command line) and is masked in all output.
@@ -59,6 +61,12 @@ local function new(opts)
     secrets[pool] = secrets[pool] or require("sky.secret").add(dist.new_secret())
   end
   plugin.open = prepare
+
+  -- Driver side, when a gang ended: the next gang meets on a fresh store, every rank new to it.
+  function plugin.restart(pool)
+    ports[pool] = port or require("sky.dist").free_port()
+    joined[pool] = {}
+  end
 
   function plugin.env(info, pool)
     if not ports[pool] then prepare(pool) end  -- a pool that did not call open (older hook order)
@@ -77,6 +85,7 @@ local function new(opts)
     return {
       RANK = rank, WORLD_SIZE = info.nodes * per_node, LOCAL_RANK = local_rank, LOCAL_WORLD_SIZE = per_node,
       NODE_RANK = info.node - 1, MASTER_ADDR = info.head_address, MASTER_PORT = p, SKYRUN_DIST_SECRET = secrets[pool],
+      TORCHELASTIC_RESTART_COUNT = info.restarts or 0,  -- torchrun's name for the gang's number
       -- a worker started again for a rank that died cannot rejoin the running group
       SKYRUN_DIST_REPLACED = replaced and "1" or "", SKYRUN_DIST_OUTSIDE = "",
     }
