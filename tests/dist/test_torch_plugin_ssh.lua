@@ -59,4 +59,24 @@ T.test("torch{backend='gloo'} on three ssh hosts in three namespaces: all_reduce
   end
 end)
 
+T.test("gpus_per_node = 2 on two ssh hosts: a rank per GPU, numbered as torchrun, in one group across the hosts", function()
+  local pool = sky.ComputePool {
+    provider = sky.providers.ssh { hosts = { specs[1], specs[2] }, key = key.private, known_hosts = kh, quiet = true,
+      gpus_per_node = 2 },
+    nodes = 2, plugins = { sky.plugins.torch { backend = "gloo", timeout = 60 } },
+  }
+  local per_rank = pool:with(function()
+    return pool:broadcast(sky.compute(function()
+      return { sky.dist.rank(), tonumber(os.getenv("LOCAL_RANK")), sky.info().node, sky.dist.all_reduce(1),
+        sky.dist.local_address_towards(os.getenv("MASTER_ADDR")) }
+    end)())
+  end)
+  T.eq(#per_rank, 4)
+  for i, r in ipairs(per_rank) do
+    local node = math.floor((i - 1) / 2) + 1
+    T.eq({ r[1], r[2], r[3], r[4] }, { i - 1, (i - 1) % 2, node, 4 }, "rank " .. (i - 1))
+    T.eq(r[5], net.hosts[node].addr, "rank " .. (i - 1) .. " on its node's host")
+  end
+end)
+
 T.run()

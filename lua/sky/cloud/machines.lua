@@ -338,6 +338,9 @@ end
 
 function Machines:head_address() return self:node_address(1) end
 
+-- A machine has the GPUs the pool asked for ("H100:8"): a rank on each.
+function Machines:ranks_per_node(spec) return require("sky.providers").gpus_per_node(nil, spec) end
+
 function Machines:node_address(i)
   local m = self.nodes[i]
   return m and (m.private_address or m.address) or nil

@@ -39,6 +39,24 @@ local M = {}
 
 local aliases = { local_ = "local", Local = "local" }
 
+--- Workers per node when each is a rank, one per GPU (ranks_per_node): the provider's
+--- gpus_per_node option, else the accelerator count the pool asks for ("H100:8"), else what
+--- detect() finds on the node (nil or 0: one worker per node, as Skyward).
+function M.gpus_per_node(option, spec, detect)
+  if option then return option end
+  if spec and spec.accelerator and (spec.accelerator.count or 1) > 1 then return spec.accelerator.count end
+  local n = detect and detect() or nil
+  return (n and n > 1) and n or 1
+end
+
+--- Checks a provider's gpus_per_node option: nil or an integer of at least 1.
+function M.check_gpus_per_node(v, where)
+  if v ~= nil and (type(v) ~= "number" or v ~= math.floor(v) or v < 1) then
+    error(where .. ": option 'gpus_per_node' must be an integer of at least 1 (got " .. tostring(v) .. ")", 3)
+  end
+  return v
+end
+
 return setmetatable(M, {
   __index = function(t, k)
     local name = aliases[k] or k

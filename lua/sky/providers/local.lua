@@ -5,6 +5,8 @@
 --   modify_host  boolean: run the image's apt installs and setup lines here (default false)
 --   cwd          the workers' working folder (default: the driver's)
 --   command      argv of the worker process (default: this skyrun binary's `skyrun worker`)
+--   gpus_per_node  workers per node, each a rank bound to its GPU (default: the pool's accelerator
+--                count, else the GPUs this machine has, /dev/nvidia0..N; one worker without GPUs)
 local core = require "sky.core"
 local pcore = require "sky.pool.core"
 
@@ -16,6 +18,18 @@ function Local:spawn(node, slot, ctx)
 end
 
 function Local:head_address() return "127.0.0.1" end
+
+-- This machine's NVIDIA GPUs: their device files (/dev/nvidia0, /dev/nvidia1, ...).
+local function gpus_here()
+  local names = require("sky.fs").listdir("/dev") or {}
+  local n = 0
+  for _, name in ipairs(names) do if name:match("^nvidia%d+$") then n = n + 1 end end
+  return n
+end
+
+function Local:ranks_per_node(spec)
+  return require("sky.providers").gpus_per_node(self.gpus_per_node, spec, gpus_here)
+end
 
 -- Workers this machine can start now for this user: about two tasks each (the worker and its
 -- output thread) under the process limit, two descriptors each in the driver under its limit.
@@ -46,8 +60,10 @@ function Local:__tostring()
 end
 
 return function(opts)
-  opts = core.check_options(opts, { modify_host = "boolean", cwd = "string", command = "table" },
+  opts = core.check_options(opts, { modify_host = "boolean", cwd = "string", command = "table", gpus_per_node = "integer" },
     "sky.providers.local_", 3)
   return setmetatable({ name = "local", spec_fields = { "nodes" }, modify_host = opts.modify_host == true, cwd = opts.cwd,
-                        command = opts.command }, Local)
+                        command = opts.command,
+                        gpus_per_node = require("sky.providers").check_gpus_per_node(opts.gpus_per_node, "sky.providers.local_") },
+                      Local)
 end

@@ -18,6 +18,8 @@
 --   install_libraries  apt-get install the packages of missing shared libraries (needs root or sudo)
 --   workdir          the workers' working folder on each host (default: the remote home)
 --   quiet            do not stream bootstrap output
+--   gpus_per_node    workers per host, each a rank bound to its GPU (default: the pool's accelerator
+--                    count, e.g. "H100:8"; the hosts' GPUs are not detected: one worker otherwise)
 local core = require "sky.core"
 local ssh = require "sky.ssh.core"
 local boot = require "sky.ssh_bootstrap"
@@ -74,6 +76,8 @@ end
 --- The address other nodes reach node 1 at: its host as this driver reached it.
 function Ssh:head_address() return self:node_address(1) end
 
+function Ssh:ranks_per_node(spec) return require("sky.providers").gpus_per_node(self.gpus_per_node, spec) end
+
 --- The address node i's host was reached at (after ssh_config resolution).
 function Ssh:node_address(i)
   local s = self.sessions and self.sessions[i]
@@ -103,6 +107,7 @@ return function(opts)
   opts = core.check_options(opts, {
     hosts = "table", key = "string", known_hosts = "string", host_key_policy = "string", connect_timeout = "seconds",
     ssh_config = "string", sudo = "boolean", dead_after = "seconds", install_libraries = "boolean", workdir = "string", quiet = "boolean",
+    gpus_per_node = "integer",
   }, "sky.providers.ssh", 3)
   if type(opts.hosts) ~= "table" or #opts.hosts == 0 then
     error("sky.providers.ssh: option 'hosts' must list at least one host (\"user@host:port\" or an ssh_config alias)", 2)
@@ -122,5 +127,6 @@ return function(opts)
     name = "ssh", spec_fields = { "nodes" }, hosts = hosts, key = opts.key, known_hosts = opts.known_hosts, host_key_policy = policy,
     connect_timeout = opts.connect_timeout or 10, dead_after = opts.dead_after or 30, ssh_config = opts.ssh_config, sudo = opts.sudo == true,
     install_libraries = opts.install_libraries == true, workdir = opts.workdir, quiet = opts.quiet == true,
+    gpus_per_node = require("sky.providers").check_gpus_per_node(opts.gpus_per_node, "sky.providers.ssh"),
   }, Ssh)
 end
