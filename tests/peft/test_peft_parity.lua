@@ -25,13 +25,17 @@ end
 
 local function cases()
   local out = {}
-  local p = io.popen("ls -1 '" .. FIX .. "' 2>/dev/null")
-  for name in p:lines() do
+  for _, name in ipairs(require("sky.fs").listdir(FIX) or {}) do  -- sorted
     if io.open(FIX .. name .. "/reference.json") then out[#out + 1] = name end
   end
-  p:close()
-  table.sort(out)
   return out
+end
+
+if #cases() == 0 then
+  -- meson counts exit 77 as skipped: PEFT itself runs only on the GPU machine, which makes these
+  print("SKIP: no PEFT fixtures under " .. FIX .. " yet (tools/device/peft-fixtures.sh makes them on the GPU machine)")
+  io.stdout:flush()
+  os.exit(77)
 end
 
 local function thousands(n) return (string.format("%d", n):reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")) end
