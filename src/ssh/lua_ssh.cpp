@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "host/bind.hpp"
+#include "host/digest.hpp"
 #include "host/modules.hpp"
 #include "pool/transport.hpp"
 #include "ssh/session.hpp"
@@ -292,11 +293,11 @@ int ssh_sha256_file(lua_State* L) {
   std::string path(check_string_view(L, 1));
   static std::string self_digest;
   if (path == "/proc/self/exe") {
-    if (self_digest.empty()) self_digest = ssh::sha256_hex(read_whole_file(path));
+    if (self_digest.empty()) self_digest = digest::sha256_file(path);
     lua_pushlstring(L, self_digest.data(), self_digest.size());
     return 1;
   }
-  std::string d = ssh::sha256_hex(read_whole_file(path));
+  std::string d = digest::sha256_file(path);
   lua_pushlstring(L, d.data(), d.size());
   return 1;
 }

@@ -5,7 +5,6 @@
 #include "pool/net.hpp"
 
 #include <libssh/libssh.h>
-#include <openssl/evp.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -94,19 +93,6 @@ std::string shell_quote(std::string_view s) {
     else out += c;
   }
   out += "'";
-  return out;
-}
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) throw Error("sha256 failed");
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; i++) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
   return out;
 }
 

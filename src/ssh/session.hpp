@@ -103,9 +103,6 @@ class Session {
   bool host_key_added_ = false;
 };
 
-// "SHA256:<base64>" of a file's contents, hex sha256 of a buffer.
-std::string sha256_hex(std::string_view data);
-
 // Single-quotes s for a POSIX shell.
 std::string shell_quote(std::string_view s);
 
