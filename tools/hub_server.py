@@ -21,6 +21,21 @@ It answers as huggingface.co does (as huggingface_hub's file_download.py expects
   Errors carry X-Error-Code: RepoNotFound (401 without a token, 404 with one), RevisionNotFound,
   EntryNotFound (404, with X-Repo-Commit), GatedRepo (401 without a token, 403 with a wrong one).
 
+Writes, as the Hub takes them (huggingface_hub's hf_api.py, _commit_api.py and lfs.py), all needing
+"Authorization: Bearer <--token>":
+  GET /api/whoami-v2: the account ("loopback-user").
+  POST /api/repos/create {name, organization, private, type}: a repo whose first commit holds
+    .gitattributes; 409 when it exists.
+  POST /api/{models,datasets}/<repo>/preupload/<rev> {files: [{path, sample, size, sha}]}: uploadMode
+    "lfs" for LFS files (by extension or size, as downloads decide), else "regular".
+  POST /[datasets/]<repo>.git/info/lfs/objects/batch: no actions for a blob already held; else a
+    basic upload URL on the other host name, or, above --lfs-chunk-size, a multipart upload (header
+    chunk_size and one URL per part, then a completion POST); a verify action. The storage URLs
+    refuse requests that carry an Authorization header (pre-signed URLs get no token).
+  POST /api/{models,datasets}/<repo>/commit/<rev> (NDJSON: header, file (base64), lfsFile,
+    deletedFile, deletedFolder): a new commit on the branch, the parent's files with the operations
+    applied; 412 when parentCommit is not the head; 422 for an lfsFile whose blob was not uploaded.
+
 Every request is appended to --log, before it is answered, as one tab-separated line: method, path,
 query, Range header, "auth" when an Authorization header came (never its value); "-" for none.
 
@@ -32,13 +47,16 @@ connection open), answers `status`, answers a Range request with the whole file 
 do, or answers 200 with body_repeat's first character N times then its second N times (a hostile
 JSON reply such as "[[[...]]]").
 
-    tools/hub_server.py --root DIR --port-file F --log F [--token T] [--page-size N] [--watch-pid PID]
+    tools/hub_server.py --root DIR --port-file F --log F [--token T] [--page-size N] [--lfs-chunk-size N]
+                        [--watch-pid PID]
 """
 
 import argparse
+import base64
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -56,6 +74,8 @@ class Hub:
         self.page_size = args.page_size
         self.page_link_host = args.page_link_host
         self.lfs_threshold = args.lfs_threshold
+        self.lfs_chunk_size = args.lfs_chunk_size
+        self.commit_lock = threading.Lock()
         self.log_path = args.log
         self.log_lock = threading.Lock()
         self.fault_lock = threading.Lock()
@@ -336,6 +356,13 @@ class Handler(BaseHTTPRequestHandler):
         self.serve_bytes(data, {"ETag": '"%s"' % sha, "Content-Type": "application/octet-stream"}, head, fault)
 
     def route_api(self, segs, query, head):
+        if segs == ["whoami-v2"]:
+            if self.auth_state() != "ok":
+                self.error(401, "Unauthorized", "Invalid credentials in Authorization header", head=head)
+                return
+            self.send_json(200, {"type": "user", "name": "loopback-user", "fullname": "Loopback User", "orgs": [],
+                                 "auth": {"type": "access_token", "accessToken": {"role": "write"}}}, head=head)
+            return
         if not segs or segs[0] not in ("models", "datasets"):
             self.send_json(404, {"error": "no such route"}, head=head)
             return
@@ -375,6 +402,250 @@ class Handler(BaseHTTPRequestHandler):
             base = self.cdn_base() if self.hub.page_link_host == "other" else self.base()
             extra["Link"] = '<%s%s?%s>; rel="next"' % (base, quote(urlsplit(self.path).path, safe="/%"), q)
         self.send_json(200, page, extra, head=head)
+
+    # ---- writes --------------------------------------------------------------------------------------
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def do_POST(self):
+        self.write_route("POST")
+
+    def do_PUT(self):
+        self.write_route("PUT")
+
+    def write_route(self, method):
+        url = urlsplit(self.path)
+        raw = url.path
+        segs = [unquote(s) for s in raw.split("/")[1:]]
+        self.hub.log([method, raw, url.query or "-", "-",
+                      "auth" if self.headers.get("Authorization") is not None else "-"])
+        body = self.read_body()
+        fault = self.hub.take_fault(method, raw)
+        if fault and "status" in fault:
+            self.error(int(fault["status"]), "Injected", "injected failure")
+            return
+        if segs and segs[0] == "lfs-storage":
+            self.route_storage(method, segs[1:], body)
+            return
+        if self.auth_state() != "ok":
+            self.error(401, "Unauthorized", "Invalid credentials in Authorization header")
+            return
+        if method == "POST" and segs[:3] == ["api", "repos", "create"]:
+            self.create_repo(body)
+        elif method == "POST" and len(segs) >= 3 and segs[0] == "api" and segs[1] in ("models", "datasets") and \
+                ("preupload" in segs or "commit" in segs):
+            op = "preupload" if "preupload" in segs else "commit"
+            j = segs.index(op)
+            repo_id, rev = "/".join(segs[2:j]), "/".join(segs[j + 1:]) or "main"
+            d = self.hub.repo_dir(segs[1], repo_id)
+            if d is None:
+                self.error(404, "RepoNotFound", "Repository not found")
+            elif op == "preupload":
+                self.preupload(d, rev, body)
+            else:
+                self.commit(segs[1], repo_id, d, rev, body)
+        elif method == "POST" and raw.endswith(".git/info/lfs/objects/batch"):
+            rsegs = segs[:-4]
+            kind = "models"
+            if rsegs and rsegs[0] == "datasets":
+                kind, rsegs = "datasets", rsegs[1:]
+            repo_id = "/".join(rsegs)[:-len(".git")]
+            if self.hub.repo_dir(kind, repo_id) is None:
+                self.error(404, "RepoNotFound", "Repository not found")
+            else:
+                self.lfs_batch(body)
+        elif method == "POST" and segs and segs[0] == "lfs-verify":
+            req = json.loads(body)
+            path = self.lfs_path(segs[1] if len(segs) > 1 else "")
+            if path and os.path.isfile(path) and os.path.getsize(path) == req.get("size") and req.get("oid") == segs[1]:
+                self.send_json(200, {"success": True})
+            else:
+                self.error(404, "LfsNotFound", "object not uploaded")
+        else:
+            self.send_json(404, {"error": "no such route"})
+
+    def lfs_path(self, oid):
+        if len(oid) != 64 or any(c not in "0123456789abcdef" for c in oid):
+            return None
+        return os.path.join(self.hub.root, "lfs", oid)
+
+    def create_repo(self, body):
+        req = json.loads(body)
+        name, org = req.get("name"), req.get("organization")
+        repo_id = "%s/%s" % (org, name) if org else name
+        kind = "datasets" if req.get("type") == "dataset" else "models"
+        prefix = "datasets/" if kind == "datasets" else ""
+        url = "%s/%s%s" % (self.base(), prefix, repo_id)
+        with self.hub.commit_lock:
+            if self.hub.repo_dir(kind, repo_id) is not None:
+                self.send_json(409, {"error": "You already created this %s repo" % kind[:-1], "url": url},
+                               {"X-Error-Message": "You already created this %s repo" % kind[:-1]})
+                return
+            d = os.path.join(self.hub.root, kind, *repo_id.split("/"))
+            sha = hashlib.sha1(("initial " + repo_id + str(time.time())).encode()).hexdigest()
+            os.makedirs(os.path.join(d, "commits", sha))
+            with open(os.path.join(d, "commits", sha, ".gitattributes"), "w") as f:
+                f.write("".join("*%s filter=lfs diff=lfs merge=lfs -text\n" % e for e in LFS_EXTENSIONS))
+            os.makedirs(os.path.join(d, "refs"), exist_ok=True)
+            with open(os.path.join(d, "refs", "main"), "w") as f:
+                f.write(sha)
+            if req.get("private"):
+                open(os.path.join(d, "gated"), "w").close()
+        self.send_json(200, {"url": url, "name": repo_id, "id": repo_id})
+
+    def preupload(self, d, rev, body):
+        if self.hub.resolve_revision(d, rev) is None:
+            self.error(404, "RevisionNotFound", "Invalid rev id: %s" % rev)
+            return
+        out = []
+        for f in json.loads(body)["files"]:
+            base64.b64decode(f["sample"], validate=True)
+            lfs = f["path"].endswith(LFS_EXTENSIONS) or int(f["size"]) >= self.hub.lfs_threshold
+            out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False})
+        self.send_json(200, {"files": out})
+
+    def lfs_batch(self, body):
+        req = json.loads(body)
+        if req.get("operation") != "upload" or req.get("hash_algo", "sha256") != "sha256":
+            self.send_json(422, {"message": "only sha256 uploads"})
+            return
+        chunk = self.hub.lfs_chunk_size
+        objects, multipart = [], False
+        for o in req["objects"]:
+            oid, size = o["oid"], int(o["size"])
+            path = self.lfs_path(oid)
+            if path is None:
+                objects.append({"oid": oid, "size": size, "error": {"code": 422, "message": "invalid oid"}})
+                continue
+            if os.path.isfile(path):
+                objects.append({"oid": oid, "size": size})
+                continue
+            up = "%s/lfs-storage/%s?size=%d" % (self.cdn_base(), oid, size)
+            actions = {"verify": {"href": "%s/lfs-verify/%s" % (self.base(), oid)}}
+            if size > chunk and "multipart" in req.get("transfers", []):
+                multipart = True
+                header = {"chunk_size": str(chunk)}
+                for i in range((size + chunk - 1) // chunk):
+                    header[str(i + 1)] = "%s/lfs-storage/%s/part/%d" % (self.cdn_base(), oid, i + 1)
+                actions["upload"] = {"href": up, "header": header}
+            else:
+                actions["upload"] = {"href": up}
+            objects.append({"oid": oid, "size": size, "authenticated": True, "actions": actions})
+        self.send(200, {"Content-Type": "application/vnd.git-lfs+json"},
+                  json.dumps({"transfer": "multipart" if multipart else "basic", "objects": objects,
+                              "hash_algo": "sha256"}).encode())
+
+    def route_storage(self, method, segs, body):
+        # Pre-signed storage URLs: a request carrying a token is refused (it must never go there).
+        if self.headers.get("Authorization") is not None:
+            self.send_json(400, {"error": "storage URLs are pre-signed: no Authorization header"})
+            return
+        path = self.lfs_path(segs[0] if segs else "")
+        if path is None:
+            self.send_json(404, {"error": "no such object"})
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if method == "PUT" and len(segs) == 3 and segs[1] == "part":
+            part = "%s.part%d" % (path, int(segs[2]))
+            with open(part, "wb") as f:
+                f.write(body)
+            self.send(200, {"ETag": '"%s"' % hashlib.md5(body).hexdigest()})
+        elif method == "PUT" and len(segs) == 1:
+            self.store_blob(path, segs[0], body)
+        elif method == "POST" and len(segs) == 1:
+            req = json.loads(body)
+            data = b""
+            for i, p in enumerate(req["parts"]):
+                part = "%s.part%d" % (path, i + 1)
+                if p["partNumber"] != i + 1 or not os.path.isfile(part):
+                    self.send_json(400, {"error": "part %d missing" % (i + 1)})
+                    return
+                with open(part, "rb") as f:
+                    chunk = f.read()
+                if p["etag"] != '"%s"' % hashlib.md5(chunk).hexdigest():
+                    self.send_json(400, {"error": "part %d: etag mismatch" % (i + 1)})
+                    return
+                data += chunk
+            for i in range(len(req["parts"])):
+                os.remove("%s.part%d" % (path, i + 1))
+            self.store_blob(path, segs[0], data)
+        else:
+            self.send_json(404, {"error": "no such route"})
+
+    def store_blob(self, path, oid, data):
+        if hashlib.sha256(data).hexdigest() != oid:
+            self.send_json(400, {"error": "content does not match oid %s" % oid})
+            return
+        tmp = path + ".tmp%d" % threading.get_ident()
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        self.send(200, {})
+
+    def commit(self, kind, repo_id, d, rev, body):
+        if self.headers.get("Content-Type", "").split(";")[0] != "application/x-ndjson":
+            self.send_json(400, {"error": "commits are NDJSON"})
+            return
+        lines = [json.loads(l) for l in body.decode().splitlines() if l.strip()]
+        if not lines or lines[0].get("key") != "header":
+            self.send_json(400, {"error": "the first line must be the header"})
+            return
+        header = lines[0]["value"]
+        with self.hub.commit_lock:
+            parent = self.hub.resolve_revision(d, rev)
+            if parent is None:
+                self.error(404, "RevisionNotFound", "Invalid rev id: %s" % rev)
+                return
+            if header.get("parentCommit") and header["parentCommit"] != parent:
+                self.send_json(412, {"error": "A commit has happened since. Please refresh and try again."})
+                return
+            ops_digest = hashlib.sha1(body + parent.encode() + str(time.time()).encode()).hexdigest()
+            staging = os.path.join(d, "staging-" + ops_digest)
+            shutil.copytree(os.path.join(d, "commits", parent), staging)
+            try:
+                for line in lines[1:]:
+                    key, v = line["key"], line["value"]
+                    p = v["path"].strip("/")
+                    if ".." in p.split("/") or p == "":
+                        raise ValueError("bad path %r" % v["path"])
+                    dest = os.path.join(staging, *p.split("/"))
+                    if key == "file":
+                        os.makedirs(os.path.dirname(dest), exist_ok=True)
+                        with open(dest, "wb") as f:
+                            f.write(base64.b64decode(v["content"], validate=True))
+                    elif key == "lfsFile":
+                        src = self.lfs_path(v["oid"])
+                        if src is None or not os.path.isfile(src):
+                            raise LookupError("LFS file %s (%s) was not uploaded" % (p, v["oid"]))
+                        os.makedirs(os.path.dirname(dest), exist_ok=True)
+                        shutil.copyfile(src, dest)
+                    elif key == "deletedFile":
+                        if not os.path.isfile(dest):
+                            raise FileNotFoundError("file %s not found" % p)
+                        os.remove(dest)
+                    elif key == "deletedFolder":
+                        shutil.rmtree(dest)
+                    else:
+                        raise ValueError("unknown key %r" % key)
+            except LookupError as e:
+                shutil.rmtree(staging)
+                self.send_json(422, {"error": str(e)}, {"X-Error-Message": str(e)})
+                return
+            except (ValueError, OSError) as e:
+                shutil.rmtree(staging)
+                self.send_json(400, {"error": str(e)}, {"X-Error-Message": str(e)})
+                return
+            os.replace(staging, os.path.join(d, "commits", ops_digest))
+            ref = os.path.join(d, "refs", *rev.split("/"))
+            if len(rev) != 40:
+                with open(ref + ".tmp", "w") as f:
+                    f.write(ops_digest)
+                os.replace(ref + ".tmp", ref)
+        prefix = "datasets/" if kind == "datasets" else ""
+        self.send_json(200, {"success": True, "commitOid": ops_digest,
+                             "commitUrl": "%s/%s%s/commit/%s" % (self.base(), prefix, repo_id, ops_digest)})
 
     def tree_entries(self, commit_dir, files, sub, recursive):
         prefix = sub + "/" if sub else ""
@@ -422,6 +693,8 @@ def main():
     ap.add_argument("--page-link-host", choices=["same", "other"], default="same",
                     help="other: next-page Links name another host (localhost), as a hostile Hub could")
     ap.add_argument("--lfs-threshold", type=int, default=10 * 1024 * 1024)
+    ap.add_argument("--lfs-chunk-size", type=int, default=64 * 1024 * 1024,
+                    help="LFS uploads larger than this are multipart, in parts of this size")
     ap.add_argument("--watch-pid", type=int, default=0, help="exit when this process is gone")
     args = ap.parse_args()
 

@@ -127,4 +127,189 @@ M.repo_folder_name = core.repo_folder_name
 --- The environment as read now: endpoint, cache_dir, token_path, offline, has_token.
 M.settings = core.settings
 
+-- ---- writing to the Hub ------------------------------------------------------------------------
+
+local WRITE = { token = "any", endpoint = "string" }
+local function with(base, extra)
+  local s = {}
+  for k, v in pairs(base) do s[k] = v end
+  for k, v in pairs(extra) do s[k] = v end
+  return s
+end
+
+-- huggingface_hub's DEFAULT_IGNORE_PATTERNS: git metadata and the local download cache never go up.
+local DEFAULT_IGNORE = { ".git", ".git/*", "*/.git", "**/.git/**", ".cache/huggingface", ".cache/huggingface/*",
+  "*/.cache/huggingface", "**/.cache/huggingface/**" }
+
+local function json_decode(text, what) return require("transformers.train_core").json_decode(text, what) end
+
+local function as_list(v)
+  if v == nil then return {} end
+  if type(v) == "string" then return { v } end
+  return v
+end
+
+-- filter_repo_objects: allowed by one of allow (or allow empty) and ignored by none of ignore.
+local function allowed(path, allow, ignore)
+  local ok = #allow == 0
+  for _, p in ipairs(allow) do ok = ok or core.pattern_match(p, path) end
+  if not ok then return false end
+  for _, p in ipairs(ignore) do
+    if core.pattern_match(p, path) then return false end
+  end
+  return true
+end
+
+--- Checks a token with the Hub (whoami) and stores it where get_token finds it ($HF_TOKEN_PATH,
+--- default $HF_HOME/token), created with mode 0600 from its first byte. The token is never printed.
+---@param opts {token: string, endpoint?: string}
+function M.login(opts)
+  sky_core.check_options(opts, { token = "string", endpoint = "string", add_to_git_credential = "boolean" }, "login")
+  if opts == nil or opts.token == nil then
+    error("login: pass token= (interactive login is not supported yet)", 2)
+  end
+  if opts.add_to_git_credential then error("login: not supported yet: add_to_git_credential", 2) end
+  local token = opts.token:gsub("^%s+", ""):gsub("%s+$", "")
+  local info = M.whoami { token = token, endpoint = opts.endpoint }
+  local fs = require "sky.fs"
+  local path = core.settings().token_path
+  local dir = path:match("^(.*)/[^/]*$")
+  if dir and dir ~= "" then fs.makedirs(dir) end
+  fs.write_atomic(path, token, "600")
+  io.stderr:write("Login successful: logged in as " .. tostring(info.name) .. "; token saved to " .. path .. "\n")
+  return info
+end
+
+--- Removes the stored token file (HF_TOKEN in the environment, if set, still applies).
+function M.logout()
+  local path = core.settings().token_path
+  os.remove(path)
+end
+
+--- The Hub's account information for the token (default: HF_TOKEN or the stored one).
+---@param opts? {token?: string, endpoint?: string}
+---@return table info { type=, name=, orgs=, ... }
+function M.whoami(opts)
+  sky_core.check_options(opts, WRITE, "whoami")
+  return json_decode(core.whoami(opts), "whoami")
+end
+
+--- Creates a repository; returns its URL. exist_ok=true makes an existing one fine.
+---@param repo_id string
+---@param opts? {token?: string, private?: boolean, repo_type?: string, exist_ok?: boolean, endpoint?: string}
+---@return string url
+function M.create_repo(repo_id, opts)
+  check_string(repo_id, 1, "create_repo", "repo id")
+  sky_core.check_options(opts, with(WRITE, { private = "boolean", repo_type = "string", exist_ok = "boolean" }), "create_repo")
+  return core.create_repo(repo_id, opts)
+end
+
+local COMMIT = with(WRITE, { repo_id = "string", repo_type = "string", revision = "string", commit_message = "string",
+  commit_description = "string", parent_commit = "string", create_pr = "boolean", run_as_future = "boolean" })
+
+local function commit_opts(opts)
+  if opts.create_pr then error("not supported yet: create_pr", 3) end
+  if opts.run_as_future then error("not supported yet: run_as_future", 3) end
+  return { repo_type = opts.repo_type, revision = opts.revision, token = opts.token, endpoint = opts.endpoint,
+    commit_message = opts.commit_message, commit_description = opts.commit_description,
+    parent_commit = opts.parent_commit }
+end
+
+local function repo_web_url(opts)
+  local ep = opts.endpoint or core.settings().endpoint
+  local prefix = (opts.repo_type == "dataset" and "datasets/") or (opts.repo_type == "space" and "spaces/") or ""
+  return ep .. "/" .. prefix .. opts.repo_id
+end
+
+--- create_commit(repo_id, operations, opts): operations are { path_in_repo, local_path } additions
+--- and { path_in_repo, false } deletions (a folder when the path ends in '/').
+---@return table info { commit_url=, oid=, lfs_uploaded=, ignored= }
+function M.create_commit(repo_id, operations, opts)
+  check_string(repo_id, 1, "create_commit", "repo id")
+  sky_core.check_options(opts, COMMIT, "create_commit")
+  opts = opts or {}
+  if not opts.commit_message then error("create_commit: commit_message is required", 2) end
+  return core.create_commit(repo_id, operations, commit_opts(opts))
+end
+
+--- Uploads one local file as path_in_repo in one commit (keyword arguments as huggingface_hub's).
+---@param opts {path_or_fileobj: string, path_in_repo: string, repo_id: string, repo_type?: string, revision?: string, commit_message?: string, commit_description?: string, token?: string, endpoint?: string}
+---@return table info { commit_url=, oid=, url= (the file's page) }
+function M.upload_file(opts)
+  sky_core.check_options(opts, with(COMMIT, { path_or_fileobj = "string", path_in_repo = "string" }), "upload_file")
+  if not (opts and opts.path_or_fileobj and opts.path_in_repo and opts.repo_id) then
+    error("upload_file: path_or_fileobj, path_in_repo and repo_id are required", 2)
+  end
+  local st = require("sky.fs").stat(opts.path_or_fileobj)
+  if not st or st.kind ~= "file" then
+    error("upload_file: path_or_fileobj '" .. opts.path_or_fileobj .. "' is not a file", 2)
+  end
+  local co = commit_opts(opts)
+  co.commit_message = co.commit_message or ("Upload " .. opts.path_in_repo .. " with huggingface_hub")
+  local info = core.create_commit(opts.repo_id, { { opts.path_in_repo, opts.path_or_fileobj } }, co)
+  info.url = repo_web_url(opts) .. "/blob/" .. (opts.revision or "main") .. "/" .. opts.path_in_repo:gsub("^/", "")
+  return info
+end
+
+-- Every file under dir (following links to files, as pathlib's glob does), relative, sorted.
+local function walk(fs, dir, rel, out)
+  local names, err = fs.listdir(dir)
+  if not names then error("upload_folder: " .. tostring(err), 4) end
+  for _, name in ipairs(names) do
+    local full, r = dir .. "/" .. name, rel == "" and name or (rel .. "/" .. name)
+    local st = fs.stat(full)
+    if st and st.kind == "dir" then walk(fs, full, r, out)
+    elseif st and st.kind == "file" then out[#out + 1] = { r, full } end
+  end
+  return out
+end
+
+--- Uploads a folder's files (those allow_patterns allow and ignore_patterns do not ignore; never
+--- .git/ or .cache/huggingface/) under path_in_repo, in one commit; delete_patterns removes the
+--- repository's matching files that are not uploaded again.
+---@param opts {folder_path: string, repo_id: string, path_in_repo?: string, repo_type?: string, revision?: string, commit_message?: string, commit_description?: string, allow_patterns?: string|string[], ignore_patterns?: string|string[], delete_patterns?: string|string[], token?: string, endpoint?: string}
+---@return table info { commit_url=, oid=, url= (the folder's page), lfs_uploaded= }
+function M.upload_folder(opts)
+  sky_core.check_options(opts, with(COMMIT, { folder_path = "string", path_in_repo = "string",
+    allow_patterns = "string|table", ignore_patterns = "string|table", delete_patterns = "string|table" }), "upload_folder")
+  if not (opts and opts.folder_path and opts.repo_id) then error("upload_folder: folder_path and repo_id are required", 2) end
+  local fs = require "sky.fs"
+  local st = fs.stat(opts.folder_path)
+  if not st or st.kind ~= "dir" then error("upload_folder: folder_path '" .. opts.folder_path .. "' is not a folder", 2) end
+  local allow = as_list(opts.allow_patterns)
+  local ignore = {}
+  for _, p in ipairs(as_list(opts.ignore_patterns)) do ignore[#ignore + 1] = p end
+  for _, p in ipairs(DEFAULT_IGNORE) do ignore[#ignore + 1] = p end
+  local prefix = opts.path_in_repo and opts.path_in_repo:gsub("^/+", ""):gsub("/+$", "") or ""
+  if prefix ~= "" then prefix = prefix .. "/" end
+  local ops, uploaded = {}, {}
+  for _, f in ipairs(walk(fs, opts.folder_path, "", {})) do
+    if allowed(f[1], allow, ignore) then
+      ops[#ops + 1] = { prefix .. f[1], f[2] }
+      uploaded[prefix .. f[1]] = true
+    end
+  end
+  local deletes = as_list(opts.delete_patterns)
+  if #deletes > 0 then
+    -- The repository's files under path_in_repo that match delete_patterns and are not uploaded again.
+    local cache = os.tmpname()
+    os.remove(cache)
+    local ok, files = pcall(M.list_repo_files, opts.repo_id, { repo_type = opts.repo_type, revision = opts.revision,
+      token = opts.token, endpoint = opts.endpoint, cache_dir = cache })
+    fs.remove_tree(cache)
+    if not ok then error(files, 2) end
+    for _, path in ipairs(files) do
+      local rel = path:sub(1, #prefix) == prefix and path:sub(#prefix + 1) or nil
+      if rel and not uploaded[path] and rel ~= ".gitattributes" and allowed(rel, deletes, {}) then
+        ops[#ops + 1] = { path, false }
+      end
+    end
+  end
+  local co = commit_opts(opts)
+  co.commit_message = co.commit_message or "Upload folder using huggingface_hub"
+  local info = core.create_commit(opts.repo_id, ops, co)
+  info.url = repo_web_url(opts) .. "/tree/" .. (opts.revision or "main") .. "/" .. prefix:gsub("/$", "")
+  return info
+end
+
 return M

@@ -3,9 +3,12 @@
 #include "hub/http.hpp"
 
 #include <curl/curl.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -59,6 +62,49 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
   if (colon != std::string_view::npos)
     t->response.headers.emplace_back(lower(trim(line.substr(0, colon))), std::string(trim(line.substr(colon + 1))));
   return size * n;
+}
+
+// The bytes of a Body as libcurl pulls them (and rewinds, when it resends on a reused connection
+// that had closed).
+struct BodyReader {
+  const Body* body = nullptr;
+  int fd = -1;
+  uint64_t pos = 0;  // relative to the body's start
+  std::string error;
+
+  ~BodyReader() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+size_t on_read(char* out, size_t size, size_t n, void* user) {
+  auto* r = static_cast<BodyReader*>(user);
+  uint64_t left = r->body->size() - std::min(r->pos, r->body->size());
+  size_t want = static_cast<size_t>(std::min<uint64_t>(left, size * n));
+  if (want == 0) return 0;
+  if (r->body->path.empty()) {
+    std::memcpy(out, r->body->data.data() + r->pos, want);
+    r->pos += want;
+    return want;
+  }
+  for (;;) {
+    ssize_t got = ::pread(r->fd, out, want, static_cast<off_t>(r->body->offset + r->pos));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {  // an error, or the file shrank under us
+      r->error = got < 0 ? std::string("cannot read '") + r->body->path + "': " + std::strerror(errno)
+                         : "'" + r->body->path + "' became shorter while it was being uploaded";
+      return CURL_READFUNC_ABORT;
+    }
+    r->pos += static_cast<uint64_t>(got);
+    return static_cast<size_t>(got);
+  }
+}
+
+int on_seek(void* user, curl_off_t offset, int origin) {
+  auto* r = static_cast<BodyReader*>(user);
+  if (origin != SEEK_SET || offset < 0 || static_cast<uint64_t>(offset) > r->body->size()) return CURL_SEEKFUNC_FAIL;
+  r->pos = static_cast<uint64_t>(offset);
+  return CURL_SEEKFUNC_OK;
 }
 
 bool is_success(long status) { return status >= 200 && status < 300; }
@@ -142,7 +188,8 @@ void perform(CURL* curl, Transfer& t, const std::string& url, const Headers& hea
   char errbuf[CURL_ERROR_SIZE];
   errbuf[0] = '\0';
   curl_slist* list = nullptr;
-  for (const auto& [k, v] : headers) list = curl_slist_append(list, (k + ": " + v).c_str());
+  // An empty value ("expect:") removes a header libcurl would add by itself.
+  for (const auto& [k, v] : headers) list = curl_slist_append(list, (v.empty() ? k + ":" : k + ": " + v).c_str());
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
@@ -205,6 +252,44 @@ Response Session::request(const char* method, const std::string& url, const Head
   }
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, follow_redirects ? 1L : 0L);
   perform(curl, t, url, headers, to);
+  return std::move(t.response);
+}
+
+Response Session::send(const char* method, const std::string& url, const Headers& headers, const Timeouts& to,
+                       const Body& body) {
+  CURL* curl = static_cast<CURL*>(curl_);
+  curl_easy_reset(curl);
+  Transfer t;
+  t.cancelled = &cancelled;
+  BodyReader reader;
+  reader.body = &body;
+  if (!body.path.empty()) {
+    reader.fd = ::open(body.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (reader.fd < 0) throw std::runtime_error("cannot open '" + body.path + "': " + std::strerror(errno));
+  }
+  auto size = static_cast<curl_off_t>(body.size());
+  if (strcmp(method, "PUT") == 0) {
+    curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, size);
+  } else {
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, size);
+    if (strcmp(method, "POST") != 0) curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+  }
+  curl_easy_setopt(curl, CURLOPT_READFUNCTION, on_read);
+  curl_easy_setopt(curl, CURLOPT_READDATA, &reader);
+  curl_easy_setopt(curl, CURLOPT_SEEKFUNCTION, on_seek);
+  curl_easy_setopt(curl, CURLOPT_SEEKDATA, &reader);
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
+  Headers with_expect = headers;
+  with_expect.emplace_back("expect", "");  // no 100-continue round trip before the body
+  try {
+    perform(curl, t, url, with_expect, to);
+  } catch (const TransportError&) {
+    if (!reader.error.empty()) throw std::runtime_error(reader.error);
+    throw;
+  }
   return std::move(t.response);
 }
 

@@ -36,6 +36,29 @@ class TransportError : public std::runtime_error {
   Kind kind_;
 };
 
+// What a request sends: bytes in memory, or a slice of a file read as it goes out (a multi-GB
+// upload never sits in memory).
+struct Body {
+  std::string_view data;  // used when path is empty; must outlive the request
+  std::string path;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+
+  static Body bytes(std::string_view d) {
+    Body b;
+    b.data = d;
+    return b;
+  }
+  static Body file_slice(std::string path, uint64_t offset, uint64_t length) {
+    Body b;
+    b.path = std::move(path);
+    b.offset = offset;
+    b.length = length;
+    return b;
+  }
+  uint64_t size() const { return path.empty() ? data.size() : length; }
+};
+
 struct Timeouts {
   double connect_s = 10;
   double total_s = 0;        // 0: no limit
@@ -54,6 +77,11 @@ class Session {
   // PUT, ...; its Content-Type goes in headers).
   Response request(const char* method, const std::string& url, const Headers& headers, const Timeouts& t,
                    bool follow_redirects, const std::string* body = nullptr);
+
+  // A POST or PUT sending `body` (Content-Length set; no "Expect: 100-continue"); the answer's
+  // body is kept in memory. Redirects are not followed.
+  Response send(const char* method, const std::string& url, const Headers& headers, const Timeouts& t,
+                const Body& body);
 
   // A GET whose body goes to on_data (following redirects). on_start is called with the final
   // response's status and headers before the first byte of a 2xx body; a body of another status

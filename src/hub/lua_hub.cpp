@@ -7,6 +7,7 @@
 #include "host/modules.hpp"
 #include "host/runtime.hpp"
 #include "hub/hub.hpp"
+#include "hub/upload.hpp"
 
 namespace sky {
 namespace {
@@ -216,6 +217,87 @@ int hub_settings(lua_State* L) {
   return 1;
 }
 
+// whoami([opts]) -> JSON text of the Hub's answer
+int hub_whoami(lua_State* L) {
+  Options o(L, 1, "whoami", {{"token", OptType::Any}, {"endpoint", OptType::String}});
+  hub::RepoOptions r;
+  read_repo_options(L, o, r, "whoami");
+  std::string body = hub::whoami(r);
+  lua_pushlstring(L, body.data(), body.size());
+  return 1;
+}
+
+// create_repo(repo_id [, opts]) -> url
+int hub_create_repo(lua_State* L) {
+  std::string repo_id(check_string_view(L, 1));
+  Options o(L, 2, "create_repo", {{"repo_type", OptType::String}, {"token", OptType::Any}, {"endpoint", OptType::String},
+                                  {"private", OptType::Boolean}, {"exist_ok", OptType::Boolean}});
+  hub::CreateRepoOptions c;
+  read_repo_options(L, o, c, "create_repo");
+  o.push("private");
+  if (!lua_isnil(L, -1)) c.is_private = lua_toboolean(L, -1) != 0;
+  lua_pop(L, 1);
+  c.exist_ok = o.boolean("exist_ok", false);
+  std::string url = hub::create_repo(repo_id, c);
+  lua_pushlstring(L, url.data(), url.size());
+  return 1;
+}
+
+// create_commit(repo_id, { {path_in_repo, local_path|false}, ... }, opts)
+//   -> { commit_url, oid, lfs_uploaded = {paths}, ignored = {paths} }
+int hub_create_commit(lua_State* L) {
+  std::string repo_id(check_string_view(L, 1));
+  check_table(L, 2);
+  std::vector<hub::CommitOperation> ops;
+  int n = static_cast<int>(lua_objlen(L, 2));
+  for (int i = 1; i <= n; ++i) {
+    lua_rawgeti(L, 2, i);     // [op]
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      throw Error("create_commit: operations[" + std::to_string(i) + "] must be { path_in_repo, local_path or false }");
+    }
+    lua_rawgeti(L, -1, 1);    // [op, path]
+    lua_rawgeti(L, -2, 2);    // [op, path, local]
+    if (lua_type(L, -2) != LUA_TSTRING || !(lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TBOOLEAN)) {
+      lua_pop(L, 3);
+      throw Error("create_commit: operations[" + std::to_string(i) + "] must be { path_in_repo, local_path or false }");
+    }
+    hub::CommitOperation op;
+    op.path_in_repo = lua_tostring(L, -2);
+    if (lua_type(L, -1) == LUA_TSTRING) op.local_path = lua_tostring(L, -1);
+    lua_pop(L, 3);
+    ops.push_back(std::move(op));
+  }
+  Options o(L, 3, "create_commit",
+            {{"repo_type", OptType::String}, {"revision", OptType::String}, {"token", OptType::Any},
+             {"endpoint", OptType::String}, {"commit_message", OptType::String},
+             {"commit_description", OptType::String}, {"parent_commit", OptType::String},
+             {"max_workers", OptType::Integer}});
+  hub::CommitOptions c;
+  read_repo_options(L, o, c, "create_commit");
+  c.commit_message = o.string("commit_message", "");
+  c.commit_description = o.string("commit_description", "");
+  c.parent_commit = o.string("parent_commit", "");
+  c.max_workers = static_cast<int>(o.integer("max_workers", 5));
+  hub::CommitInfo info = hub::create_commit(repo_id, ops, c);
+  lua_createtable(L, 0, 4);  // [t]
+  lua_pushlstring(L, info.commit_url.data(), info.commit_url.size());
+  lua_setfield(L, -2, "commit_url");
+  lua_pushlstring(L, info.oid.data(), info.oid.size());
+  lua_setfield(L, -2, "oid");
+  push_string_array(L, info.lfs_uploaded);
+  lua_setfield(L, -2, "lfs_uploaded");
+  push_string_array(L, info.ignored);
+  lua_setfield(L, -2, "ignored");
+  return 1;
+}
+
+// pattern_match(pattern, path) -> boolean (fnmatch as huggingface_hub's filter_repo_objects)
+int hub_pattern_match(lua_State* L) {
+  lua_pushboolean(L, hub::repo_pattern_match(check_string_view(L, 1), check_string_view(L, 2)));
+  return 1;
+}
+
 }  // namespace
 }  // namespace sky
 
@@ -228,6 +310,10 @@ extern "C" int luaopen_huggingface_hub_core(lua_State* L) {
       {"try_to_load_from_cache", sky::safe<sky::hub_try_to_load_from_cache>},
       {"repo_folder_name", sky::safe<sky::hub_repo_folder_name>},
       {"settings", sky::safe<sky::hub_settings>},
+      {"pattern_match", sky::safe<sky::hub_pattern_match>},
+      {"whoami", sky::safe<sky::cancellable<sky::hub_whoami>>},
+      {"create_repo", sky::safe<sky::cancellable<sky::hub_create_repo>>},
+      {"create_commit", sky::safe<sky::cancellable<sky::hub_create_commit>>},
       {nullptr, nullptr},
   };
   lua_createtable(L, 0, sizeof(fns) / sizeof(fns[0]) - 1);

@@ -31,7 +31,7 @@ local function exists(path)
   return f ~= nil
 end
 
---- Starts a server on 127.0.0.1 with an ephemeral port. opts: token, page_size, lfs_threshold,
+--- Starts a server on 127.0.0.1 with an ephemeral port. opts: token, page_size, lfs_threshold, lfs_chunk_size,
 --- page_link_host ("other": next-page Links point at localhost, another host name).
 function S.start(opts)
   opts = opts or {}
@@ -46,9 +46,10 @@ function S.start(opts)
   local port_file = self.dir .. "/port"
   local cmd = string.format(
     "python3 %s --root %s --port-file %s --log %s --token %s --page-size %d --page-link-host %s --lfs-threshold %d" ..
-    " --watch-pid %d > %s 2>&1 & echo $! > %s",
+    " --lfs-chunk-size %d --watch-pid %d > %s 2>&1 & echo $! > %s",
     q(source_root() .. "/tools/hub_server.py"), q(self.root), q(port_file), q(self.log_path), q(self.token),
-    opts.page_size or 1000, opts.page_link_host or "same", opts.lfs_threshold or 10 * 1024 * 1024, own_pid(),
+    opts.page_size or 1000, opts.page_link_host or "same", opts.lfs_threshold or 10 * 1024 * 1024,
+    opts.lfs_chunk_size or 64 * 1024 * 1024, own_pid(),
     q(self.dir .. "/server.out"),
     q(self.dir .. "/pid"))
   T.exec(cmd)
