@@ -541,6 +541,13 @@ local function added_token_entry(t)
     single_word = t.single_word, special = t.special }
 end
 
+--- tok:push_to_hub(repo_id [, {commit_message=, private=, token=, revision=, ...}]): the tokenizer's
+--- files saved and uploaded in one commit ("Upload tokenizer"), the repository created if missing.
+function Tokenizer:push_to_hub(repo_id, opts)
+  check_self(self, "push_to_hub")
+  return require("transformers.hub_push").push(self, "tokenizer", repo_id, opts, "push_to_hub")
+end
+
 --- tok:save_pretrained(dir) -> list of the files written: tokenizer.json, tokenizer_config.json
 --- (with the chat template, or chat_template.jinja when it was loaded from one) and
 --- special_tokens_map.json, as transformers writes them and can load them again.

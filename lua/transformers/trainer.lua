@@ -249,6 +249,7 @@ local function build_trainer(opts)
   self.control = new_control()
   self.label_names = args.label_names or { "labels" }
   self._dist = dist_ctx()
+  if args.push_to_hub then self:init_hf_repo() end
   return self
 end
 
@@ -573,6 +574,7 @@ function Trainer:_save_checkpoint()
     assert(os.rename(tmp, final))
   end
   self:_rotate_checkpoints()
+  if a.push_to_hub then self:_push_from_checkpoint(final) end
   self:_call_event("on_save")
   return final
 end
@@ -766,13 +768,85 @@ function Trainer:predict(dataset, opts)
 end
 
 --- save_model([output_dir]): the model (and the tokenizer) in HF's layout.
-function Trainer:save_model(dir)
+function Trainer:save_model(dir, _internal_call)
   dir = dir or self.args.output_dir
   if self._dist.rank ~= 0 then return end  -- the main process saves, as HF's
   mkdir_p(dir)
   model_save(self.model, dir)
   save_processing_class(self.processing_class, dir)
   write_file_atomic(dir .. "/training_args.json", json_encode(self.args:to_dict(), 2))
+  -- HF: a save the user asks for is pushed when push_to_hub is on
+  if self.args.push_to_hub and not _internal_call then
+    self:push_to_hub { commit_message = "Model save", revision = self.args.hub_revision }
+  end
+end
+
+-- ---- the Hub ----------------------------------------------------------------------------------------
+
+-- What the output folder's pushes leave out, as HF's: names starting with '_' and the checkpoints.
+local PUSH_IGNORE = { "_*", "checkpoint-*" }
+
+--- Creates the repository (hub_model_id, default the output folder's name, in the token's account)
+--- if missing, and records its id in self.hub_model_id.
+function Trainer:init_hf_repo(token)
+  local a = self.args
+  local name = a.hub_model_id
+  if name == nil then
+    local abs = a.output_dir:sub(1, 1) == "/" and a.output_dir or ((os.getenv("PWD") or ".") .. "/" .. a.output_dir)
+    name = abs:gsub("/+$", ""):match("([^/]+)$")
+  end
+  local hf = require "huggingface_hub"
+  token = token or a.hub_token
+  if not name:find("/", 1, true) then name = hf.whoami({ token = token }).name .. "/" .. name end
+  hf.create_repo(name, { token = token, private = a.hub_private_repo, exist_ok = true })
+  self.hub_model_id = name
+end
+
+--- trainer:push_to_hub([{commit_message=, token=, revision=, blocking=}]): saves the model (and
+--- tokenizer) into output_dir and uploads the folder, checkpoints left out, in one commit.
+function Trainer:push_to_hub(opts)
+  opts = core.check_options(opts, { commit_message = "string", token = "string", revision = "string",
+    blocking = "boolean", model_name = "string", tags = "string|table" }, "push_to_hub", 3) or {}
+  if opts.tags ~= nil then error("not supported yet: push_to_hub tags (the model card)", 2) end
+  local token = opts.token or self.args.hub_token
+  if self.hub_model_id == nil then self:init_hf_repo(token) end
+  self:save_model(nil, true)
+  if self._dist.rank ~= 0 then return end
+  return require("huggingface_hub").upload_folder { repo_id = self.hub_model_id, folder_path = self.args.output_dir,
+    commit_message = opts.commit_message or "End of training", token = token, revision = opts.revision,
+    ignore_patterns = PUSH_IGNORE }
+end
+
+-- The files of a checkpoint that make the model, copied to output_dir before each push.
+local function is_model_file(name)
+  return name == "config.json" or name == "generation_config.json" or name == "adapter_config.json" or
+    name:match("^model.*%.safetensors$") ~= nil or name == "model.safetensors.index.json" or
+    name:match("^adapter_model.*%.safetensors$") ~= nil
+end
+
+-- HF's _push_from_checkpoint: the model of the checkpoint just saved goes to the repository's root
+-- ("Training in progress, step N"); with hub_strategy "checkpoint" the checkpoint itself also goes
+-- to last-checkpoint/, with "all_checkpoints" to checkpoint-N/. Pushes complete before training
+-- goes on (HF's run in the background).
+function Trainer:_push_from_checkpoint(folder)
+  local a = self.args
+  if self._dist.rank ~= 0 or a.hub_strategy == "end" then return end
+  local fs = require "sky.fs"
+  for _, name in ipairs(assert(fs.listdir(folder))) do
+    if is_model_file(name) then write_file_atomic(a.output_dir .. "/" .. name, assert(fs.read(folder .. "/" .. name))) end
+  end
+  save_processing_class(self.processing_class, a.output_dir)
+  write_file_atomic(a.output_dir .. "/training_args.json", json_encode(a:to_dict(), 2))
+  local message = a.save_strategy == "steps" and ("Training in progress, step " .. self.state.global_step)
+    or ("Training in progress, epoch " .. math.floor(self.state.epoch or 0))
+  local hf = require "huggingface_hub"
+  hf.upload_folder { repo_id = self.hub_model_id, folder_path = a.output_dir, commit_message = message,
+    token = a.hub_token, revision = a.hub_revision, ignore_patterns = PUSH_IGNORE }
+  if a.hub_strategy == "checkpoint" or a.hub_strategy == "all_checkpoints" then
+    hf.upload_folder { repo_id = self.hub_model_id, folder_path = folder, commit_message = message .. ", checkpoint",
+      path_in_repo = a.hub_strategy == "checkpoint" and "last-checkpoint" or folder:match("([^/]+)$"),
+      token = a.hub_token, revision = a.hub_revision }
+  end
 end
 
 -- ---- training --------------------------------------------------------------------------------------

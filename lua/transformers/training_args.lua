@@ -70,6 +70,14 @@ local FIELDS = {
   ddp_find_unused_parameters = { "boolean", NONE },
   -- our extension: false keeps the dataset's order (HF's sequential sampler)
   train_shuffle = { "boolean", true },
+  -- the Hub (Trainer:push_to_hub, and pushes at every save as hub_strategy says)
+  push_to_hub = { "boolean", false },
+  hub_model_id = { "string", NONE },
+  hub_strategy = { "string", "every_save" },
+  hub_token = { "string", NONE },
+  hub_private_repo = { "boolean", NONE },
+  hub_always_push = { "boolean", false },
+  hub_revision = { "string", NONE },
 }
 
 -- TrainingArguments fields of transformers 5.x that we do not implement (yet).
@@ -82,8 +90,7 @@ local UNSUPPORTED = {
   "deepspeed", "accelerator_config", "parallelism_config", "label_smoothing_factor", "debug",
   "optim_args", "project", "trackio_space_id", "ddp_bucket_cap_mb",
   "ddp_broadcast_buffers", "dataloader_persistent_workers",
-  "skip_memory_metrics", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token",
-  "hub_private_repo", "hub_always_push", "hub_revision",
+  "skip_memory_metrics",
   "include_for_metrics", "eval_do_concat_batches", "auto_find_batch_size", "full_determinism",
   "torchdynamo", "ray_scope", "ddp_timeout", "torch_compile_backend",
   "torch_compile_mode", "include_tokens_per_second", "include_num_input_tokens_seen",
@@ -251,6 +258,11 @@ local function build(opts)
     self.greater_is_better = not (m == "loss" or m == "eval_loss" or m:sub(-5) == "_loss")
   end
 
+  local HUB_STRATEGIES = { "end", "every_save", "checkpoint", "all_checkpoints" }
+  if not list_has(HUB_STRATEGIES, self.hub_strategy) then
+    bad(string.format("hub_strategy '%s' is not valid, please select from %s", self.hub_strategy,
+      "'" .. table.concat(HUB_STRATEGIES, "', '") .. "'"))
+  end
   -- report_to: "none", "jsonl", "tensorboard", "all" or a list of them
   local reporters = type(self.report_to) == "table" and self.report_to or { self.report_to }
   local list = {}
@@ -308,9 +320,15 @@ function Args:steps_of(name, total)
   return math.floor(v)
 end
 
+-- HF's to_dict: a field ending in "_token" is written as "<FIELD_NAME>", never its value.
+local function shown(k, v)
+  if v ~= nil and k:match("_token$") then return "<" .. k:upper() .. ">" end
+  return v
+end
+
 function Args:to_dict()
   local out = {}
-  for k in pairs(FIELDS) do out[k] = self[k] end
+  for k in pairs(FIELDS) do out[k] = shown(k, self[k]) end
   return out
 end
 
@@ -320,7 +338,7 @@ function Args:__tostring()
   table.sort(keys)
   local parts = {}
   for _, k in ipairs(keys) do
-    local v = self[k]
+    local v = shown(k, self[k])
     if v ~= nil then
       if type(v) == "table" then v = "{...}" end
       parts[#parts + 1] = k .. "=" .. tostring(v)

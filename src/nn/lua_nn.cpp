@@ -280,6 +280,23 @@ int m_generate(lua_State* L) {
   return 1;
 }
 
+// model:push_to_hub(repo_id [, opts]): transformers.hub_push (Lua) saves and uploads the model.
+int m_push_to_hub(lua_State* L) {
+  self(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "transformers.hub_push");
+  lua_call(L, 1, 1);                    // [args..., module]
+  lua_getfield(L, -1, "push");          // [args..., module, push]
+  lua_replace(L, -2);                   // [args..., push]
+  lua_insert(L, 1);                     // [push, self, repo_id, opts]
+  lua_pushliteral(L, "model");          // [push, self, repo_id, opts, "model"]
+  lua_insert(L, 3);                     // [push, self, "model", repo_id, opts]
+  lua_settop(L, 5);
+  lua_pushliteral(L, "push_to_hub");
+  lua_call(L, 5, 1);
+  return 1;
+}
+
 // model:save_pretrained(dir, {max_shard_size = "5GB" | bytes})
 int m_save_pretrained(lua_State* L) {
   Model& m = self(L);
@@ -438,6 +455,7 @@ const ClassSpec kModelClass = {
         {"forward", safe<m_forward>},
         {"generate", safe<m_generate>},
         {"save_pretrained", safe<m_save_pretrained>},
+        {"push_to_hub", safe<m_push_to_hub>},
         {"train", safe<m_train>},
         {"eval", safe<m_eval>},
         {"to", safe<m_to>},
