@@ -11,12 +11,14 @@ local M = {}
 local REPO = { revision = "string", repo_type = "string", cache_dir = "string", token = "any",
   local_files_only = "boolean", endpoint = "string" }
 
-local function schema(extra)
+-- A new option schema: base's entries and extra's.
+local function with(base, extra)
   local s = {}
-  for k, v in pairs(REPO) do s[k] = v end
+  for k, v in pairs(base) do s[k] = v end
   for k, v in pairs(extra or {}) do s[k] = v end
   return s
 end
+local function schema(extra) return with(REPO, extra) end
 
 local DOWNLOAD = schema { optional = "boolean", force_download = "boolean" }
 local SNAPSHOT = schema { force_download = "boolean", allow_patterns = "string|table",
@@ -130,12 +132,6 @@ M.settings = core.settings
 -- ---- writing to the Hub ------------------------------------------------------------------------
 
 local WRITE = { token = "any", endpoint = "string" }
-local function with(base, extra)
-  local s = {}
-  for k, v in pairs(base) do s[k] = v end
-  for k, v in pairs(extra) do s[k] = v end
-  return s
-end
 
 -- huggingface_hub's DEFAULT_IGNORE_PATTERNS: git metadata and the local download cache never go up.
 local DEFAULT_IGNORE = { ".git", ".git/*", "*/.git", "**/.git/**", ".cache/huggingface", ".cache/huggingface/*",
