@@ -56,8 +56,8 @@ pool:with(function()
     tasks[#tasks + 1] = process_chunk(data)
   end
   tasks[#tasks + 1] = { stream = true }
-  local start = require("sky.pool.core").now()
+  local start = require("sky.core").monotonic()
   for result, index in pool:gather(unpack(tasks)) do
-    print(string.format("  [%.1fs] Got: %d (task %d)", require("sky.pool.core").now() - start, result, index))
+    print(string.format("  [%.1fs] Got: %d (task %d)", require("sky.core").monotonic() - start, result, index))
   end
 end)

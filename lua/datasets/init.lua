@@ -295,7 +295,7 @@ function Dataset:shuffle(opts)
   if seed then
     fp = derived_fingerprint(self, "shuffle", seed)
   else
-    seed = math.floor((core.now() * 1e6) % 2 ^ 31)
+    seed = math.floor((sky_core.monotonic() * 1e6) % 2 ^ 31)
   end
   return copy_format(self, with_fp(self:_shuffle(seed), fp))
 end

@@ -9,7 +9,7 @@ local M = {}
 local function enabled()
   local v = os.getenv("HF_DATASETS_DISABLE_PROGRESS_BARS")
   if v and v ~= "" and v ~= "0" and v:lower() ~= "false" then return false end
-  return core.stderr_is_tty()
+  return require("sky.core").isatty(2)
 end
 
 local function clock(s)
@@ -25,14 +25,14 @@ function M.new(label, total, min_total)
   local self = setmetatable({ label = label, total = total, done = 0, on = false }, Bar)
   if total >= (min_total or 10000) and enabled() then
     self.on = true
-    self.start = core.now()
+    self.start = require("sky.core").monotonic()
     self.last = 0
   end
   return self
 end
 
 function Bar:draw(final)
-  local now = core.now()
+  local now = require("sky.core").monotonic()
   if not final and now - self.last < 0.1 then return end
   self.last = now
   local el = now - self.start

@@ -227,14 +227,12 @@ function Image:apply_local(opts)
     if f then f:close() end
     if old ~= data then
       local dir = dest:match("^(.*)/[^/]*$")
-      if dir and dir ~= "" then os.execute("mkdir -p " .. shell_quote(dir)) end
-      local tmp = dest .. ".skyrun-tmp"
-      local out, err = io.open(tmp, "wb")
-      if not out then error("sky.Image: cannot write '" .. dest .. "': " .. tostring(err), 0) end
-      out:write(data)
-      out:close()
-      local ok, rerr = os.rename(tmp, dest)
-      if not ok then error("sky.Image: cannot write '" .. dest .. "': " .. tostring(rerr), 0) end
+      local fs = require "sky.fs"
+      local ok, err = pcall(function()
+        if dir and dir ~= "" then fs.makedirs(dir) end
+        fs.write_atomic(dest, data)
+      end)
+      if not ok then error("sky.Image: cannot write '" .. dest .. "': " .. tostring(err), 0) end
     end
   end
   local extra = opts.bootstrap or {}

@@ -6,6 +6,7 @@
 -- and broadcast runs on every one.
 local core = require "sky.core"
 local pcore = require "sky.pool.core"
+local monotonic = require("sky.core").monotonic
 local wire = require "sky.wire"
 local K = require "sky.protocol"
 local secret = require "sky.secret"
@@ -19,7 +20,7 @@ Pool.__index = Pool
 local Future = {}
 Future.__index = Future
 
-local now = pcore.now
+local now = monotonic
 local poll = pcore.poll
 local encode, decode = wire.encode, wire.decode
 

@@ -101,10 +101,7 @@ local function tokenizer_files(dir, with_cls)
   return #words
 end
 
-local function mkdir_p(dir)
-  local r = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-  if not (r == 0 or r == true) then error("cannot create folder " .. dir, 0) end
-end
+local function mkdir_p(dir) require("sky.fs").makedirs(dir) end
 
 --- Writes a random-init DistilBERT sequence classifier and its tokenizer to dir.
 function M.make_classifier_folder(dir, opts)

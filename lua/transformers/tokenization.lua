@@ -555,8 +555,7 @@ function Tokenizer:save_pretrained(dir)
   check_self(self, "save_pretrained")
   if type(dir) ~= "string" or dir == "" then error("bad argument #1 to 'save_pretrained' (folder path expected)", 2) end
   local tcore = require "transformers.train_core"
-  local r = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-  if not (r == 0 or r == true) then error("save_pretrained: cannot create folder " .. dir, 2) end
+  require("sky.fs").makedirs(dir)
   local config = {}
   for k, v in pairs(self.init_kwargs or {}) do config[k] = v end
   config.chat_template = nil

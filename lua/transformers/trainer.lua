@@ -14,7 +14,7 @@ local function native() return require "skyrun.train" end
 local json_encode, json_decode = tcore.json_encode, tcore.json_decode
 local ARRAY = { __jsontype = "array" }
 
-local wall = tcore.monotonic  -- seconds, sub-microsecond resolution (os.clock is CPU time)
+local wall = core.monotonic  -- seconds, sub-microsecond resolution (os.clock is CPU time)
 
 local function read_file(path)
   local f, err = io.open(path, "rb")
@@ -26,25 +26,14 @@ end
 
 local write_file_atomic = tcore.write_file_atomic
 
-local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function exec(cmd)
-  local r = os.execute(cmd)
-  return r == 0 or r == true
+local fs = require "sky.fs"
+local function mkdir_p(dir) fs.makedirs(dir) end  -- raises naming the folder and the reason
+local function rm_rf(path) fs.remove_tree(path) end
+local function is_dir(path)
+  local st = fs.stat(path)
+  return st ~= nil and st.kind == "dir"
 end
-local function mkdir_p(dir)
-  if not exec("mkdir -p " .. sh_quote(dir)) then error("cannot create folder " .. dir, 0) end
-end
-local function rm_rf(path) exec("rm -rf " .. sh_quote(path)) end
-local function is_dir(path) return exec("test -d " .. sh_quote(path)) end
-local function list_dir(dir)
-  local out = {}
-  local p = io.popen("ls -1 " .. sh_quote(dir) .. " 2>/dev/null")
-  if p then
-    for line in p:lines() do out[#out + 1] = line end
-    p:close()
-  end
-  return out
-end
+local function list_dir(dir) return fs.listdir(dir) or {} end
 
 -- ---- distributed: DDP over sky.dist's process group, when one of several ranks exists --------
 
@@ -831,7 +820,6 @@ end
 function Trainer:_push_from_checkpoint(folder)
   local a = self.args
   if self._dist.rank ~= 0 or a.hub_strategy == "end" then return end
-  local fs = require "sky.fs"
   for _, name in ipairs(assert(fs.listdir(folder))) do
     if is_model_file(name) then write_file_atomic(a.output_dir .. "/" .. name, assert(fs.read(folder .. "/" .. name))) end
   end

@@ -101,6 +101,12 @@ local UNSUPPORTED = {
 local UNSUPPORTED_SET = {}
 for _, n in ipairs(UNSUPPORTED) do UNSUPPORTED_SET[n] = true end
 
+-- The option schema sky.core.check_options checks (unsupported names are there for its "did you
+-- mean"; they are refused as not supported before it runs).
+local SCHEMA = {}
+for k, f in pairs(FIELDS) do SCHEMA[k] = f[1] end
+for _, n in ipairs(UNSUPPORTED) do SCHEMA[n] = "any" end
+
 M.SCHEDULERS = { "linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr" }
 M.OPTIMIZERS = { "adamw_torch", "adamw_torch_fused", "sgd" }
 local HF_SCHEDULERS = { "cosine_with_restarts", "polynomial", "inverse_sqrt", "reduce_lr_on_plateau",
@@ -120,23 +126,6 @@ end
 
 local function bad(msg) error("TrainingArguments: " .. msg, 3) end
 
-local function type_ok(t, v)
-  local lt = type(v)
-  if t == "any" then return true end
-  if t == "integer" then return lt == "number" and v == math.floor(v) end
-  if t == "number" or t == "boolean" or t == "string" or t == "table" then return lt == t end
-  for alt in t:gmatch("[^|]+") do if type_ok(alt, v) then return true end end
-  return false
-end
-
-local function type_words(t)
-  local words = { integer = "an integer", number = "a number", boolean = "a boolean", string = "a string",
-    table = "a table" }
-  local parts = {}
-  for alt in t:gmatch("[^|]+") do parts[#parts + 1] = words[alt] or alt end
-  return table.concat(parts, " or ")
-end
-
 local Args = {}
 Args.__index = Args
 Args.__name = "TrainingArguments"
@@ -148,26 +137,14 @@ local function build(opts)
   end
   opts = opts or {}
   local self = setmetatable({}, Args)
-  for k, v in pairs(opts) do
-    if type(k) ~= "string" then error("option names to 'TrainingArguments' must be strings (got " .. type(k) .. ")", 3) end
-    local f = FIELDS[k]
-    if not f then
-      if UNSUPPORTED_SET[k] then
-        if k == "evaluation_strategy" then error("TrainingArguments: 'evaluation_strategy' was renamed 'eval_strategy' in transformers 4.46", 3) end
-        error("not supported yet: TrainingArguments." .. k, 3)
-      end
-      local names = {}
-      for n in pairs(FIELDS) do names[#names + 1] = n end
-      for _, n in ipairs(UNSUPPORTED) do names[#names + 1] = n end
-      local hint = core.suggest(k, names)
-      error(string.format("unknown option '%s' to 'TrainingArguments'%s", k,
-        hint and (" (did you mean '" .. hint .. "'?)") or ""), 3)
+  for k in pairs(opts) do
+    if UNSUPPORTED_SET[k] then
+      if k == "evaluation_strategy" then error("TrainingArguments: 'evaluation_strategy' was renamed 'eval_strategy' in transformers 4.46", 3) end
+      error("not supported yet: TrainingArguments." .. k, 3)
     end
-    if not type_ok(f[1], v) then
-      error(string.format("option '%s' to 'TrainingArguments' must be %s (got %s)", k, type_words(f[1]), type(v)), 3)
-    end
-    self[k] = v
   end
+  core.check_options(opts, SCHEMA, "TrainingArguments", 3)
+  for k, v in pairs(opts) do self[k] = v end
   for k, f in pairs(FIELDS) do
     if self[k] == nil and f[2] ~= NONE then self[k] = f[2] end
   end

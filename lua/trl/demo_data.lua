@@ -94,10 +94,7 @@ function M.tokenizer_files(texts, max_words)
   return tcore.json_encode(tok, 2), tcore.json_encode(config, 2), #SPECIALS + n
 end
 
-local function mkdir_p(dir)
-  local r = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-  if not (r == 0 or r == true) then error("cannot create folder " .. dir, 0) end
-end
+local function mkdir_p(dir) require("sky.fs").makedirs(dir) end
 
 --- Writes a random-init Llama (2 layers, hidden 64, 4 heads over 2 key/value heads) and a word
 --- tokenizer over `texts` to dir; opts: {seed=, max_positions=, max_words=}.

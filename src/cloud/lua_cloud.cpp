@@ -117,31 +117,6 @@ int cloud_base64(lua_State* L) {
   return 1;
 }
 
-// unbase64(text) -> data, or nil and a message when text is not base64
-int cloud_unbase64(lua_State* L) {
-  std::string text(check_string_view(L, 1));
-  std::string clean;
-  for (char c : text)
-    if (c != '\n' && c != '\r' && c != ' ') clean += c;
-  if (clean.size() % 4 != 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "not base64 (length is not a multiple of 4)");
-    return 2;
-  }
-  std::string out(clean.size() / 4 * 3 + 1, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(clean.data()),
-                          static_cast<int>(clean.size()));
-  if (n < 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "not base64");
-    return 2;
-  }
-  size_t pad = 0;
-  if (!clean.empty() && clean.back() == '=') pad = (clean.size() >= 2 && clean[clean.size() - 2] == '=') ? 2 : 1;
-  lua_pushlstring(L, out.data(), static_cast<size_t>(n) - pad);
-  return 1;
-}
-
 // random_hex(nbytes) -> 2*nbytes hex digits from the OS's generator
 int cloud_random_hex(lua_State* L) {
   int64_t n = check_int64(L, 1);
@@ -211,7 +186,6 @@ extern "C" int luaopen_sky_cloud_core(lua_State* L) {
       {"sha256_hex", sky::safe<sky::cloud_sha256_hex>},
       {"hmac_sha256", sky::safe<sky::cloud_hmac_sha256>},
       {"base64", sky::safe<sky::cloud_base64>},
-      {"unbase64", sky::safe<sky::cloud_unbase64>},
       {"random_hex", sky::safe<sky::cloud_random_hex>},
       {"ssh_keygen", sky::safe<sky::cloud_ssh_keygen>},
       {nullptr, nullptr},

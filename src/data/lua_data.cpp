@@ -326,19 +326,6 @@ TablePtr flat_table(const data::Dataset& d) {
   return data::table_take(*d.table, d.indices->data(), static_cast<int64_t>(d.indices->size()));
 }
 
-int ds_flatten(lua_State* L) {
-  auto p = check_ds_ptr(L, 1);
-  if (!p->indices) {
-    push_ds(L, p);
-    return 1;
-  }
-  auto r = std::make_shared<data::Dataset>(*p);
-  r->table = flat_table(*p);
-  r->indices.reset();
-  push_ds(L, r);
-  return 1;
-}
-
 std::vector<std::string> string_list(lua_State* L, int idx) {
   std::vector<std::string> out;
   if (lua_isnoneornil(L, idx)) return out;
@@ -512,7 +499,6 @@ const ClassSpec kDatasetSpec{
      {"_range", safe<ds_range>},
      {"_take", safe<ds_take>},
      {"_shuffle", safe<ds_shuffle>},
-     {"_flatten", safe<ds_flatten>},
      {"_columns", safe<ds_columns>},
      {"_merge", safe<ds_merge>},
      {"_add_column", safe<ds_add_column>},
@@ -830,12 +816,6 @@ int core_cpu_time(lua_State* L) {
   return 1;
 }
 
-int core_now(lua_State* L) {
-  using namespace std::chrono;
-  lua_pushnumber(L, duration<double>(steady_clock::now().time_since_epoch()).count());
-  return 1;
-}
-
 // stat(path) -> { size=, mtime=, dir= } or nil
 int core_stat(lua_State* L) {
   std::string path(check_string_view(L, 1));
@@ -891,10 +871,6 @@ int core_list_files(lua_State* L) {
   return 1;
 }
 
-int core_stderr_is_tty(lua_State* L) {
-  lua_pushboolean(L, ::isatty(2));
-  return 1;
-}
 
 }  // namespace
 
@@ -920,9 +896,7 @@ extern "C" int luaopen_datasets_core(lua_State* L) {
       {"parallel_map", sky::data::lua_parallel_map},
       {"set_index_handler", sky::safe<sky::core_set_index_handler>},
       {"is_dataset", sky::core_is_dataset},
-      {"now", sky::core_now},
       {"cpu_time", sky::core_cpu_time},
-      {"stderr_is_tty", sky::core_stderr_is_tty},
       {"stat", sky::safe<sky::core_stat>},
       {"glob", sky::safe<sky::core_glob>},
       {"list_files", sky::safe<sky::core_list_files>},

@@ -287,7 +287,7 @@ std::string suggest_closest(std::string_view name, const std::vector<std::string
   return out;
 }
 
-static bool opt_type_matches(lua_State* L, int idx, OptType t) {
+bool opt_type_matches(lua_State* L, int idx, OptType t) {
   int lt = lua_type(L, idx);
   switch (t) {
     case OptType::Any: return true;
@@ -305,6 +305,13 @@ static bool opt_type_matches(lua_State* L, int idx, OptType t) {
     case OptType::NumberOrString: return lt == LUA_TNUMBER || lt == LUA_TSTRING;
   }
   return false;
+}
+
+std::string unknown_option_message(std::string_view key, std::string_view where, const std::vector<std::string>& names) {
+  std::string msg = "unknown option '" + std::string(key) + "' to '" + std::string(where) + "'";
+  std::string hint = suggest_closest(key, names);
+  if (!hint.empty()) msg += " (did you mean '" + hint + "'?)";
+  return msg;
 }
 
 Options::Options(lua_State* L, int idx, const char* where, std::initializer_list<OptSpec> spec)
@@ -326,11 +333,8 @@ Options::Options(lua_State* L, int idx, const char* where, std::initializer_list
     if (!found) {
       std::vector<std::string> names;
       for (const OptSpec& s : spec) names.emplace_back(s.name);
-      std::string hint = suggest_closest(key, names);
-      if (hint.empty())
-        lua_pushfstring(L, "unknown option '%s' to '%s'", key, where);
-      else
-        lua_pushfstring(L, "unknown option '%s' to '%s' (did you mean '%s'?)", key, where, hint.c_str());
+      std::string msg = unknown_option_message(key, where, names);
+      lua_pushlstring(L, msg.data(), msg.size());
       lua_error(L);
     }
     if (!opt_type_matches(L, -1, found->type)) {

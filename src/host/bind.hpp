@@ -156,6 +156,11 @@ struct OptSpec {
 };
 
 const char* opt_type_name(OptType t);
+bool opt_type_matches(lua_State* L, int idx, OptType t);
+
+// The one message for an option nobody takes, Options' and sky.core.check_options':
+//   unknown option 'num_epochs' to 'TrainingArguments' (did you mean 'num_train_epochs'?)
+std::string unknown_option_message(std::string_view key, std::string_view where, const std::vector<std::string>& names);
 
 // Closest candidate to `name` by the ratio 2*LCS/(len(a)+len(b)) >= 0.6, like Python's difflib.
 // Empty when nothing is close.

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "host/clock.hpp"
 #include "host/bind.hpp"
 #include "host/modules.hpp"
 #include "host/torch_loader.hpp"
@@ -17,40 +18,43 @@
 namespace sky {
 namespace {
 
-OptType parse_opt_type(lua_State* L, const char* key, const char* t) {
+// A schema type: one of bind's OptType names, or several joined by '|' ("boolean|string").
+struct SchemaType {
+  std::vector<OptType> alternatives;
+  std::string words;  // "a boolean or a string"
+};
+
+SchemaType parse_schema_type(lua_State* L, const char* key, const char* spec) {
   static const struct {
     const char* name;
     OptType type;
-  } names[] = {{"any", OptType::Any},           {"boolean", OptType::Boolean},
-               {"number", OptType::Number},     {"integer", OptType::Integer},
-               {"string", OptType::String},     {"table", OptType::Table},
-               {"function", OptType::Function}, {"string|table", OptType::StringOrTable},
-               {"number|string", OptType::NumberOrString}};
-  for (const auto& n : names)
-    if (strcmp(n.name, t) == 0) return n.type;
-  luaL_error(L, "check_options: schema entry '%s' has unknown type '%s'", key, t);
-  return OptType::Any;
-}
-
-bool type_matches(lua_State* L, int idx, OptType t) {
-  int lt = lua_type(L, idx);
-  switch (t) {
-    case OptType::Any: return true;
-    case OptType::Boolean: return lt == LUA_TBOOLEAN;
-    case OptType::Number: return lt == LUA_TNUMBER;
-    case OptType::Integer: return lt == LUA_TNUMBER && lua_tonumber(L, idx) == static_cast<double>(static_cast<int64_t>(lua_tonumber(L, idx)));
-    case OptType::String: return lt == LUA_TSTRING;
-    case OptType::Table: return lt == LUA_TTABLE;
-    case OptType::Function: return lt == LUA_TFUNCTION;
-    case OptType::StringOrTable: return lt == LUA_TSTRING || lt == LUA_TTABLE;
-    case OptType::NumberOrString: return lt == LUA_TNUMBER || lt == LUA_TSTRING;
+  } names[] = {{"any", OptType::Any},           {"boolean", OptType::Boolean}, {"number", OptType::Number},
+               {"integer", OptType::Integer},   {"string", OptType::String},   {"table", OptType::Table},
+               {"function", OptType::Function}};
+  SchemaType out;
+  std::string_view rest(spec);
+  while (true) {
+    size_t bar = rest.find('|');
+    std::string_view part = rest.substr(0, bar);
+    bool found = false;
+    for (const auto& n : names) {
+      if (part == n.name) {
+        out.alternatives.push_back(n.type);
+        if (!out.words.empty()) out.words += " or ";
+        out.words += opt_type_name(n.type);
+        found = true;
+      }
+    }
+    if (!found) luaL_error(L, "check_options: schema entry '%s' has unknown type '%s'", key, spec);
+    if (bar == std::string_view::npos) break;
+    rest.remove_prefix(bar + 1);
   }
-  return false;
+  return out;
 }
 
 // check_options(opts, schema, where [, level]) -> opts (or an empty table for nil)
 // schema maps each accepted name to a type: "any", "boolean", "number", "integer", "string",
-// "table", "function", "string|table", "number|string", "seconds" (a positive finite number: a
+// "table", "function", or several joined by '|' ("boolean|string"), or "seconds" (a positive finite number: a
 // timeout; NaN, infinities, 0 and negatives are refused showing the value). The error blames
 // `level` (default 2: the caller of the function that checks its options).
 int core_check_options(lua_State* L) {
@@ -81,12 +85,9 @@ int core_check_options(lua_State* L) {
       std::vector<std::string> names;
       for (lua_pushnil(L); lua_next(L, 2); lua_pop(L, 1))
         if (lua_type(L, -2) == LUA_TSTRING) names.emplace_back(lua_tostring(L, -2));
-      std::string hint = suggest_closest(key, names);
+      std::string msg = unknown_option_message(key, where, names);
       luaL_where(L, level);
-      if (hint.empty())
-        lua_pushfstring(L, "unknown option '%s' to '%s'", key, where);
-      else
-        lua_pushfstring(L, "unknown option '%s' to '%s' (did you mean '%s'?)", key, where, hint.c_str());
+      lua_pushlstring(L, msg.data(), msg.size());
       lua_concat(L, 2);
       return lua_error(L);
     }
@@ -106,10 +107,12 @@ int core_check_options(lua_State* L) {
       lua_pop(L, 2);  // [key]
       continue;
     }
-    OptType t = parse_opt_type(L, key, tname);
-    if (!type_matches(L, -2, t)) {
+    SchemaType t = parse_schema_type(L, key, tname);
+    bool ok = false;
+    for (OptType alt : t.alternatives) ok = ok || opt_type_matches(L, -2, alt);
+    if (!ok) {
       luaL_where(L, level);
-      lua_pushfstring(L, "option '%s' to '%s' must be %s (got %s)", key, where, opt_type_name(t), type_name_at(L, -3));
+      lua_pushfstring(L, "option '%s' to '%s' must be %s (got %s)", key, where, t.words.c_str(), type_name_at(L, -3));
       lua_concat(L, 2);
       return lua_error(L);
     }
@@ -147,12 +150,13 @@ int core_version(lua_State* L) {
   return 1;
 }
 
-int core_torch_describe(lua_State* L) {
-  std::string s = torch_module_describe();
-  lua_pushlstring(L, s.data(), s.size());
+// monotonic() -> seconds of the one monotonic clock (host/clock.hpp)
+int core_monotonic(lua_State* L) {
+  lua_pushnumber(L, monotonic_seconds());
   return 1;
 }
 
+// isatty([fd = 1]) -> whether the descriptor is a terminal
 int core_isatty(lua_State* L) {
   lua_pushboolean(L, isatty(static_cast<int>(luaL_optinteger(L, 1, 1))));
   return 1;
@@ -164,11 +168,6 @@ int core_debug_throw(lua_State* L) {
   throw std::runtime_error(msg);
 }
 
-int core_live_handles(lua_State* L) {
-  lua_pushnumber(L, static_cast<lua_Number>(class_live_handles()));
-  return 1;
-}
-
 }  // namespace
 }  // namespace sky
 
@@ -177,10 +176,9 @@ extern "C" int luaopen_sky_core(lua_State* L) {
       {"check_options", sky::safe<sky::core_check_options>},
       {"suggest", sky::safe<sky::core_suggest>},
       {"version", sky::safe<sky::core_version>},
-      {"torch_describe", sky::safe<sky::core_torch_describe>},
       {"isatty", sky::safe<sky::core_isatty>},
+      {"monotonic", sky::safe<sky::core_monotonic>},
       {"debug_throw", sky::safe<sky::core_debug_throw>},
-      {"live_handles", sky::safe<sky::core_live_handles>},
       {nullptr, nullptr},
   };
   lua_createtable(L, 0, sizeof(fns) / sizeof(fns[0]) - 1);

@@ -210,11 +210,6 @@ int tpl_source(lua_State* L) {
   return 1;
 }
 
-int tpl_has_generation(lua_State* L) {
-  lua_pushboolean(L, class_check<jinja::Template>(L, 1, kTemplateSpec).has_generation_block());
-  return 1;
-}
-
 // value:dumps([{indent=, ensure_ascii=, sort_keys=}]) -> JSON text as Python's json.dumps writes it
 int value_dumps(lua_State* L) {
   auto& v = class_check<Value>(L, 1, kValueSpec);
@@ -306,8 +301,7 @@ int value_lua(lua_State* L) {
 const ClassSpec kTemplateSpec{
     "skyrun.JinjaTemplate",
     "JinjaTemplate",
-    {{"render", safe<tpl_render>}, {"render_chat", safe<tpl_render_chat>}, {"source", safe<tpl_source>},
-     {"has_generation", safe<tpl_has_generation>}},
+    {{"render", safe<tpl_render>}, {"render_chat", safe<tpl_render_chat>}, {"source", safe<tpl_source>}},
     {},
 };
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "host/bind.hpp"
+#include "host/clock.hpp"
 #include "host/modules.hpp"
 #include "pool/local_transport.hpp"
 #include "pool/transport.hpp"
@@ -128,12 +129,6 @@ extern const ClassSpec kConnectionSpec;
 
 Connection& check_conn(lua_State* L, int idx) { return class_check<Connection>(L, idx, kConnectionSpec); }
 
-double now_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
-
 // conn:send(kind, payload) -> true | false, message
 int conn_send(lua_State* L) {
   Connection& c = check_conn(L, 1);
@@ -183,14 +178,14 @@ int conn_recv(lua_State* L) {
 int conn_wait(lua_State* L) {
   Connection& c = check_conn(L, 1);
   double timeout = luaL_optnumber(L, 2, -1);
-  double deadline = now_seconds() + timeout;
+  double deadline = monotonic_seconds() + timeout;
   for (;;) {
     uint8_t kind = 0;
     std::string payload;
     int r = c.recv(kind, payload);
     if (r != 0) return push_recv(L, r, kind, payload);
     c.flush();
-    double left = deadline - now_seconds();
+    double left = deadline - monotonic_seconds();
     if (timeout >= 0 && left <= 0) return push_recv(L, 0, 0, payload);
     pollfd p[2];
     int n = 0;
@@ -395,11 +390,6 @@ int core_limits(lua_State* L) {
   return 1;
 }
 
-int core_now(lua_State* L) {
-  lua_pushnumber(L, now_seconds());
-  return 1;
-}
-
 int core_getpid(lua_State* L) {
   lua_pushinteger(L, getpid());
   return 1;
@@ -466,13 +456,6 @@ int core_free_port(lua_State* L) {
   return 1;
 }
 
-int core_hostname(lua_State* L) {
-  char buf[256] = {0};
-  gethostname(buf, sizeof buf - 1);
-  lua_pushstring(L, buf);
-  return 1;
-}
-
 int core_sleep(lua_State* L) {
   double s = luaL_checknumber(L, 1);
   timespec ts{static_cast<time_t>(s), static_cast<long>((s - static_cast<double>(static_cast<time_t>(s))) * 1e9)};
@@ -487,9 +470,9 @@ int luaopen_sky_pool_core(lua_State* L) {
   class_register(L, kConnectionSpec);
   const luaL_Reg fns[] = {
       {"poll", safe<core_poll>},       {"spawn_local", safe<core_spawn_local>},
-      {"now", safe<core_now>},         {"getpid", safe<core_getpid>},
+      {"getpid", safe<core_getpid>},
       {"setenv", safe<core_setenv>},   {"environ", safe<core_environ>}, {"signal", safe<core_signal>},
-      {"free_port", safe<core_free_port>}, {"hostname", safe<core_hostname>},
+      {"free_port", safe<core_free_port>},
       {"sleep", safe<core_sleep>},     {"limits", safe<core_limits>},
       {nullptr, nullptr},
   };

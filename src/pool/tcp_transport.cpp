@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "pool/net.hpp"
+#include "host/clock.hpp"
 
 namespace sky::pool {
 namespace {
@@ -29,10 +30,6 @@ constexpr const char* kGreeting = "SKYRUN-DIAL 1";
 constexpr size_t kMaxLine = 512;         // a handshake line longer than this is refused
 constexpr double kHandshakeSeconds = 5;  // a connection that does not finish its handshake by then is closed
 constexpr size_t kLauncherTail = 4096;   // the launcher's last output kept for error messages
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 std::string to_hex(const unsigned char* p, size_t n) {
   static const char* digits = "0123456789abcdef";
@@ -107,7 +104,7 @@ bool send_all(int fd, const std::string& data) {
 bool recv_line(int fd, std::string& line, double deadline) {
   line.clear();
   for (;;) {
-    double left = deadline - now_seconds();
+    double left = deadline - monotonic_seconds();
     if (left <= 0) return false;
     pollfd p{fd, POLLIN, 0};
     int r = ::poll(&p, 1, static_cast<int>(left * 1000) + 1);
@@ -136,7 +133,7 @@ int dial_greeted(const std::string& host, int port, double dead_after, double ti
   }
   set_dead_after(fd, dead_after);
   std::string line;
-  auto w = words(recv_line(fd, line, now_seconds() + timeout) ? line : std::string());
+  auto w = words(recv_line(fd, line, monotonic_seconds() + timeout) ? line : std::string());
   if (w.size() != 3 || w[0] + " " + w[1] != kGreeting || w[2].size() != 64) {
     ::close(fd);
     throw TransportError("the peer at " + where + " is not a skyrun driver (no greeting)");
@@ -308,7 +305,7 @@ int dial_worker(const std::string& host, int port, const std::string& id, const 
   std::string nonce_w = random_hex(32);
   std::string line;
   if (!send_all(fd, "WORKER " + id + " " + nonce_w + " " + worker_proof(secret, nonce_d, id, nonce_w) + "\n") ||
-      !recv_line(fd, line, now_seconds() + timeout)) {
+      !recv_line(fd, line, monotonic_seconds() + timeout)) {
     ::close(fd);
     throw TransportError("the driver at " + host + ":" + std::to_string(port) +
                          " refused this worker (wrong pool secret, or an id it does not expect)");
@@ -326,7 +323,7 @@ int dial_hold(const std::string& host, int port, const std::string& label, doubl
   if (!valid_token(label)) throw TransportError("bad keeper label '" + label + "'");
   std::string nonce_d, line;
   int fd = dial_greeted(host, port, dead_after, timeout, nonce_d);
-  if (!send_all(fd, "HOLD " + label + "\n") || !recv_line(fd, line, now_seconds() + timeout) || line != "OK") {
+  if (!send_all(fd, "HOLD " + label + "\n") || !recv_line(fd, line, monotonic_seconds() + timeout) || line != "OK") {
     ::close(fd);
     throw TransportError("the driver at " + host + ":" + std::to_string(port) + " did not take the keeper");
   }
@@ -388,7 +385,7 @@ void Rendezvous::accept_all() {
       continue;
     }
     set_dead_after(fd, dead_after_);
-    Pending p{random_hex(32), std::string(), now_seconds() + kHandshakeSeconds};
+    Pending p{random_hex(32), std::string(), monotonic_seconds() + kHandshakeSeconds};
     if (!send_all(fd, std::string(kGreeting) + " " + p.nonce + "\n")) {
       ::close(fd);
       continue;
@@ -461,7 +458,7 @@ void Rendezvous::advance(int fd, Pending& p, bool& done) {
 
 void Rendezvous::progress() {
   accept_all();
-  double t = now_seconds();
+  double t = monotonic_seconds();
   std::vector<int> fds;
   for (auto& [fd, p] : pending_) fds.push_back(fd);
   for (int fd : fds) {

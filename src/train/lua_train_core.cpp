@@ -25,27 +25,6 @@
 namespace sky::train {
 namespace {
 
-// lr_factor(kind, step, warmup, total [, num_cycles [, min_lr_rate]]) -> number
-int core_lr_factor(lua_State* L) {
-  Schedule s;
-  s.kind = schedule_kind_from_name(std::string(check_string_view(L, 1)));
-  int64_t step = check_int64(L, 2);
-  s.warmup_steps = check_int64(L, 3);
-  s.total_steps = check_int64(L, 4);
-  s.num_cycles = luaL_optnumber(L, 5, 0.5);
-  s.min_lr_rate = luaL_optnumber(L, 6, 0.0);
-  lua_pushnumber(L, schedule_factor(s, step));
-  return 1;
-}
-
-// monotonic() -> seconds (CLOCK_MONOTONIC), for run times and tokens/s
-int core_monotonic(lua_State* L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9);
-  return 1;
-}
-
 int core_crc32c(lua_State* L) {
   std::string_view s = check_string_view(L, 1);
   lua_pushnumber(L, crc32c(s.data(), s.size()));
@@ -162,9 +141,7 @@ int core_write_file_atomic(lua_State* L) {
 
 extern "C" int luaopen_transformers_train_core(lua_State* L) {
   static const luaL_Reg fns[] = {
-      {"lr_factor", sky::safe<sky::train::core_lr_factor>},
       {"crc32c", sky::safe<sky::train::core_crc32c>},
-      {"monotonic", sky::safe<sky::train::core_monotonic>},
       {"tb_open", sky::safe<sky::train::tb_open>},
       {"json_encode", sky::safe<sky::train::core_json_encode>},
       {"json_decode", sky::safe<sky::train::core_json_decode>},

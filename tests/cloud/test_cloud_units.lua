@@ -3,6 +3,7 @@
 -- refusal, the ttl script, the state records.
 local T = require "testlib"
 local pcore = require "sky.pool.core"
+local monotonic = require("sky.core").monotonic
 local sigv4 = require "sky.cloud.sigv4"
 local xml = require "sky.cloud.xml"
 local config = require "sky.cloud.aws_config"
@@ -167,9 +168,9 @@ T.test("the ttl script shuts the machine down in the background and holds no sec
   local dir = T.tmpdir()
   T.write_file(dir .. "/shutdown", "#!/bin/sh\necho \"$*\" > " .. q(dir .. "/ran") .. "\n")
   T.exec("chmod 755 " .. q(dir .. "/shutdown"))
-  local t0 = pcore.now()
+  local t0 = monotonic()
   T.exec("PATH=" .. q(dir) .. ":$PATH sh -c " .. q(ttl.timer_line(1, "shutdown -h now")))
-  T.ok(pcore.now() - t0 < 0.9, "the script returns at once")
+  T.ok(monotonic() - t0 < 0.9, "the script returns at once")
   for _ = 1, 50 do
     if io.open(dir .. "/ran") then break end
     pcore.sleep(0.1)

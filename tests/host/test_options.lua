@@ -38,4 +38,27 @@ T.test("option names must be strings", function()
   T.raises(function() TrainingArguments { 1, 2 } end, "option names to 'TrainingArguments' must be strings")
 end)
 
+T.test("a schema type may join several with '|'; TrainingArguments is checked by the same checker", function()
+  local schema = { resume = "boolean|string", n = "integer|table" }
+  T.eq(sky.check_options({ resume = "ckpt", n = 3 }, schema, "f"), { resume = "ckpt", n = 3 })
+  T.raises(function() sky.check_options({ resume = 1 }, schema, "f") end,
+    "option 'resume' to 'f' must be a boolean or a string (got number)")
+  T.raises(function() sky.check_options({ resume = true }, { resume = "bool" }, "f") end,
+    "check_options: schema entry 'resume' has unknown type 'bool'")
+  local transformers = require "transformers"
+  T.raises(function() transformers.TrainingArguments { resume_from_checkpoint = 3 } end,
+    "option 'resume_from_checkpoint' to 'TrainingArguments' must be a boolean or a string (got number)")
+  local err = T.raises(function() transformers.TrainingArguments { num_epochs = 3 } end,
+    "unknown option 'num_epochs' to 'TrainingArguments' (did you mean 'num_train_epochs'?)")
+  T.contains(err, "test_options.lua:")  -- the caller's line
+end)
+
+T.test("one monotonic clock and one isatty in sky.core", function()
+  local core = require "sky.core"
+  local a = core.monotonic()
+  local b = core.monotonic()
+  T.ok(type(a) == "number" and b >= a)
+  T.eq(type(core.isatty(2)), "boolean")
+end)
+
 T.run()

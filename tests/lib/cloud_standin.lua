@@ -81,10 +81,10 @@ end
 --- Waits until no instance is left that is not terminated; returns the ones left (empty: all ended).
 function S:wait_all_ended(seconds)
   local sleep = require("sky.pool.core").sleep
-  local deadline = require("sky.pool.core").now() + (seconds or 10)
+  local deadline = require("sky.core").monotonic() + (seconds or 10)
   while true do
     local left = self:running()
-    if #left == 0 or require("sky.pool.core").now() > deadline then return left end
+    if #left == 0 or require("sky.core").monotonic() > deadline then return left end
     sleep(0.1)
   end
 end

@@ -4,6 +4,7 @@
 local T = require "testlib"
 local sky = require "sky"
 local pcore = require "sky.pool.core"
+local monotonic = require("sky.core").monotonic
 
 local function exists(path)
   local f = io.open(path, "rb")
@@ -43,9 +44,9 @@ local gated = sky.compute(function(log, gate, id)
 end, { name = "gated" })
 
 local function wait_until(pred, what)
-  local t0 = pcore.now()
+  local t0 = monotonic()
   while not pred() do
-    if pcore.now() - t0 > 20 then error("timed out waiting for " .. what, 2) end
+    if monotonic() - t0 > 20 then error("timed out waiting for " .. what, 2) end
     pcore.sleep(0.01)
   end
 end

@@ -7,6 +7,7 @@ local Sshd = require "sshd"
 local Slurm = require "slurm"
 local sky = require "sky"
 local pcore = require "sky.pool.core"
+local monotonic = require("sky.core").monotonic
 
 local q = T.shell_quote
 local ROOT = os.getenv("SKYRUN_SOURCE_ROOT") or ".."
@@ -45,7 +46,7 @@ T.write_file(wrap .. "/srun", table.concat({
 T.exec("chmod 755 " .. q(wrap .. "/srun"))
 pcore.setenv("PATH", wrap .. ":" .. os.getenv("PATH"))
 
-local function now() return pcore.now() end
+local function now() return monotonic() end
 
 local function provider(extra)
   local o = { quiet = true, queue_timeout = 60, time = 10 }

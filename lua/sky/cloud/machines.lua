@@ -25,6 +25,7 @@
 --   ssh_user, ssh_port
 local core = require "sky.core"
 local pcore = require "sky.pool.core"
+local monotonic = require("sky.core").monotonic
 local ssh = require "sky.ssh.core"
 local secret = require "sky.secret"
 local state = require "sky.cloud.state"
@@ -205,7 +206,7 @@ end
 function Machines:_wait_ready(machines)
   local pending, polls = {}, 0
   for _, m in ipairs(machines) do
-    m.started = pcore.now()
+    m.started = monotonic()
     m.attempts = m.attempts or 1
     pending[#pending + 1] = m
   end
@@ -216,7 +217,7 @@ function Machines:_wait_ready(machines)
     local still = {}
     for _, m in ipairs(pending) do
       local d = desc[m.id]
-      local t = pcore.now() - m.started
+      local t = monotonic() - m.started
       local failed
       if d and d.state == "running" and d.address then
         m.address, m.private_address, m.port = d.address, d.private_address or d.address, d.port
@@ -240,7 +241,7 @@ function Machines:_wait_ready(machines)
         end
         local o, new = self:_create(self.candidates, m.offer_index, 1, 1)
         local r = { id = new[1], offer = o, offer_index = m.offer_index, node = m.node, attempts = m.attempts + 1,
-                    started = pcore.now() }
+                    started = monotonic() }
         self.all_ids[#self.all_ids + 1] = r.id
         self.nodes[m.node] = r
         still[#still + 1] = r

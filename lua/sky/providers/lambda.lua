@@ -16,6 +16,7 @@ local rest = require "sky.cloud.rest"
 local ttl = require "sky.cloud.ttl"
 local cloud = require "sky.cloud.core"
 local pcore = require "sky.pool.core"
+local monotonic = require("sky.core").monotonic
 
 local M = {}
 
@@ -98,7 +99,7 @@ function Driver:create(offer, count, min_count, ctx)
   end
   local ids = {}
   for _, id in ipairs(v and v.data and v.data.instance_ids or {}) do ids[#ids + 1] = tostring(id) end
-  local now = pcore.now()
+  local now = monotonic()
   for _, id in ipairs(ids) do self.created_at[id] = now end
   return ids
 end
@@ -108,7 +109,7 @@ end
 -- (counted from its launch).
 function Driver:after_ssh(session, id, ctx)
   if not ctx.ttl or ctx.ttl <= 0 then return end
-  local left = math.max(1, math.floor(ctx.ttl - (pcore.now() - (self.created_at[id] or pcore.now()))))
+  local left = math.max(1, math.floor(ctx.ttl - (monotonic() - (self.created_at[id] or monotonic()))))
   local terminate = "curl -s -K \"$HOME/.skyrun/ttl.curl\" -X POST -H 'Content-Type: application/json' " ..
     "-d '{\"instance_ids\":[\"" .. id .. "\"]}' " .. self.endpoint .. "/instance-operations/terminate"
   local script = table.concat({

@@ -29,6 +29,7 @@
 --   quiet           no "[slurm] ..." progress lines
 local core = require "sky.core"
 local pcore = require "sky.pool.core"
+local monotonic = require("sky.core").monotonic
 local secret = require "sky.secret"
 
 local Slurm = {}
@@ -184,7 +185,7 @@ end
 
 -- Waits until the job runs; returns its record. Says why it waits when that changes.
 function Slurm:_wait_running()
-  local t0, delay, last = pcore.now(), 0.05, nil
+  local t0, delay, last = monotonic(), 0.05, nil
   while true do
     local job, err = self:_job_record()
     if not job then error("sky.providers.slurm: cannot read job " .. self.job_id .. ": " .. tostring(err), 0) end
@@ -202,7 +203,7 @@ function Slurm:_wait_running()
       say(self, "job %s: %s", self.job_id, why)
       last = why
     end
-    if self.queue_timeout and pcore.now() - t0 > self.queue_timeout then
+    if self.queue_timeout and monotonic() - t0 > self.queue_timeout then
       error(string.format("sky.providers.slurm: job %s still %s after %g s (queue_timeout)", self.job_id, why,
         self.queue_timeout), 0)
     end
@@ -214,7 +215,7 @@ end
 -- Waits until the job's batch script, `skyrun hold`, has dialled back: from then on the job ends
 -- with this driver. A keeper that cannot connect ends the job at once.
 function Slurm:_wait_keeper(job, seconds)
-  local t0 = pcore.now()
+  local t0 = monotonic()
   while not self.rendezvous:wait_hold(self.job_id, 0.5) do
     local now_job = self:_job_record() or {}
     local state = now_job.JobState or "?"
@@ -224,7 +225,7 @@ function Slurm:_wait_keeper(job, seconds)
         "that address and run %s? (set driver_address =, binary =)", self.job_id, job.BatchHost or job.NodeList,
         state, now_job.ExitCode or "?", self.target, self.binary), 0)
     end
-    if pcore.now() - t0 > seconds then
+    if monotonic() - t0 > seconds then
       error(string.format("sky.providers.slurm: job %s runs on %s but its batch script did not dial back to %s " ..
         "within %g s: can the nodes reach this host at that address? (set driver_address =)", self.job_id,
         job.BatchHost or job.NodeList, self.target, seconds), 0)
@@ -356,8 +357,8 @@ end
 function Slurm:close()
   if self.job_id then
     run({ "scancel", self.job_id })
-    local t0, delay = pcore.now(), 0.05
-    while pcore.now() - t0 < 30 do
+    local t0, delay = monotonic(), 0.05
+    while monotonic() - t0 < 30 do
       local out, rc = run({ "squeue", "-h", "-j", self.job_id, "-o", "%T" })
       if rc ~= 0 or not out:find("%S") then break end
       pcore.sleep(delay)
