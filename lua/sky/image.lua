@@ -15,7 +15,7 @@ local M = {}
 local Image = {}
 Image.__index = Image
 
-local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local shell_quote = require("sky.ssh.core").shell_quote
 
 local function read_file(path, what)
   local f, err = io.open(path, "rb")

@@ -9,7 +9,7 @@ local core = require "sky.ssh.core"
 
 local M = {}
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local shq = require("sky.ssh.core").shell_quote
 
 local function popen_read(cmd)
   local f = io.popen(cmd, "r")

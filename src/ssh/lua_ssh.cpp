@@ -288,6 +288,22 @@ int ssh_run_many(lua_State* L) {
   return 1;
 }
 
+// shell_quote(s) -> s single-quoted for a POSIX shell (numbers and other values through tostring):
+// the one quoting every remote command line uses.
+int ssh_shell_quote(lua_State* L) {
+  if (lua_type(L, 1) != LUA_TSTRING && lua_type(L, 1) != LUA_TNUMBER) {
+    lua_getglobal(L, "tostring");
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    lua_replace(L, 1);
+  }
+  size_t n = 0;
+  const char* p = lua_tolstring(L, 1, &n);
+  std::string q = ssh::shell_quote(std::string_view(p, n));
+  lua_pushlstring(L, q.data(), q.size());
+  return 1;
+}
+
 // sha256_file(path) -> hex digest. The running binary's digest is computed once per process.
 int ssh_sha256_file(lua_State* L) {
   std::string path(check_string_view(L, 1));
@@ -327,6 +343,7 @@ extern "C" int luaopen_sky_ssh_core(lua_State* L) {
   static const luaL_Reg fns[] = {
       {"connect", sky::safe<sky::ssh_connect_lua>},
       {"sha256_file", sky::safe<sky::ssh_sha256_file>},
+      {"shell_quote", sky::safe<sky::ssh_shell_quote>},
       {"run_many", sky::safe<sky::ssh_run_many>},
       {"parse_target", sky::safe<sky::ssh_parse_target>},
       {nullptr, nullptr},

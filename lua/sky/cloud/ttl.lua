@@ -5,7 +5,7 @@
 -- cloud put in the machine's environment.
 local M = {}
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local shq = require("sky.ssh.core").shell_quote
 
 --- A shell line that runs `command` in the background after ttl seconds, detached from the boot
 --- script (nohup, its own session), or "" for ttl 0.

@@ -20,7 +20,7 @@ local monotonic = require("sky.core").monotonic
 
 local M = {}
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local shq = require("sky.ssh.core").shell_quote
 
 M.DEFAULT_ENDPOINT = "https://cloud.lambda.ai/api/v1"
 

@@ -35,7 +35,7 @@ local secret = require "sky.secret"
 local Slurm = {}
 Slurm.__index = Slurm
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local shq = require("sky.ssh.core").shell_quote
 
 -- Variables never handed to Slurm (srun and sbatch export the caller's environment into the job,
 -- where ps and the job's record show it): credentials by name, and any value that is a secret.
