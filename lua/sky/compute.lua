@@ -73,9 +73,28 @@ local function accelerator_seen()
   return "cpu"
 end
 
+-- The NVIDIA GPUs this process may use: CUDA_VISIBLE_DEVICES's entries when it is set, else the
+-- machine's device files /dev/nvidia0, /dev/nvidia1, ...
+local function gpus_seen()
+  local visible = os.getenv("CUDA_VISIBLE_DEVICES")
+  if visible then
+    local n = 0
+    for entry in visible:gmatch("[^,]+") do
+      if entry:match("^%s*%-") then break end  -- CUDA stops at the first invalid (negative) index
+      n = n + 1
+    end
+    return n
+  end
+  local n = 0
+  for _, name in ipairs(require("sky.fs").listdir("/dev") or {}) do
+    if name:match("^nvidia%d+$") then n = n + 1 end
+  end
+  return n
+end
+
 --- Inside a task: {node, nodes, slot, rank, world_size, local_rank, is_head, concurrency, job_id,
---- peers = {{node, address}, ...}, head_address, address, accelerator, pool, pid, restarts (the
---- gang restarts of the pool so far: 0 in the first gang)}.
+--- peers = {{node, address}, ...}, head_address, address, accelerator, gpus (the GPUs this worker
+--- may use), pool, pid, restarts (the gang restarts of the pool so far: 0 in the first gang)}.
 --- node and slot count from 1 as Lua does (Skyward's node and worker count from 0); rank and
 --- local_rank count from 0 as torch's. On the driver: node 0 and role "driver".
 function M.info()
@@ -85,13 +104,15 @@ function M.info()
   if src then
     for k, v in pairs(src) do t[k] = v end
     t.role = "worker"
+    t.gpus = gpus_seen()
     return t
   end
   return { node = 0, nodes = 0, rank = 0, world_size = 1, local_rank = 0, slot = 0, head_address = "127.0.0.1",
            is_head = false, peers = {}, restarts = 0,
-           accelerator = accelerator_seen(), role = "driver", pid = require("sky.pool.core").getpid() }
+           accelerator = accelerator_seen(), gpus = gpus_seen(), role = "driver", pid = require("sky.pool.core").getpid() }
 end
 
 M.accelerator_seen = accelerator_seen
+M.gpus_seen = gpus_seen
 
 return M

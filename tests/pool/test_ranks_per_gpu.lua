@@ -11,6 +11,11 @@ local who = sky.compute(function()
     node = i.node, slot = i.slot, is_head = i.is_head, sum = sky.dist.all_reduce(1), dist_rank = sky.dist.rank() }
 end)
 
+local function pool_gpus()
+  local pool = sky.ComputePool { nodes = 1 }
+  return pool:with(function() return pool:run(sky.compute(function() return sky.info().gpus end)()) end)
+end
+
 local function ranks_of(pool)
   local out
   pool:with(function() out = pool:broadcast(who()) end)
@@ -53,7 +58,9 @@ T.test("a machine with two GPUs (device files /dev/nvidia0 and 1) gives two rank
 local sky = require "sky"
 local pool = sky.ComputePool { nodes = 1, plugins = { sky.plugins.torch { backend = "gloo", timeout = 30 } } }
 pool:with(function()
-  local r = pool:broadcast(sky.compute(function() return os.getenv("LOCAL_RANK") .. "/" .. os.getenv("WORLD_SIZE") end)())
+  local r = pool:broadcast(sky.compute(function()
+    return os.getenv("LOCAL_RANK") .. "/" .. os.getenv("WORLD_SIZE") .. ":" .. sky.info().gpus
+  end)())
   print("RANKS " .. table.concat(r, " "))
 end)
 ]])
@@ -64,7 +71,14 @@ end)
     "touch %s/nvidia0 %s/nvidia1 && mount --bind %s /dev && exec %s %s",
     q(dev), q(dev), q(dev), q(dev), q(dev), q(dev), q(T.skyrun_bin), q(script)))))
   T.eq(code, 0, out .. err)
-  T.contains(out, "RANKS 0/2 1/2")
+  T.contains(out, "RANKS 0/2:2 1/2:2")
+  -- CUDA_VISIBLE_DEVICES narrows what a process may use, for the ranks and for sky.info().gpus
+  out, err, code = T.sh(string.format("unshare -m sh -c %s", q(string.format(
+    "mount --bind %s /dev && CUDA_VISIBLE_DEVICES=1 exec %s %s", q(dev), q(T.skyrun_bin), q(script)))))
+  T.eq(code, 0, out .. err)
+  T.contains(out, "RANKS 0/1:1")
+  local none = pool_gpus()
+  T.eq(none, 0, "this machine has no GPU")
 end)
 
 T.run()

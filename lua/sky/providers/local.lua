@@ -19,16 +19,8 @@ end
 
 function Local:head_address() return "127.0.0.1" end
 
--- This machine's NVIDIA GPUs: their device files (/dev/nvidia0, /dev/nvidia1, ...).
-local function gpus_here()
-  local names = require("sky.fs").listdir("/dev") or {}
-  local n = 0
-  for _, name in ipairs(names) do if name:match("^nvidia%d+$") then n = n + 1 end end
-  return n
-end
-
 function Local:ranks_per_node(spec)
-  return require("sky.providers").gpus_per_node(self.gpus_per_node, spec, gpus_here)
+  return require("sky.providers").gpus_per_node(self.gpus_per_node, spec, require("sky.compute").gpus_seen)
 end
 
 -- Workers this machine can start now for this user: about two tasks each (the worker and its
