@@ -168,6 +168,7 @@ function T.run()
         failed = failed + 1
         print(string.format("FAIL %s\n     %s", t.name, tostring(err):gsub("\n", "\n     ")))
       end
+      io.stdout:flush()  -- a later crash keeps the lines of the tests before it
     end
   end
   for _, d in ipairs(tmpdirs) do os.execute("rm -rf " .. shell_quote(d)) end
