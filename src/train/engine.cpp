@@ -13,6 +13,7 @@
 #include "host/fs.hpp"
 #include "sky_config.h"
 #include "torch/compat.hpp"
+#include "train/ddp.hpp"
 #include "train/step_graph.hpp"
 
 #if SKY_HAVE_CUDA
@@ -60,15 +61,59 @@ Engine::Engine(std::shared_ptr<TrainableModel> model, EngineConfig cfg) : model_
     throw std::runtime_error("not supported yet: fp16 on the CPU (fp16 autocast runs on CUDA)");
   scaler_.enabled = cfg_.fp16 || cfg_.loss_scaling;
   scaler_.scale = cfg_.init_scale;
+  std::shared_ptr<sky::dist::Group> group;
+  if (cfg_.world_size > 1) {
+    group = sky::dist::default_group();
+    if (!group || group->world_size() != cfg_.world_size)
+      throw std::runtime_error("the engine was told of " + std::to_string(cfg_.world_size) +
+                               " ranks but no process group of that size exists (sky.dist.init_process_group)");
+    rank_ = group->rank();
+  }
   model_->to_device(cfg_.device);
   std::vector<NamedParam> params;
-  for (NamedParam& p : model_->named_parameters())
-    if (p.param.requires_grad()) params.push_back(p);
-  optim_ = std::make_unique<Optimizer>(std::move(params), cfg_.optim);
+  if (cfg_.fsdp && group) {
+    fsdp_ = std::dynamic_pointer_cast<Fsdp>(model_->block_hook_owner());
+    if (!fsdp_) fsdp_ = make_fsdp(group);
+    params = fsdp_->trainable_shards();
+  } else {
+    if (std::dynamic_pointer_cast<Fsdp>(model_->block_hook_owner()))
+      throw std::runtime_error("the model is sharded by FSDP already: train it with FSDP on the same ranks");
+    for (NamedParam& p : model_->named_parameters())
+      if (p.param.requires_grad()) params.push_back(p);
+  }
+  optim_ = std::make_unique<Optimizer>(params, cfg_.optim);
   optim_->set_lr(current_lr());
-  if (cfg_.world_size > 1) sync_params_from_rank0();
+  if (group && !fsdp_) {
+    sync_params_from_rank0();
+    ddp_ = std::make_unique<DdpReducer>(params, group, cfg_.ddp_bucket_bytes);
+  }
   tr_loss_ = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(cfg_.device));
   if (cfg_.cuda_graphs) graph_ = StepGraph::make(*this);
+}
+
+// Shards the model over the group's ranks: the blocks of the configured classes become the units.
+std::shared_ptr<Fsdp> Engine::make_fsdp(const std::shared_ptr<sky::dist::Group>& group) {
+  if (model_->has_quantized_weights())
+    throw std::runtime_error("not supported yet: FSDP with 4-bit weights (QLoRA); use LoRA on 16-bit weights");
+  FsdpConfig fc = *cfg_.fsdp;
+  if (fc.blocks.empty()) {
+    auto [cls, prefixes] = model_->blocks();
+    for (const std::string& want : cfg_.fsdp_block_classes)
+      if (want != cls)
+        throw std::runtime_error("Could not find the transformer layer class " + want + " in the model" +
+                                 (cls.empty() ? std::string(" (it has no transformer blocks)")
+                                              : " (its blocks are " + cls + ")"));
+    fc.blocks = prefixes;
+  }
+  std::vector<NamedParam> all = model_->named_parameters();
+  auto f = std::make_shared<Fsdp>(std::move(all), fc, group, cfg_.device);
+  Fsdp* raw = f.get();
+  BlockHook hook = [raw](const std::string& prefix, const at::Tensor& h, const BlockRun& run) {
+    return raw->run_block(prefix, h, run);
+  };
+  if (!fc.blocks.empty() && !model_->set_block_hook(hook, f))
+    throw std::runtime_error("not supported yet: FSDP for this model (its blocks cannot be wrapped)");
+  return f;
 }
 
 Engine::~Engine() = default;
@@ -143,7 +188,7 @@ void Engine::add_to_tr_loss(const at::Tensor& loss, int64_t steps_since_log) {
 
 bool Engine::apply_update(bool graph_mode) {
   at::NoGradGuard no_grad;
-  if (cfg_.world_size > 1) sky::dist::sync_gradients(param_tensors());  // DDP: mean over ranks
+  if (ddp_) ddp_->finish();  // DDP: the buckets backward did not launch, then the mean over ranks
   if (scaler_.enabled) {
     // GradScaler.unscale_: one fused unscale-and-check over every grad on CUDA, then one read
     std::vector<at::Tensor> grads;
@@ -161,7 +206,9 @@ bool Engine::apply_update(bool graph_mode) {
         found_inf.add_(g.isfinite().all().logical_not().to(at::kFloat));
       }
     }
-    if (found_inf.item<float>() > 0) {
+    bool overflow = found_inf.item<float>() > 0;
+    if (fsdp_) overflow = fsdp_->any_rank(overflow);  // every rank skips the step alike
+    if (overflow) {
       scaler_.scale *= scaler_.backoff_factor;
       scaler_.growth_tracker = 0;
       grad_norm_ = at::Tensor();
@@ -172,10 +219,13 @@ bool Engine::apply_update(bool graph_mode) {
       scaler_.growth_tracker = 0;
     }
   }
-  at::Tensor norm = cfg_.max_grad_norm > 0 ? clip_grad_norm(optim_->params(), cfg_.max_grad_norm) : at::Tensor();
+  at::Tensor norm;
+  if (cfg_.max_grad_norm > 0)
+    norm = fsdp_ ? fsdp_->clip_grad_norm(cfg_.max_grad_norm) : clip_grad_norm(optim_->params(), cfg_.max_grad_norm);
   if (graph_mode && norm.defined()) grad_norm_.copy_(norm);  // into the graph's static output
   else grad_norm_ = norm;
   optim_->step();
+  if (fsdp_) fsdp_->after_step();
   return true;
 }
 
@@ -198,10 +248,12 @@ StepResult Engine::train_step(const std::vector<Batch>& micro, std::optional<dou
   }
   auto stream_scope = graph_ ? graph_->eager_scope() : nullptr;  // eager steps on the graph's stream
   if (grads_static_) optim_->zero_grad_in_place();
-  for (const Batch& b : micro) {
-    Batch dev = to_device(b);
+  for (size_t k = 0; k < micro.size(); ++k) {
+    if (ddp_) ddp_->prepare(k + 1 == micro.size());  // no_sync but for the last micro-batch
+    Batch dev = to_device(micro[k]);
     dev.want_logits = false;  // training reads the loss alone
     at::Tensor loss = micro_forward_backward(dev, num_items, accumulation_steps, at::Tensor());
+    if (fsdp_) fsdp_->finish_backward();
     add_to_tr_loss(loss, steps_since_log);
   }
   r.skipped = !apply_update(false);
@@ -289,13 +341,35 @@ void save_archive(torch::serialize::OutputArchive& ar, const std::string& path) 
 
 }  // namespace
 
-void Engine::state_save(const std::string& folder) const {
+// HF's names: rng_state.pth for one process, rng_state_<rank>.pth for each of several.
+std::string Engine::rng_file() const {
+  return cfg_.world_size > 1 ? "/rng_state_" + std::to_string(rank_) + ".pth" : "/rng_state.pth";
+}
+
+std::string Engine::optimizer_shard_file() const {
+  char name[64];
+  snprintf(name, sizeof(name), "/optimizer_0/rank-%05d-of-%05d.pt", rank_, static_cast<int>(cfg_.world_size));
+  return name;
+}
+
+void Engine::state_save(const std::string& folder, bool sharded) {
+  const bool main = rank_ == 0;
   {
     torch::serialize::OutputArchive ar;
-    optim_->state_save(ar);
-    save_archive(ar, folder + "/optimizer.pt");
+    if (fsdp_ && !sharded) {
+      // FULL: every rank takes part in gathering each state tensor; rank 0 writes them whole
+      optim_->state_save(ar, [&](const std::string& name, const at::Tensor& t) { return fsdp_->full_of(name, t); });
+    } else {
+      optim_->state_save(ar);
+    }
+    if (fsdp_ && sharded) {
+      std::filesystem::create_directories(folder + "/optimizer_0");
+      save_archive(ar, folder + optimizer_shard_file());
+    } else if (main) {
+      save_archive(ar, folder + "/optimizer.pt");
+    }
   }
-  {
+  if (main) {
     torch::serialize::OutputArchive ar;
     ar.write("last_epoch", at::full({}, static_cast<double>(scheduler_steps_), at::kDouble));
     ar.write("base_lr", at::full({}, cfg_.optim.lr, at::kDouble));
@@ -309,18 +383,29 @@ void Engine::state_save(const std::string& folder) const {
 #if SKY_HAVE_CUDA
     if (cfg_.device.is_cuda()) ar.write("cuda", at::cuda::detail::getDefaultCUDAGenerator(cfg_.device.index() < 0 ? 0 : cfg_.device.index()).get_state());
 #endif
-    save_archive(ar, folder + "/rng_state.pth");
+    save_archive(ar, folder + rng_file());
   }
 }
 
-void Engine::state_load(const std::string& folder) {
-  for (const char* f : {"/optimizer.pt", "/scheduler.pt", "/rng_state.pth"})
-    if (!std::filesystem::exists(folder + f))
-      throw std::runtime_error("checkpoint " + folder + " has no " + std::string(f + 1) + " (not a Trainer checkpoint of skyrun?)");
+void Engine::state_load(const std::string& folder, bool sharded) {
+  const std::string optimizer = fsdp_ && sharded ? optimizer_shard_file() : "/optimizer.pt";
+  std::string rng = rng_file();
+  if (!std::filesystem::exists(folder + rng) && std::filesystem::exists(folder + "/rng_state.pth")) rng = "/rng_state.pth";
+  for (const std::string& f : {optimizer, std::string("/scheduler.pt"), rng})
+    if (!std::filesystem::exists(folder + f)) {
+      if (f == optimizer && sharded)
+        throw std::runtime_error("checkpoint " + folder + " has no " + f.substr(1) + ": a SHARDED_STATE_DICT checkpoint " +
+                                 "resumes on the number of ranks that saved it (this run has " +
+                                 std::to_string(cfg_.world_size) + ")");
+      throw std::runtime_error("checkpoint " + folder + " has no " + f.substr(1) + " (not a Trainer checkpoint of skyrun?)");
+    }
   {
     torch::serialize::InputArchive ar;
-    ar.load_from(folder + "/optimizer.pt");
-    optim_->state_load(ar);
+    ar.load_from(folder + optimizer);
+    if (fsdp_ && !sharded)
+      optim_->state_load(ar, [&](const std::string& name, const at::Tensor& t) { return fsdp_->shard_of(name, t); });
+    else
+      optim_->state_load(ar);
   }
   {
     torch::serialize::InputArchive ar;
@@ -337,7 +422,7 @@ void Engine::state_load(const std::string& folder) {
   }
   {
     torch::serialize::InputArchive ar;
-    ar.load_from(folder + "/rng_state.pth");
+    ar.load_from(folder + rng);
     at::Tensor s;
     ar.read("cpu", s);
     at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle sharing the default generator

@@ -11,12 +11,15 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "dist/dist.hpp"
+#include "train/fsdp.hpp"
 #include "train/optim.hpp"
 #include "train/schedule.hpp"
 
@@ -41,6 +44,10 @@ struct ModelOutput {
   at::Tensor logits;  // (B, C) or (B, T, V)
 };
 
+// Runs one transformer block around `run` (FSDP gathers the block's parameters first). prefix:
+// the block's HF parameter prefix ("transformer.h.3.").
+using BlockHook = std::function<at::Tensor(const std::string& prefix, const at::Tensor& h, const BlockRun& run)>;
+
 // What the Trainer needs of a model. The models of src/nn implement it (model_lookup.cpp); PEFT
 // models reach it through the same adapter (frozen tensors have requires_grad = false and never
 // reach the optimizer).
@@ -58,6 +65,16 @@ class TrainableModel {
   virtual bool shifts_labels() const { return false; }
   // The loss is a sum divided by num_items_in_batch (causal LM), not a mean that ignores it.
   virtual bool loss_sums_over_items() const { return false; }
+  // The transformer blocks: HF's class name (its _no_split_modules: "GPT2Block",
+  // "LlamaDecoderLayer", ...) and each block's parameter prefix, in forward order; empty when the
+  // model has none.
+  virtual std::pair<std::string, std::vector<std::string>> blocks() const { return {}; }
+  // Runs every block through hook from now on, the owner kept with the model; false when the
+  // model cannot. owner() returns what was set.
+  virtual bool set_block_hook(BlockHook /*hook*/, std::shared_ptr<BlockHookOwner> /*owner*/) { return false; }
+  virtual std::shared_ptr<BlockHookOwner> block_hook_owner() const { return nullptr; }
+  // Weights stored in 4 bits (QLoRA): FSDP does not shard those.
+  virtual bool has_quantized_weights() const { return false; }
 };
 
 // torch.amp.GradScaler's dynamic loss scale (fp16): scale the loss, unscale the grads, skip the
@@ -86,6 +103,12 @@ struct EngineConfig {
   // multiplied by the world size so that the averaged gradient is the one of the global batch; a
   // mean loss (classification) is left as it is.
   int64_t world_size = 1;
+  // FSDP instead of DDP when several ranks exist (fsdp.hpp); blocks are named by class in
+  // fsdp_block_class (the prefixes come from the model); empty class list: the model's own.
+  std::optional<FsdpConfig> fsdp;
+  std::vector<std::string> fsdp_block_classes;
+  // DDP: gradients all-reduced in buckets of this many bytes as backward produces them.
+  size_t ddp_bucket_bytes = 25u << 20;
   // TrainingArguments.torch_compile: on CUDA, capture the whole step (forward, backward, clipping,
   // fused AdamW with the lr in a device tensor) in a CUDA graph the first time a shape is seen
   // twice, and replay it while the shapes stay; other shapes run eager (one notice).
@@ -99,6 +122,7 @@ struct StepResult {
 };
 
 class StepGraph;      // step_graph.hpp
+class DdpReducer;     // ddp.hpp
 class CudaStepGraph;  // its CUDA implementation (step_graph.cpp)
 
 class Engine {
@@ -137,10 +161,17 @@ class Engine {
   TrainableModel& model() { return *model_; }
   const EngineConfig& config() const { return cfg_; }
   Optimizer& optimizer() { return *optim_; }
+  // The FSDP state when the model is sharded over the ranks, else nullptr.
+  Fsdp* fsdp() const { return fsdp_.get(); }
+  DdpReducer* ddp() const { return ddp_.get(); }
 
-  // optimizer.pt, scheduler.pt, rng_state.pth in folder (ours: torch archives)
-  void state_save(const std::string& folder) const;
-  void state_load(const std::string& folder);
+  // optimizer.pt, scheduler.pt, rng_state.pth in folder (ours: torch archives). With several
+  // ranks every rank calls them: rng_state_<rank>.pth is each rank's (HF's names); under FSDP
+  // the optimizer state is gathered into rank 0's optimizer.pt (full, any world size loads it),
+  // or with sharded = true each rank writes optimizer_0/rank-<r>-of-<W>.pt (the same world size
+  // loads it). Only rank 0 writes the shared files.
+  void state_save(const std::string& folder, bool sharded = false);
+  void state_load(const std::string& folder, bool sharded = false);
 
   // tokens with a label in batch (labels[:, 1:] for models that shift them); host batches only
   int64_t count_items(const Batch& batch) const;
@@ -151,6 +182,9 @@ class Engine {
   Batch host_prepare(const Batch& b) const;  // what to_device would copy, still on the host
   std::vector<at::Tensor> param_tensors() const;
   void sync_params_from_rank0();
+  std::string rng_file() const;
+  std::string optimizer_shard_file() const;
+  std::shared_ptr<Fsdp> make_fsdp(const std::shared_ptr<sky::dist::Group>& group);
   // forward + backward of one micro-batch on device tensors; returns the detached float32 loss
   // (items_scale: a device scalar dividing the summed loss, for graphs; undefined otherwise)
   at::Tensor micro_forward_backward(const Batch& dev, std::optional<double> num_items, int64_t accumulation_steps,
@@ -173,6 +207,9 @@ class Engine {
   int64_t graph_replays_ = 0;
   bool grads_static_ = false;  // a graph owns the .grad tensors: zero them, never drop them
   std::unique_ptr<StepGraph> graph_;
+  std::shared_ptr<Fsdp> fsdp_;
+  std::unique_ptr<DdpReducer> ddp_;
+  int rank_ = 0;
 };
 
 // Seeds torch's CPU (and CUDA) generators, as transformers.set_seed does for torch.

@@ -149,7 +149,7 @@ void Optimizer::step() {
   }
 }
 
-void Optimizer::state_save(torch::serialize::OutputArchive& ar) const {
+void Optimizer::state_save(torch::serialize::OutputArchive& ar, const StateMap& saved_of) const {
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamState& st = state_[i];
     const std::string& n = params_[i].name;
@@ -157,13 +157,13 @@ void Optimizer::state_save(torch::serialize::OutputArchive& ar) const {
     const double step = st.step_t.defined() ? st.step_t.item<double>() : st.step;
     ar.write("step." + n, at::full({}, step, at::kDouble));
     if (st.exp_avg.defined()) {
-      ar.write("exp_avg." + n, st.exp_avg.cpu());
-      ar.write("exp_avg_sq." + n, st.exp_avg_sq.cpu());
+      ar.write("exp_avg." + n, saved_of ? saved_of(n, st.exp_avg) : st.exp_avg.cpu());
+      ar.write("exp_avg_sq." + n, saved_of ? saved_of(n, st.exp_avg_sq) : st.exp_avg_sq.cpu());
     }
   }
 }
 
-void Optimizer::state_load(torch::serialize::InputArchive& ar) {
+void Optimizer::state_load(torch::serialize::InputArchive& ar, const StateMap& mine_of) {
   for (size_t i = 0; i < params_.size(); ++i) {
     ParamState& st = state_[i];
     const std::string& n = params_[i].name;
@@ -174,6 +174,10 @@ void Optimizer::state_load(torch::serialize::InputArchive& ar) {
     st.step_t = at::Tensor();  // the fused path makes it again from st.step
     at::Tensor m, v;
     if (ar.try_read("exp_avg." + n, m) && ar.try_read("exp_avg_sq." + n, v)) {
+      if (mine_of) {
+        m = mine_of(n, m);
+        v = mine_of(n, v);
+      }
       if (!m.sizes().equals(params_[i].param.sizes()))
         throw std::runtime_error("optimizer state for '" + n + "' has shape " + c10::str(m.sizes()) +
                                  ", the parameter " + c10::str(params_[i].param.sizes()));

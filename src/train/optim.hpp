@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -51,8 +52,11 @@ class Optimizer {
   int64_t decay_count() const;
 
   // State as named tensors (exp_avg.<name>, exp_avg_sq.<name>, step.<name>), for checkpoints.
-  void state_save(torch::serialize::OutputArchive& ar) const;
-  void state_load(torch::serialize::InputArchive& ar);
+  // saved_of maps each state tensor to what is written (FSDP: the full tensor gathered from the
+  // shards); mine_of maps what was read to this optimizer's tensor (FSDP: this rank's rows).
+  using StateMap = std::function<at::Tensor(const std::string& param, const at::Tensor& t)>;
+  void state_save(torch::serialize::OutputArchive& ar, const StateMap& saved_of = {}) const;
+  void state_load(torch::serialize::InputArchive& ar, const StateMap& mine_of = {});
 
  private:
   struct ParamState {
