@@ -69,6 +69,20 @@ end
 
 local function model_save(model, dir) model:save_pretrained(dir) end
 
+-- FSDP: FULL_STATE_DICT gathers every parameter on every rank and rank 0 writes HF's folder;
+-- SHARDED_STATE_DICT has each rank write its shards (pytorch_model_fsdp_0/). Every rank calls it.
+local function fsdp_model_save(trainer, dir, sharded)
+  local engine = trainer.engine
+  if sharded then
+    engine:fsdp_save_shards(dir)
+    return
+  end
+  engine:fsdp_gather()
+  local ok, err = pcall(function() if trainer._dist.rank == 0 then model_save(trainer.model, dir) end end)
+  engine:fsdp_release()
+  if not ok then error(err, 0) end
+end
+
 local function model_load(model, dir)
   local peft = package.loaded["peft"]
   if peft and peft.is_peft_model(model) then  -- a checkpoint of a PEFT model holds the adapter folder
@@ -214,6 +228,11 @@ local function build_trainer(opts)
   local self = setmetatable({}, Trainer)
   self.model = opts.model
   if args.gradient_checkpointing then gradient_checkpointing_on(self.model, args) end
+  -- accelerate's FSDP plugin (TrainingArguments.fsdp or sky.plugins.accelerate's environment)
+  self.is_fsdp_enabled = args.fsdp_plugin ~= nil
+  if self.is_fsdp_enabled and args.fsdp_plugin.activation_checkpointing then
+    gradient_checkpointing_on(self.model, args)
+  end
   self.args = args
   self.train_dataset = opts.train_dataset
   self.eval_dataset = opts.eval_dataset
@@ -279,12 +298,27 @@ function Trainer:_engine(max_steps)
   local min_lr_rate = kw.min_lr_rate
   if kw.min_lr ~= nil then min_lr_rate = kw.min_lr / a.learning_rate end
   local device = self:_device()
+  local fsdp = self.args.fsdp_plugin
+  local bf16, fp16 = a.bf16, a.fp16
+  if fsdp and fsdp.mixed_precision and not bf16 and not fp16 then  -- accelerate's mixed_precision
+    bf16, fp16 = fsdp.mixed_precision == "bf16", fsdp.mixed_precision == "fp16"
+  end
+  local sharded = fsdp and fsdp.sharding_strategy ~= "NO_SHARD" and self._dist.world > 1
   self.engine = native().engine(self.model, {
     optim = a.optim, learning_rate = a.learning_rate, weight_decay = a.weight_decay, adam_beta1 = a.adam_beta1,
     adam_beta2 = a.adam_beta2, adam_epsilon = a.adam_epsilon, lr_scheduler_type = a.lr_scheduler_type,
     warmup_steps = a:get_warmup_steps(max_steps), total_steps = max_steps, num_cycles = kw.num_cycles,
-    min_lr_rate = min_lr_rate, max_grad_norm = a.max_grad_norm, bf16 = a.bf16 and device ~= "cpu", fp16 = a.fp16, device = device,
-    world_size = self._dist.world, cuda_graphs = a.torch_compile,
+    min_lr_rate = min_lr_rate, max_grad_norm = a.max_grad_norm, bf16 = bf16 and device ~= "cpu", fp16 = fp16, device = device,
+    world_size = self._dist.world, cuda_graphs = a.torch_compile, ddp_bucket_cap_mb = a.ddp_bucket_cap_mb,
+    fsdp = sharded or nil,
+    fsdp_reshard_after_forward = sharded and fsdp.reshard_after_forward or nil,
+    fsdp_backward_prefetch = sharded and fsdp.backward_prefetch or nil,
+    fsdp_forward_prefetch = sharded and fsdp.forward_prefetch or nil,
+    fsdp_sync_module_states = sharded and fsdp.sync_module_states or nil,
+    fsdp_wrap = sharded and fsdp.auto_wrap_policy == "TRANSFORMER_BASED_WRAP" or nil,
+    fsdp_block_classes = sharded and fsdp.transformer_layer_cls_to_wrap and table.concat(fsdp.transformer_layer_cls_to_wrap, ",") or nil,
+    -- MixedPrecisionPolicy: 16-bit parameters in compute, fp32 gradient reduction
+    fsdp_param_dtype = sharded and device ~= "cpu" and (bf16 and "bfloat16" or fp16 and "float16") or nil,
   })
   return self.engine
 end
@@ -536,13 +570,25 @@ function Trainer:_save_checkpoint()
   local final = a.output_dir .. "/" .. name
   -- everything goes to a temporary folder renamed at the end: a run killed mid-write leaves the
   -- previous checkpoints as they were and no half-written checkpoint-<step>
-  local tmp = string.format("%s/.%s.tmp-%d", a.output_dir, name, math.random(1, 1e9))
+  local D = self._dist
+  local fsdp = self.engine and self.engine:info().fsdp
+  local nonce = math.random(1, 1e9)
+  -- FSDP: every rank writes into the same folder (rank 0's name); a rank that does not share
+  -- rank 0's filesystem has its own copy of it
+  if fsdp then nonce = D.dist.all_reduce(D.rank == 0 and nonce or 0) end
+  local tmp = string.format("%s/.%s.tmp-%d", a.output_dir, name, nonce)
   mkdir_p(tmp)
   local s = self.state
+  local main = D.rank == 0
+  local sharded = fsdp and self.args.fsdp_plugin.state_dict_type == "SHARDED_STATE_DICT"
   local ok, err = pcall(function()
-    model_save(self.model, tmp)
+    if fsdp then fsdp_model_save(self, tmp, sharded) else model_save(self.model, tmp) end
+    if not main then
+      if not a.save_only_model then self.engine:state_save(tmp, sharded) end
+      return
+    end
     save_processing_class(self.processing_class, tmp)
-    if not a.save_only_model then self.engine:state_save(tmp) end
+    if not a.save_only_model then self.engine:state_save(tmp, sharded) end
     if a.metric_for_best_model and s.best_global_step then
       local best = a.output_dir .. "/checkpoint-" .. s.best_global_step
       if s.best_global_step == s.global_step or is_dir(best) then s.best_model_checkpoint = best end
@@ -554,6 +600,22 @@ function Trainer:_save_checkpoint()
     require("sky.fs").remove_tree(tmp)
     error(string.format("cannot save %s: %s", final, (tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""))), 0)
   end
+  if fsdp then
+    -- every rank's files are in: rank 0 renames; then, one rank at a time, a rank whose folder
+    -- is still there (a filesystem of its own) renames its copy
+    D.dist.barrier()
+    local placed = false
+    for r = 0, D.world - 1 do
+      if r > 0 then D.dist.barrier() end
+      if D.rank == r and is_dir(tmp) then self:_place_checkpoint(tmp, final); placed = true end
+    end
+    if not placed then self:_call_event("on_save") end
+    return final
+  end
+  return self:_place_checkpoint(tmp, final)
+end
+
+function Trainer:_place_checkpoint(tmp, final)
   if is_dir(final) then
     local old = final .. ".old-" .. math.random(1, 1e9)
     assert(os.rename(final, old))
@@ -658,8 +720,17 @@ function Trainer:_load_checkpoint(path)
   if not text then error("resume_from_checkpoint: " .. path .. " has no trainer_state.json", 0) end
   local st = json_decode(text, path .. "/trainer_state.json")
   check_trainer_state(st, path .. "/trainer_state.json")
-  model_load(self.model, path)
-  self.engine:state_load(path)
+  local fsdp = self.engine:info().fsdp
+  local sharded = fsdp and self.args.fsdp_plugin.state_dict_type == "SHARDED_STATE_DICT"
+  if sharded then
+    self.engine:fsdp_load_shards(path)
+  elseif fsdp then
+    error("not supported yet: resuming FSDP from a FULL_STATE_DICT checkpoint (" .. path .. "); " ..
+      "save with state_dict_type = SHARDED_STATE_DICT to resume", 0)
+  else
+    model_load(self.model, path)
+  end
+  self.engine:state_load(path, sharded)
   local s = self.state
   for _, k in ipairs { "epoch", "global_step", "num_input_tokens_seen", "total_flos" } do
     if type(st[k]) == "number" then s[k] = st[k] end
@@ -759,9 +830,13 @@ end
 --- save_model([output_dir]): the model (and the tokenizer) in HF's layout.
 function Trainer:save_model(dir, _internal_call)
   dir = dir or self.args.output_dir
+  if self.engine and self.engine:info().fsdp then  -- every rank takes part in gathering the weights
+    mkdir_p(dir)
+    fsdp_model_save(self, dir, self.args.fsdp_plugin.state_dict_type == "SHARDED_STATE_DICT")
+  end
   if self._dist.rank ~= 0 then return end  -- the main process saves, as HF's
   mkdir_p(dir)
-  model_save(self.model, dir)
+  if not (self.engine and self.engine:info().fsdp) then model_save(self.model, dir) end
   save_processing_class(self.processing_class, dir)
   write_file_atomic(dir .. "/training_args.json", json_encode(self.args:to_dict(), 2))
   -- HF: a save the user asks for is pushed when push_to_hub is on
@@ -1044,7 +1119,7 @@ function Trainer:_maybe_log_save_evaluate(lr, last_logged)
     if self.args.save_strategy == "best" then c.should_save = is_new_best end
   end
   if c.should_save then
-    if self._dist.rank == 0 then self:_save_checkpoint() end
+    if self._dist.rank == 0 or (self.engine and self.engine:info().fsdp) then self:_save_checkpoint() end
     if self._dist.world > 1 then self._dist.dist.barrier() end  -- the others may load it next
   end
 end

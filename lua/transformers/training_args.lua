@@ -78,6 +78,11 @@ local FIELDS = {
   hub_private_repo = { "boolean", NONE },
   hub_always_push = { "boolean", false },
   hub_revision = { "string", NONE },
+  -- FSDP as HF's: "full_shard auto_wrap" (or a list of those words, or true) and its config;
+  -- without them the environment sky.plugins.accelerate sets decides (transformers.fsdp)
+  fsdp = { "string|table|boolean", "" },
+  fsdp_config = { "table", NONE },
+  ddp_bucket_cap_mb = { "number", NONE },
 }
 
 -- TrainingArguments fields of transformers 5.x that we do not implement (yet).
@@ -86,9 +91,9 @@ local UNSUPPORTED = {
   "log_on_each_node", "logging_nan_inf_filter", "save_safetensors", "save_on_each_node",
   "restore_callback_states_from_checkpoint", "jit_mode_eval", "fp16_opt_level",
   "half_precision_backend", "fp16_full_eval", "tf32", "local_rank", "ddp_backend", "tpu_num_cores",
-  "dataloader_prefetch_factor", "past_index", "ignore_data_skip", "fsdp", "fsdp_config",
+  "dataloader_prefetch_factor", "past_index", "ignore_data_skip",
   "deepspeed", "accelerator_config", "parallelism_config", "label_smoothing_factor", "debug",
-  "optim_args", "project", "trackio_space_id", "ddp_bucket_cap_mb",
+  "optim_args", "project", "trackio_space_id",
   "ddp_broadcast_buffers", "dataloader_persistent_workers",
   "skip_memory_metrics",
   "include_for_metrics", "eval_do_concat_batches", "auto_find_batch_size", "full_determinism",
@@ -184,6 +189,20 @@ local function build(opts)
       table.concat(M.OPTIMIZERS, "', '"), hint and (" (did you mean '" .. hint .. "'?)") or ""))
   end
   if self.bf16 and self.fp16 then bad("At most one of fp16 and bf16 can be True, but not both") end
+  -- HF sets accelerate's environment from fsdp/fsdp_config; PartialState reads it (or what the
+  -- accelerate plugin set) when the arguments are made
+  local fsdp = require "transformers.fsdp"
+  local ok, plugin = pcall(function()
+    local env = fsdp.training_args_env(self.fsdp, self.fsdp_config)
+    if env and os.getenv("ACCELERATE_MIXED_PRECISION") then env.ACCELERATE_MIXED_PRECISION = os.getenv("ACCELERATE_MIXED_PRECISION") end
+    return fsdp.resolve(env)
+  end)
+  if not ok then error(plugin, 3) end
+  self.fsdp_plugin = plugin
+  if plugin and plugin.activation_checkpointing and self.gradient_checkpointing then
+    bad("The activation_checkpointing in FSDP config and the gradient_checkpointing in training arg can't be set to True simultaneously. " ..
+      "Please use FSDP's activation_checkpointing logic when using FSDP.")
+  end
 
   for _, k in ipairs { "logging_strategy", "eval_strategy", "save_strategy" } do
     local v = self[k]
@@ -328,7 +347,7 @@ end
 Args.__index = function(t, k)
   local m = rawget(Args, k)
   if m ~= nil then return m end
-  if FIELDS[k] or k == "reporters" then return nil end
+  if FIELDS[k] or k == "reporters" or k == "fsdp_plugin" then return nil end
   -- fields a subclass declares (trl's SFTConfig) read as nil when unset, as HF dataclass fields do
   local extra = rawget(t, "_extra_fields")
   if extra and extra[k] then return nil end

@@ -36,6 +36,8 @@ class Bert : public Model {
 
   std::string base_prefix() const override { return "bert"; }
   std::string hf_base_class() const override { return "Bert"; }
+  std::string block_class() const override { return "BertLayer"; }
+  std::string blocks_prefix() const override { return "encoder.layer."; }
 
   ForwardOutput forward(const ForwardArgs& a) override {
     const ModelConfig& c = config_;
@@ -111,6 +113,8 @@ class DistilBert : public Model {
 
   std::string base_prefix() const override { return "distilbert"; }
   std::string hf_base_class() const override { return "DistilBert"; }
+  std::string block_class() const override { return "TransformerBlock"; }
+  std::string blocks_prefix() const override { return "transformer.layer."; }
 
   ForwardOutput forward(const ForwardArgs& a) override {
     const ModelConfig& c = config_;

@@ -36,6 +36,8 @@ class Gpt2 : public Model {
 
   std::string base_prefix() const override { return "transformer"; }
   std::string hf_base_class() const override { return "GPT2"; }
+  std::string block_class() const override { return "GPT2Block"; }
+  std::string blocks_prefix() const override { return "h."; }
 
   ForwardOutput forward(const ForwardArgs& a) override {
     const ModelConfig& c = config_;

@@ -48,6 +48,8 @@ class Llama : public Model {
 
   std::string base_prefix() const override { return "model"; }
   std::string hf_base_class() const override { return hf_name(config_.model_type); }
+  std::string block_class() const override { return std::string(hf_name(config_.model_type)) + "DecoderLayer"; }
+  std::string blocks_prefix() const override { return "layers."; }
 
   ForwardOutput forward(const ForwardArgs& a) override {
     const ModelConfig& c = config_;

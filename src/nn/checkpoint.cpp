@@ -151,8 +151,25 @@ class Checkpoint : public torch::autograd::Function<Checkpoint> {
 
 }  // namespace
 
+std::vector<std::string> Model::block_prefixes() const {
+  std::vector<std::string> out;
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i)
+    out.push_back(full_name(blocks_prefix() + std::to_string(i) + ".", false));
+  return out;
+}
+
 at::Tensor Model::run_block(const std::string& prefix, const at::Tensor& h,
                             const std::function<at::Tensor(const at::Tensor&)>& block) {
+  if (block_hook_) {
+    BlockHook hook = block_hook_;  // the hook runs the block below without itself
+    block_hook_ = nullptr;
+    struct Restore {
+      Model* m;
+      BlockHook hook;
+      ~Restore() { m->block_hook_ = std::move(hook); }
+    } restore{this, std::move(hook)};
+    return restore.hook(full_name(prefix, false), h, [&](const at::Tensor& x) { return run_block(prefix, x, block); });
+  }
   if (!gradient_checkpointing_ || !training_ || !at::GradMode::is_enabled()) return block(h);
   // the block's trainable tensors: its parameters and adapters (all listed under "<prefix>" HF names)
   std::vector<at::Tensor> params;

@@ -220,6 +220,21 @@ class Model {
   void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   bool gradient_checkpointing() const { return gradient_checkpointing_; }
 
+  // ---- transformer blocks (FSDP's units) ----
+  // HF's class of the blocks (its _no_split_modules: "GPT2Block", "LlamaDecoderLayer",
+  // "BertLayer", ...) and each block's HF parameter prefix ("transformer.h.3."), in forward order.
+  virtual std::string block_class() const = 0;
+  std::vector<std::string> block_prefixes() const;
+  // From now on every block runs through hook(prefix, h, run), where run(h) is the block as it
+  // would run without the hook (gradient checkpointing included); owner is kept with the model.
+  using BlockFn = std::function<at::Tensor(const at::Tensor&)>;
+  using BlockHook = std::function<at::Tensor(const std::string& prefix, const at::Tensor& h, const BlockFn& run)>;
+  void set_block_hook(BlockHook hook, std::shared_ptr<void> owner) {
+    block_hook_ = std::move(hook);
+    block_hook_owner_ = std::move(owner);
+  }
+  const std::shared_ptr<void>& block_hook_owner() const { return block_hook_owner_; }
+
  protected:
   Model(ModelConfig config, ModelHead head) : config_(std::move(config)), head_(head) {}
 
@@ -251,6 +266,7 @@ class Model {
   at::Tensor dropout(const at::Tensor& x, double p) const;
   virtual std::string base_prefix() const = 0;  // "model", "transformer", "bert", "distilbert"
   virtual std::string hf_base_class() const = 0;  // "Llama", "GPT2", ...
+  virtual std::string blocks_prefix() const = 0;  // relative prefix of block i: blocks_prefix() + "i."
   // Causal LM / classification losses as HF computes them.
   at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels, double num_items_in_batch) const;
   // The lm_head on the final hidden states h [B, T, C] and, with labels, the causal loss: through
@@ -300,6 +316,8 @@ class Model {
   std::map<std::string, std::shared_ptr<Quant4Weight>> quant_;  // relative module name → 4-bit weight
   std::optional<Quant4Options> quant4_opts_;
   bool gradient_checkpointing_ = false;
+  BlockHook block_hook_;
+  std::shared_ptr<void> block_hook_owner_;
 };
 
 // Loads `folder` (config.json + model.safetensors or a sharded index). The head is opts.head.

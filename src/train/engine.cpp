@@ -88,6 +88,7 @@ Engine::Engine(std::shared_ptr<TrainableModel> model, EngineConfig cfg) : model_
     ddp_ = std::make_unique<DdpReducer>(params, group, cfg_.ddp_bucket_bytes);
   }
   tr_loss_ = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(cfg_.device));
+  if (cfg_.cuda_graphs && fsdp_) throw std::runtime_error("not supported yet: torch_compile (CUDA graphs) with FSDP");
   if (cfg_.cuda_graphs) graph_ = StepGraph::make(*this);
 }
 
@@ -96,7 +97,7 @@ std::shared_ptr<Fsdp> Engine::make_fsdp(const std::shared_ptr<sky::dist::Group>&
   if (model_->has_quantized_weights())
     throw std::runtime_error("not supported yet: FSDP with 4-bit weights (QLoRA); use LoRA on 16-bit weights");
   FsdpConfig fc = *cfg_.fsdp;
-  if (fc.blocks.empty()) {
+  if (fc.blocks.empty() && cfg_.fsdp_wrap) {
     auto [cls, prefixes] = model_->blocks();
     for (const std::string& want : cfg_.fsdp_block_classes)
       if (want != cls)
@@ -115,6 +116,14 @@ std::shared_ptr<Fsdp> Engine::make_fsdp(const std::shared_ptr<sky::dist::Group>&
     throw std::runtime_error("not supported yet: FSDP for this model (its blocks cannot be wrapped)");
   return f;
 }
+
+void Engine::fsdp_gather(bool trainable_only) {
+  if (!fsdp_) throw std::runtime_error("the engine does not shard the model (FSDP is off)");
+  full_params_.reset();
+  full_params_ = std::make_unique<Fsdp::FullParams>(*fsdp_, trainable_only);
+}
+
+void Engine::fsdp_release() { full_params_.reset(); }
 
 Engine::~Engine() = default;
 

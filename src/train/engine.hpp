@@ -107,6 +107,7 @@ struct EngineConfig {
   // fsdp_block_class (the prefixes come from the model); empty class list: the model's own.
   std::optional<FsdpConfig> fsdp;
   std::vector<std::string> fsdp_block_classes;
+  bool fsdp_wrap = true;  // false (NO_WRAP): the whole model is one unit, gathered between steps
   // DDP: gradients all-reduced in buckets of this many bytes as backward produces them.
   size_t ddp_bucket_bytes = 25u << 20;
   // TrainingArguments.torch_compile: on CUDA, capture the whole step (forward, backward, clipping,
@@ -163,6 +164,10 @@ class Engine {
   Optimizer& optimizer() { return *optim_; }
   // The FSDP state when the model is sharded over the ranks, else nullptr.
   Fsdp* fsdp() const { return fsdp_.get(); }
+  // FSDP: every parameter's full tensor in the model (trainable_only: the trainable ones') until
+  // fsdp_release(), in the shards' dtype, to save a FULL state dict; every rank calls both.
+  void fsdp_gather(bool trainable_only);
+  void fsdp_release();
   DdpReducer* ddp() const { return ddp_.get(); }
 
   // optimizer.pt, scheduler.pt, rng_state.pth in folder (ours: torch archives). With several
@@ -208,6 +213,7 @@ class Engine {
   bool grads_static_ = false;  // a graph owns the .grad tensors: zero them, never drop them
   std::unique_ptr<StepGraph> graph_;
   std::shared_ptr<Fsdp> fsdp_;
+  std::unique_ptr<Fsdp::FullParams> full_params_;
   std::unique_ptr<DdpReducer> ddp_;
   int rank_ = 0;
 };

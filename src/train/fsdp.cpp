@@ -8,7 +8,13 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <stdexcept>
+
+#include "host/json.hpp"
+#include "nn/model.hpp"
+#include "nn/safetensors.hpp"
 
 namespace sky::train {
 
@@ -458,6 +464,86 @@ void Fsdp::load_shards(const std::map<std::string, at::Tensor>& shards, const st
     p.shard.copy_(it->second);
   }
   after_step();  // the root gathered from the loaded shards
+}
+
+// ---- SHARDED_STATE_DICT files ------------------------------------------------------------------
+
+namespace {
+
+std::string shard_folder(const std::string& dir) { return dir + "/pytorch_model_fsdp_0"; }
+
+std::string shard_file(const std::string& dir, int rank, int world) {
+  char name[64];
+  snprintf(name, sizeof(name), "/rank-%05d-of-%05d.safetensors", rank, world);
+  return shard_folder(dir) + name;
+}
+
+}  // namespace
+
+void fsdp_save_shards(const Fsdp& f, const std::string& dir) {
+  std::filesystem::create_directories(shard_folder(dir));
+  std::vector<std::pair<std::string, at::Tensor>> shards = f.shard_tensors();
+  std::vector<nn::TensorToWrite> out;
+  std::vector<at::Tensor> keep;  // contiguous CPU copies alive until written
+  for (auto& [name, t] : shards) {
+    keep.push_back(t.cpu().contiguous());
+    const at::Tensor& c = keep.back();
+    out.push_back({name, nn::st_dtype_of(c.scalar_type()), c.sizes().vec(), c.data_ptr()});
+  }
+  nn::safetensors_write(shard_file(dir, f.rank(), f.world_size()), out,
+                        {{"format", "pt"}, {"rank", std::to_string(f.rank())},
+                         {"world_size", std::to_string(f.world_size())}});
+  if (f.rank() != 0) return;
+  std::string idx = "{\n  \"world_size\": " + std::to_string(f.world_size()) + ",\n  \"parameters\": {";
+  bool first = true;
+  for (const Fsdp::ParamInfo& p : f.params_info()) {
+    std::string shape;
+    for (int64_t d : p.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+    const at::Tensor* shard = nullptr;
+    for (auto& [name, t] : shards)
+      if (name == p.name) shard = &t;
+    idx += std::string(first ? "" : ",") + "\n    \"" + p.name + "\": {\"shape\": [" + shape + "], \"dtype\": \"" +
+           nn::dtype_to_string(shard->scalar_type()) + "\", \"rows_per_rank\": " + std::to_string(f.chunk_rows(p.name)) +
+           ", \"trainable\": " + (p.trainable ? "true" : "false") + "}";
+    first = false;
+  }
+  idx += "\n  }\n}\n";
+  nn::write_file_atomic(shard_folder(dir) + "/index.json", idx);
+}
+
+void fsdp_load_shards(Fsdp& f, const std::string& dir) {
+  const std::string index = shard_folder(dir) + "/index.json";
+  if (!std::filesystem::exists(index))
+    throw std::runtime_error("checkpoint " + dir + " has no pytorch_model_fsdp_0/index.json (not saved with " +
+                             "state_dict_type = SHARDED_STATE_DICT)");
+  std::string text;
+  {
+    FILE* fp = fopen(index.c_str(), "rb");
+    if (!fp) throw std::runtime_error("cannot read " + index);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), fp)) > 0) text.append(buf, n);
+    fclose(fp);
+  }
+  rapidjson::Document doc;
+  if (JsonParsed r = json_parse(doc, text); !r) throw std::runtime_error(index + ": " + r.reason());
+  if (!doc.IsObject() || !doc.HasMember("world_size") || !doc["world_size"].IsInt())
+    throw std::runtime_error(index + ": no integer field 'world_size'");
+  const int saved = doc["world_size"].GetInt();
+  if (saved != f.world_size())
+    throw std::runtime_error("checkpoint " + dir + " was saved sharded over " + std::to_string(saved) +
+                             " ranks; a SHARDED_STATE_DICT checkpoint resumes on the same number of ranks (this run has " +
+                             std::to_string(f.world_size()) + ")");
+  const std::string path = shard_file(dir, f.rank(), f.world_size());
+  if (!std::filesystem::exists(path)) throw std::runtime_error("checkpoint " + dir + " has no " + path.substr(dir.size() + 1));
+  auto file = nn::SafetensorsFile::open(path);
+  std::map<std::string, at::Tensor> shards;
+  for (const auto& e : file->header().tensors) {
+    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(nn::scalar_type_of(e.dtype, path, e.name)));
+    if (e.end > e.begin) file->read(e, t.data_ptr());
+    shards[e.name] = t;
+  }
+  f.load_shards(shards, path);
 }
 
 }  // namespace sky::train

@@ -142,4 +142,11 @@ class Fsdp : public BlockHookOwner {
   int summoned_ = 0;
 };
 
+// SHARDED_STATE_DICT files: dir/pytorch_model_fsdp_0/rank-<r>-of-<W>.safetensors holds rank r's
+// rows of every parameter (its shard, under the parameter's name); rank 0 also writes
+// dir/pytorch_model_fsdp_0/index.json ({"world_size", "parameters": {name: {"shape", "dtype",
+// "rows_per_rank", "trainable"}}}). Loading checks the world size and every shard's shape.
+void fsdp_save_shards(const Fsdp& f, const std::string& dir);
+void fsdp_load_shards(Fsdp& f, const std::string& dir);
+
 }  // namespace sky::train

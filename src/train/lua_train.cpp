@@ -15,7 +15,9 @@
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 #include "torch/lua_tensor.hpp"
+#include "nn/model.hpp"
 #include "train/collate.hpp"
+#include "train/ddp.hpp"
 #include "train/engine.hpp"
 #include "train/loader.hpp"
 #include "train/model_lookup.hpp"
@@ -305,7 +307,11 @@ int lua_engine_new(lua_State* L) {
                              {"bf16", OptType::Boolean}, {"fp16", OptType::Boolean},
                              {"loss_scaling", OptType::Boolean}, {"init_scale", OptType::Number},
                              {"device", OptType::String}, {"world_size", OptType::Integer},
-                             {"cuda_graphs", OptType::Boolean}});
+                             {"cuda_graphs", OptType::Boolean}, {"ddp_bucket_cap_mb", OptType::Number},
+                             {"fsdp", OptType::Boolean}, {"fsdp_reshard_after_forward", OptType::Boolean},
+                             {"fsdp_backward_prefetch", OptType::String}, {"fsdp_forward_prefetch", OptType::Boolean},
+                             {"fsdp_param_dtype", OptType::String}, {"fsdp_sync_module_states", OptType::Boolean},
+                             {"fsdp_block_classes", OptType::String}, {"fsdp_wrap", OptType::Boolean}});
   EngineConfig cfg;
   cfg.optim.kind = optim_kind_from_name(o.string("optim", "adamw_torch"));
   cfg.optim.lr = o.number("learning_rate", 5e-5);
@@ -325,6 +331,30 @@ int lua_engine_new(lua_State* L) {
   cfg.init_scale = o.number("init_scale", 65536.0);
   cfg.world_size = o.integer("world_size", 1);
   cfg.cuda_graphs = o.boolean("cuda_graphs", false);
+  if (o.has("ddp_bucket_cap_mb")) cfg.ddp_bucket_bytes = static_cast<size_t>(o.number("ddp_bucket_cap_mb", 25) * (1 << 20));
+  if (o.boolean("fsdp", false)) {
+    FsdpConfig f;
+    f.reshard_after_forward = o.boolean("fsdp_reshard_after_forward", true);
+    const std::string pre = o.string("fsdp_backward_prefetch", "BACKWARD_PRE");
+    if (pre == "BACKWARD_PRE") f.backward_prefetch = BackwardPrefetch::BACKWARD_PREFETCH_PRE;
+    else if (pre == "BACKWARD_POST") f.backward_prefetch = BackwardPrefetch::BACKWARD_PREFETCH_POST;
+    else if (pre == "NO_PREFETCH") f.backward_prefetch = BackwardPrefetch::BACKWARD_PREFETCH_NONE;
+    else luaL_error(L, "engine: fsdp_backward_prefetch must be BACKWARD_PRE, BACKWARD_POST or NO_PREFETCH (got %s)", pre.c_str());
+    f.forward_prefetch = o.boolean("fsdp_forward_prefetch", true);
+    if (o.has("fsdp_param_dtype")) f.param_dtype = nn::dtype_from_string(o.string("fsdp_param_dtype", "float32"));
+    f.sync_module_states = o.boolean("fsdp_sync_module_states", true);
+    cfg.fsdp = f;
+    cfg.fsdp_wrap = o.boolean("fsdp_wrap", true);
+    const std::string classes = o.string("fsdp_block_classes", "");
+    size_t start = 0;
+    while (start < classes.size()) {
+      size_t end = classes.find(',', start);
+      if (end == std::string::npos) end = classes.size();
+      std::string c = classes.substr(start, end - start);
+      if (!c.empty()) cfg.fsdp_block_classes.push_back(c);
+      start = end + 1;
+    }
+  }
   std::string dev = o.string("device", "cpu");
   cfg.device = at::Device(dev);
   class_push(L, kEngineSpec, torch_call([&] { return std::make_shared<Engine>(std::move(model), cfg); }));
@@ -416,15 +446,59 @@ int engine_count_items(lua_State* L) {
   return 1;
 }
 
+// engine:state_save(dir[, sharded]) / engine:state_load(dir[, sharded]); under FSDP every rank calls them
 int engine_state_save(lua_State* L) {
-  check_engine(L).state_save(std::string(check_string_view(L, 2)));
+  Engine& e = check_engine(L);
+  std::string dir(check_string_view(L, 2));
+  const bool sharded = opt_boolean(L, 3, false);
+  torch_call([&] { e.state_save(dir, sharded); });
   return 0;
 }
 
 int engine_state_load(lua_State* L) {
   Engine& e = check_engine(L);
   std::string dir(check_string_view(L, 2));
-  torch_call([&] { e.state_load(dir); });
+  const bool sharded = opt_boolean(L, 3, false);
+  torch_call([&] { e.state_load(dir, sharded); });
+  return 0;
+}
+
+Fsdp& check_fsdp(lua_State* L, Engine& e) {
+  if (!e.fsdp()) luaL_error(L, "the engine does not shard the model (FSDP is off)");
+  return *e.fsdp();
+}
+
+// engine:fsdp_gather([trainable_only]) / engine:fsdp_release(): every parameter (or the trainable
+// ones') full tensor in the model between the two, to save a FULL state dict; every rank calls both.
+int engine_fsdp_gather(lua_State* L) {
+  Engine& e = check_engine(L);
+  check_fsdp(L, e);
+  const bool trainable_only = opt_boolean(L, 2, false);
+  torch_call([&] { e.fsdp_gather(trainable_only); });
+  return 0;
+}
+
+int engine_fsdp_release(lua_State* L) {
+  Engine& e = check_engine(L);
+  torch_call([&] { e.fsdp_release(); });
+  return 0;
+}
+
+// engine:fsdp_save_shards(dir) / engine:fsdp_load_shards(dir): this rank's parameter shards in
+// dir/pytorch_model_fsdp_0/ (SHARDED_STATE_DICT); rank 0 also writes the index.
+int engine_fsdp_save_shards(lua_State* L) {
+  Engine& e = check_engine(L);
+  Fsdp& f = check_fsdp(L, e);
+  std::string dir(check_string_view(L, 2));
+  torch_call([&] { fsdp_save_shards(f, dir); });
+  return 0;
+}
+
+int engine_fsdp_load_shards(lua_State* L) {
+  Engine& e = check_engine(L);
+  Fsdp& f = check_fsdp(L, e);
+  std::string dir(check_string_view(L, 2));
+  torch_call([&] { fsdp_load_shards(f, dir); });
   return 0;
 }
 
@@ -437,9 +511,18 @@ int engine_info(lua_State* L) {
   Engine& e = check_engine(L);
   lua_createtable(L, 0, 4);
   int64_t total = 0, trainable = 0;
-  for (const NamedParam& p : e.model().named_parameters()) {
-    total += p.param.numel();
-    if (p.param.requires_grad()) trainable += p.param.numel();
+  if (e.fsdp()) {  // the model's own tensors are empty while sharded
+    for (const Fsdp::ParamInfo& p : e.fsdp()->params_info()) {
+      int64_t n = 1;
+      for (int64_t d : p.shape) n *= d;
+      total += n;
+      if (p.trainable) trainable += n;
+    }
+  } else {
+    for (const NamedParam& p : e.model().named_parameters()) {
+      total += p.param.numel();
+      if (p.param.requires_grad()) trainable += p.param.numel();
+    }
   }
   lua_pushnumber(L, static_cast<double>(total));
   lua_setfield(L, -2, "num_parameters");
@@ -462,6 +545,22 @@ int engine_info(lua_State* L) {
   lua_setfield(L, -2, "host_logits_bytes");
   lua_pushnumber(L, static_cast<double>(e.graph_replays()));
   lua_setfield(L, -2, "graph_replays");
+  lua_pushboolean(L, e.fsdp() != nullptr);
+  lua_setfield(L, -2, "fsdp");
+  if (e.fsdp()) {
+    lua_pushnumber(L, static_cast<double>(e.fsdp()->world_size()));
+    lua_setfield(L, -2, "fsdp_world_size");
+    int64_t local = 0;
+    for (const NamedParam& p : e.fsdp()->trainable_shards()) local += p.param.numel();
+    lua_pushnumber(L, static_cast<double>(local));
+    lua_setfield(L, -2, "local_trainable_parameters");
+  }
+  if (e.ddp()) {
+    lua_pushnumber(L, static_cast<double>(e.ddp()->bucket_count()));
+    lua_setfield(L, -2, "ddp_buckets");
+    lua_pushnumber(L, static_cast<double>(e.ddp()->launched_in_backward()));
+    lua_setfield(L, -2, "ddp_launched_in_backward");
+  }
   return 1;
 }
 
@@ -486,7 +585,9 @@ const ClassSpec kEngineSpec = {
      {"eval_batch", safe<engine_eval_batch>}, {"eval_end", safe<engine_eval_end>},
      {"host_rows", safe<engine_host_rows>}, {"count_items", safe<engine_count_items>},
      {"state_save", safe<engine_state_save>}, {"state_load", safe<engine_state_load>}, {"lr", safe<engine_lr>},
-     {"info", safe<engine_info>}, {"decay_names", safe<engine_decay_names>}},
+     {"info", safe<engine_info>}, {"decay_names", safe<engine_decay_names>},
+     {"fsdp_gather", safe<engine_fsdp_gather>}, {"fsdp_release", safe<engine_fsdp_release>},
+     {"fsdp_save_shards", safe<engine_fsdp_save_shards>}, {"fsdp_load_shards", safe<engine_fsdp_load_shards>}},
     {},
 };
 

@@ -57,6 +57,21 @@ class NnModel : public TrainableModel {
 
   bool loss_sums_over_items() const override { return m_->head() == nn::ModelHead::CausalLM; }
 
+  std::pair<std::string, std::vector<std::string>> blocks() const override {
+    return {m_->block_class(), m_->block_prefixes()};
+  }
+
+  bool set_block_hook(BlockHook hook, std::shared_ptr<BlockHookOwner> owner) override {
+    m_->set_block_hook(std::move(hook), std::move(owner));
+    return true;
+  }
+
+  std::shared_ptr<BlockHookOwner> block_hook_owner() const override {
+    return std::static_pointer_cast<BlockHookOwner>(m_->block_hook_owner());
+  }
+
+  bool has_quantized_weights() const override { return m_->is_loaded_in_4bit(); }
+
   nn::Model& model() { return *m_; }
 
  private:

@@ -1,5 +1,5 @@
 -- sky.plugins.torch: a c10d process group across the pool's workers, created before any task runs.
---   plugins = { sky.plugins.torch { backend = "gloo" } }   -- or "nccl"; port=, timeout=
+--   plugins = { sky.plugins.torch { backend = "gloo" } }   -- or "nccl", or "auto" (nccl where CUDA is); port=, timeout=
 -- Each node is one rank (rank = node - 1, world size = nodes): its first worker, where
 -- pool:broadcast runs tasks, joins the group; further workers of a node (concurrency > 1) do not.
 -- When the provider starts one worker per GPU (ranks_per_node > 1, e.g. Slurm's gpus_per_node),
@@ -18,7 +18,7 @@
 
 local M = {}
 
-local BACKENDS = { gloo = true, nccl = true }
+local BACKENDS = { gloo = true, nccl = true, auto = true }
 
 --- sky.plugins.torch{backend="gloo"|"nccl", port=, timeout=}: backend defaults to "gloo"; port to a port free on
 --- the driver when the pool opens (pass one when the head node is another host and you know what
@@ -34,7 +34,7 @@ local function new(opts)
   end
   local backend = opts.backend or "gloo"
   if not BACKENDS[backend] then
-    error(string.format("sky.plugins.torch: backend must be \"gloo\" or \"nccl\" (got %s)", tostring(backend)), 2)
+    error(string.format("sky.plugins.torch: backend must be \"gloo\", \"nccl\" or \"auto\" (got %s)", tostring(backend)), 2)
   end
   local port = opts.port
   if port ~= nil and (type(port) ~= "number" or port ~= math.floor(port) or port < 1 or port > 65535) then
@@ -108,6 +108,8 @@ local function new(opts)
       return
     end
     local head = info.head_address or os.getenv("MASTER_ADDR") or ""
+    local backend = backend
+    if backend == "auto" then backend = require("skyrun.train").cuda_available() and "nccl" or "gloo" end
     -- Local-provider nodes share this machine's GPUs: one device per rank, not per node slot.
     local local_rank = tonumber(os.getenv("LOCAL_RANK")) or 0
     if backend == "nccl" and (head == "localhost" or head == "::1" or head:match("^127%.")) then
