@@ -66,7 +66,25 @@ local function load(head, fname)
       error(string.format("bad argument #1 to '%s' (path or repo id expected, got %s)", fname, type(path_or_id)), 2)
     end
     opts = sky_core.check_options(opts, LOAD, fname)
-    refuse_remote_code(resolve(path_or_id, opts, { "config.json" }), path_or_id, fname)
+    local config_folder = resolve(path_or_id, opts, { "config.json" })
+    refuse_remote_code(config_folder, path_or_id, fname)
+    -- FSDP's cpu_ram_efficient_loading (accelerate's environment): only each node's local rank 0
+    -- reads the weights; the others build the model from its config and get rank 0's values when
+    -- the Trainer shards it (sync_module_states)
+    local fsdp_env = os.getenv("ACCELERATE_USE_FSDP") == "true" and os.getenv("FSDP_CPU_RAM_EFFICIENT_LOADING") == "true"
+    if fsdp_env and (tonumber(os.getenv("LOCAL_RANK")) or 0) ~= 0 and (head == "causal_lm" or head == "base") and
+      opts.quantization_config == nil then
+      local f = assert(io.open(config_folder .. "/config.json", "rb"))
+      local text = f:read("*a")
+      f:close()
+      local config = require("transformers.train_core").json_decode(text, config_folder .. "/config.json")
+      local dtype = opts.dtype or opts.torch_dtype
+      if dtype == nil or dtype == "auto" then dtype = config.dtype or config.torch_dtype or "float32" end
+      local model = nn.from_config(text, head, { dtype = dtype, device = opts.device or opts.device_map,
+        attn_implementation = opts.attn_implementation })
+      loaded_from[model] = path_or_id
+      return model
+    end
     local folder = resolve(path_or_id, opts, WEIGHTS)
     local device = opts.device or opts.device_map
     local model, info = nn.from_pretrained(folder, head, {

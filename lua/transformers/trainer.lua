@@ -310,6 +310,7 @@ function Trainer:_engine(max_steps)
     warmup_steps = a:get_warmup_steps(max_steps), total_steps = max_steps, num_cycles = kw.num_cycles,
     min_lr_rate = min_lr_rate, max_grad_norm = a.max_grad_norm, bf16 = bf16 and device ~= "cpu", fp16 = fp16, device = device,
     world_size = self._dist.world, cuda_graphs = a.torch_compile, ddp_bucket_cap_mb = a.ddp_bucket_cap_mb,
+    average_tokens_across_devices = a.average_tokens_across_devices,
     fsdp = sharded or nil,
     fsdp_reshard_after_forward = sharded and fsdp.reshard_after_forward or nil,
     fsdp_backward_prefetch = sharded and fsdp.backward_prefetch or nil,
@@ -1029,7 +1030,7 @@ function Trainer:train(opts)
         if info.model_accepts_loss_kwargs then
           num_items = 0
           for _, b in ipairs(batches) do num_items = num_items + engine:count_items(b) end
-          if D.world > 1 then num_items = D.dist.all_reduce(num_items) end  -- average_tokens_across_devices
+          if D.world > 1 and a.average_tokens_across_devices then num_items = D.dist.all_reduce(num_items) end
         end
         self:_call_event("on_step_begin")
         local lr = engine:train_step(batches, num_items, ga, 1 + s.global_step - last_logged)

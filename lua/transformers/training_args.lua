@@ -83,6 +83,8 @@ local FIELDS = {
   fsdp = { "string|table|boolean", "" },
   fsdp_config = { "table", NONE },
   ddp_bucket_cap_mb = { "number", NONE },
+  -- num_items_in_batch summed over the ranks (and the loss times the world size), HF 5.x's default
+  average_tokens_across_devices = { "boolean", true },
 }
 
 -- TrainingArguments fields of transformers 5.x that we do not implement (yet).
@@ -100,7 +102,7 @@ local UNSUPPORTED = {
   "torchdynamo", "ray_scope", "ddp_timeout", "torch_compile_backend",
   "torch_compile_mode", "include_tokens_per_second", "include_num_input_tokens_seen",
   "neftune_noise_alpha", "optim_target_modules", "batch_eval_metrics", "eval_on_start",
-  "use_liger_kernel", "liger_kernel_config", "eval_use_gather_object", "average_tokens_across_devices",
+  "use_liger_kernel", "liger_kernel_config", "eval_use_gather_object",
   "use_mps_device", "no_cuda", "evaluation_strategy",
 }
 local UNSUPPORTED_SET = {}

@@ -182,7 +182,8 @@ at::Tensor Engine::micro_forward_backward(const Batch& b, std::optional<double> 
     if (!pass_items) loss = loss / static_cast<double>(accumulation_steps);
     // DDP averages gradients: a loss summed over the global num_items is scaled back by the world
     // size; a mean loss (classification, which ignores num_items) already averages correctly
-    else if (cfg_.world_size > 1 && model_->loss_sums_over_items()) loss = loss * static_cast<double>(cfg_.world_size);
+    else if (cfg_.world_size > 1 && cfg_.average_tokens_across_devices && model_->loss_sums_over_items())
+      loss = loss * static_cast<double>(cfg_.world_size);
   }
   if (scaler_.enabled) (loss.to(at::kFloat) * scaler_.scale).backward();
   else loss.backward();

@@ -103,6 +103,9 @@ struct EngineConfig {
   // multiplied by the world size so that the averaged gradient is the one of the global batch; a
   // mean loss (classification) is left as it is.
   int64_t world_size = 1;
+  // TrainingArguments.average_tokens_across_devices = false: num_items_in_batch is this rank's
+  // count and the loss is not multiplied (the averaged gradient is the mean of the ranks' means).
+  bool average_tokens_across_devices = true;
   // FSDP instead of DDP when several ranks exist (fsdp.hpp); blocks are named by class in
   // fsdp_block_class (the prefixes come from the model); empty class list: the model's own.
   std::optional<FsdpConfig> fsdp;

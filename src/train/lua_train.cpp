@@ -311,7 +311,8 @@ int lua_engine_new(lua_State* L) {
                              {"fsdp", OptType::Boolean}, {"fsdp_reshard_after_forward", OptType::Boolean},
                              {"fsdp_backward_prefetch", OptType::String}, {"fsdp_forward_prefetch", OptType::Boolean},
                              {"fsdp_param_dtype", OptType::String}, {"fsdp_sync_module_states", OptType::Boolean},
-                             {"fsdp_block_classes", OptType::String}, {"fsdp_wrap", OptType::Boolean}});
+                             {"fsdp_block_classes", OptType::String}, {"fsdp_wrap", OptType::Boolean},
+                             {"average_tokens_across_devices", OptType::Boolean}});
   EngineConfig cfg;
   cfg.optim.kind = optim_kind_from_name(o.string("optim", "adamw_torch"));
   cfg.optim.lr = o.number("learning_rate", 5e-5);
@@ -331,6 +332,7 @@ int lua_engine_new(lua_State* L) {
   cfg.init_scale = o.number("init_scale", 65536.0);
   cfg.world_size = o.integer("world_size", 1);
   cfg.cuda_graphs = o.boolean("cuda_graphs", false);
+  cfg.average_tokens_across_devices = o.boolean("average_tokens_across_devices", true);
   if (o.has("ddp_bucket_cap_mb")) cfg.ddp_bucket_bytes = static_cast<size_t>(o.number("ddp_bucket_cap_mb", 25) * (1 << 20));
   if (o.boolean("fsdp", false)) {
     FsdpConfig f;

@@ -79,7 +79,7 @@ T.test("sky.dist in a pool without the plugin says to add it; bad plugin options
     pool:with(function() return pool:run(sky.compute(function() return sky.dist.rank() end)()) end)
   end, "no process group in this process")
   T.contains(err, "sky.plugins.torch")
-  T.raises(function() torch_plugin { backend = "mpi" } end, 'backend must be "gloo" or "nccl" (got mpi)')
+  T.raises(function() torch_plugin { backend = "mpi" } end, 'backend must be "gloo", "nccl" or "auto" (got mpi)')
   T.raises(function() torch_plugin { prot = 1 } end, "unknown option 'prot'")
   T.raises(function() torch_plugin { port = 70000 } end, "port must be a TCP port number")
   T.eq(sky.plugins.torch, torch_plugin)

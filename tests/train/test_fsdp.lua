@@ -101,7 +101,7 @@ T.test("2 and 3 FSDP ranks follow one process with the same global batch", funct
     local sum = 0
     for r = 1, world do sum = sum + rs[r].mine end
     T.eq(sum, rs[1].total, "the ranks' shards add up to the model")
-    T.ok(rs[1].mine < rs[1].total / world + 200, "rank 0 holds about 1/" .. world .. " of the parameters")
+    T.ok(rs[1].mine < 1.2 * rs[1].total / world, string.format("rank 0 holds about 1/%d of the %d parameters (%d)", world, rs[1].total, rs[1].mine))
     if world == 2 then
       -- FULL_STATE_DICT (the default): rank 0 wrote an HF folder with the weights of the one-process run
       T.ok(T.file_exists(dir .. "/checkpoint-4/model.safetensors"), "FULL checkpoint: model.safetensors")
