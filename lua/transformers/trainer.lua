@@ -626,7 +626,7 @@ function Trainer:_place_checkpoint(tmp, final)
     assert(os.rename(tmp, final))
   end
   self:_rotate_checkpoints()
-  if a.push_to_hub then self:_push_from_checkpoint(final) end
+  if self.args.push_to_hub and self._dist.rank == 0 then self:_push_from_checkpoint(final) end
   self:_call_event("on_save")
   return final
 end
