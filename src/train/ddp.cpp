@@ -2,23 +2,13 @@
 #include "train/ddp.hpp"
 
 #include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
+
+#include "train/grad_ready.hpp"
 
 namespace sky::train {
 
 namespace {
-
-struct Ready : torch::autograd::FunctionPostHook {
-  Ready(std::shared_ptr<bool> alive, std::function<void()> fn) : alive_(std::move(alive)), fn_(std::move(fn)) {}
-  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
-                                            const torch::autograd::variable_list& /*inputs*/) override {
-    if (*alive_) fn_();
-    return outputs;
-  }
-  std::shared_ptr<bool> alive_;
-  std::function<void()> fn_;
-};
 
 size_t bytes_of(const at::Tensor& t) { return static_cast<size_t>(t.numel()) * t.element_size(); }
 
@@ -47,7 +37,7 @@ DdpReducer::DdpReducer(std::vector<NamedParam> params, std::shared_ptr<dist::Gro
   }
   for (size_t k = 0; k < params_.size(); ++k) {
     accs_.push_back(torch::autograd::impl::grad_accumulator(params_[k].param));
-    hook_keys_.push_back(accs_.back()->add_post_hook(std::make_unique<Ready>(alive_, [this, k] { on_ready(k); })));
+    hook_keys_.push_back(accs_.back()->add_post_hook(std::make_unique<GradReady>(alive_, [this, k] { on_ready(k); })));
   }
 }
 

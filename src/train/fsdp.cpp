@@ -5,7 +5,6 @@
 #include "train/fsdp.hpp"
 
 #include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
 #include <cstdio>
@@ -15,6 +14,7 @@
 #include "host/json.hpp"
 #include "nn/model.hpp"
 #include "nn/safetensors.hpp"
+#include "train/grad_ready.hpp"
 
 namespace sky::train {
 
@@ -70,17 +70,6 @@ at::Tensor alias_of(const at::Tensor& t) {
   return a;
 }
 
-// The AccumulateGrad post hook: the parameter's gradient for this backward is complete.
-struct GradReady : torch::autograd::FunctionPostHook {
-  GradReady(std::shared_ptr<bool> alive, std::function<void()> fn) : alive_(std::move(alive)), fn_(std::move(fn)) {}
-  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
-                                            const torch::autograd::variable_list& /*inputs*/) override {
-    if (*alive_) fn_();
-    return outputs;
-  }
-  std::shared_ptr<bool> alive_;
-  std::function<void()> fn_;
-};
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
