@@ -351,9 +351,10 @@ void save_archive(torch::serialize::OutputArchive& ar, const std::string& path) 
 
 }  // namespace
 
-// HF's names: rng_state.pth for one process, rng_state_<rank>.pth for each of several.
+// HF's names: rng_state_<rank>.pth for each of several ranks when every rank saves (FSDP);
+// rng_state.pth when one process saves (one rank, or DDP's rank 0, whose file every rank loads).
 std::string Engine::rng_file() const {
-  return cfg_.world_size > 1 ? "/rng_state_" + std::to_string(rank_) + ".pth" : "/rng_state.pth";
+  return fsdp_ ? "/rng_state_" + std::to_string(rank_) + ".pth" : "/rng_state.pth";
 }
 
 std::string Engine::optimizer_shard_file() const {
