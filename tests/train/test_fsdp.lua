@@ -21,6 +21,12 @@ local tcore = require "transformers.train_core"
 local world = tonumber(os.getenv("WORLD_SIZE") or "1")
 local model = transformers.AutoModelForCausalLM.from_pretrained(BASE)
 local V = model.config.vocab_size
+if PEFT then  -- LoRA on the attention and MLP projections: the frozen base is sharded beside the adapters
+  local peft = require "peft"
+  transformers.set_seed(1)
+  model = peft.get_peft_model(model, peft.LoraConfig { r = 4, lora_alpha = 8, lora_dropout = 0.0,
+    target_modules = { "c_attn", "c_fc" } })
+end
 local rows, state = {}, 11
 for i = 1, 48 do
   local ids = {}
@@ -43,7 +49,7 @@ local function body(o)
   local b = BODY
   for k, v in pairs { BASE = string.format("%q", BASE), OUT = string.format("%q", o.out), FSDP = o.fsdp or '""',
     CONFIG = o.config or "nil", STEPS = tostring(o.steps or 4), SAVE = tostring(o.save or 4),
-    RESUME = o.resume and string.format("%q", o.resume) or "nil" } do
+    RESUME = o.resume and string.format("%q", o.resume) or "nil", PEFT = o.peft and "true" or "false" } do
     b = b:gsub("%f[%w_]" .. k .. "%f[^%w_]", function() return v end)
   end
   return b
@@ -147,6 +153,15 @@ T.test("a SHARDED_STATE_DICT checkpoint has per-rank files with an index and res
   local res = R.run(3, body { out = T.tmpdir(), fsdp = FULL, config = config, resume = ck }, { timeout = 60 })
   T.ok(res[1].code ~= 0, "3 ranks cannot resume 2 ranks' shards")
   T.contains(res[1].err, "saved sharded over 2 ranks")
+end)
+
+T.test("LoRA under FSDP: the frozen base is sharded, 2 ranks follow one process, the adapter saves", function()
+  local one = single { out = T.tmpdir(), peft = true }
+  local dir = T.tmpdir()
+  local rs = ranks(2, { out = dir, fsdp = FULL, config = WRAP, peft = true })
+  for r = 1, 2 do same_losses(rs[r].losses, one.losses, "LoRA rank " .. (r - 1)) end
+  T.ok(rs[1].mine < rs[1].total / 10, "only the adapters' shards train")
+  T.ok(T.file_exists(dir .. "/checkpoint-4/adapter_model.safetensors"), "the adapter folder of a FULL checkpoint")
 end)
 
 T.test("the seed's config dict: bad keys are named, what we lack says not supported yet", function()
