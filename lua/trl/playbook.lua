@@ -12,16 +12,17 @@ M.FLAGS = { model = "string", dataset = "string", ["dataset-size"] = "number", [
   ["seq-length"] = "number", ["num-epochs"] = "number", ["learning-rate"] = "number",
   ["gradient-accumulation-steps"] = "number", ["gradient-checkpointing"] = "boolean", ["output-dir"] = "string",
   ["log-dir"] = "string", ["logging-steps"] = "number", ["lora-rank"] = "number", packing = "boolean",
-  ["attn-implementation"] = "string", ["max-steps"] = "number" }
+  ["attn-implementation"] = "string", ["max-steps"] = "number", nodes = "number" }
 
 M.DEFAULTS = {
   full = { hub_model = "meta-llama/Llama-3.2-3B-Instruct", batch_size = 8, learning_rate = 5e-5 },
   lora = { hub_model = "meta-llama/Llama-3.1-8B-Instruct", batch_size = 4, learning_rate = 1e-4 },
   qlora = { hub_model = "unsloth/Meta-Llama-3.1-70B-bnb-4bit", batch_size = 8, learning_rate = 1e-4 },
+  lora_fsdp = { hub_model = "meta-llama/Llama-3.1-70B-Instruct", batch_size = 1, learning_rate = 1e-4, nodes = 2 },
 }
 
 M.USAGE = [[
-usage: skyrun jobs/sft_%s.lua [--model ID|DIR] [--dataset ID|FILE.json] [--dataset-size N] [--batch-size N]
+usage: skyrun jobs/sft_%s.lua [--model ID|DIR] [--nodes N (lora_fsdp: ranks, default 2)] [--dataset ID|FILE.json] [--dataset-size N] [--batch-size N]
          [--seq-length N] [--num-epochs N] [--learning-rate X] [--gradient-accumulation-steps N]
          [--gradient-checkpointing] [--output-dir DIR] [--log-dir DIR] [--logging-steps N] [--lora-rank N]
          [--packing] [--attn-implementation eager|sdpa] [--max-steps N]
@@ -45,7 +46,8 @@ function M.options(method, flags)
     gradient_checkpointing = f("gradient-checkpointing", false), output_dir = f("output-dir", "/tmp/skyrun-sft-" .. method),
     log_dir = flags["log-dir"], logging_steps = math.floor(f("logging-steps", 1)),
     lora_rank = math.floor(f("lora-rank", 8)), packing = f("packing", false),
-    attn_implementation = flags["attn-implementation"], max_steps = flags["max-steps"] and math.floor(flags["max-steps"]) }
+    attn_implementation = flags["attn-implementation"], max_steps = flags["max-steps"] and math.floor(flags["max-steps"]),
+    nodes = math.floor(f("nodes", d.nodes or 1)) }
 end
 
 local function alpaca_dataset(o, eos)
@@ -84,6 +86,9 @@ function M.run(o)
   local trl = require "trl"
   local demo = require "trl.demo_data"
   local cuda = require("skyrun.train").cuda_available()
+  -- under FSDP every rank runs this: rank 0 makes the tiny base and saves the tokenizer
+  local dist = require "sky.dist"
+  local rank0 = not dist.is_initialized() or dist.rank() == 0
 
   local base = o.model
   if base == nil then
@@ -92,7 +97,8 @@ function M.run(o)
     local texts = {}
     for i = 1, #rows do texts[i] = rows[i].text end
     base = o.output_dir .. "/base"
-    demo.make_tiny_llama(base, texts, { max_positions = math.max(o.seq_length, 64) })
+    if rank0 then demo.make_tiny_llama(base, texts, { max_positions = math.max(o.seq_length, 64) }) end
+    if dist.is_initialized() then dist.barrier() end
   end
   local tok = transformers.AutoTokenizer.from_pretrained(base)
   tok.pad_token = tok.eos_token  -- as the playbook
@@ -134,12 +140,13 @@ function M.run(o)
   local stats = trainer:train()
   local final = o.output_dir .. "/final"
   trainer:save_model(final)
-  tok:save_pretrained(final)
+  if rank0 then tok:save_pretrained(final) end
   local m = stats.metrics
   return { device = cuda and "cuda (bf16 autocast)" or "cpu (fp32)", steps = stats.global_step,
     runtime = m.train_runtime, samples_per_second = m.train_samples_per_second,
     steps_per_second = m.train_steps_per_second, train_loss = stats.training_loss, rows = #trainer.train_dataset,
-    saved = final, logs = config.logging_dir }
+    saved = final, logs = config.logging_dir, fsdp = trainer.is_fsdp_enabled == true,
+    ranks = dist.is_initialized() and dist.world_size() or 1 }
 end
 
 --- The driver side of a jobs/sft_<method>.lua script: flags, the pool, the printout.
@@ -153,9 +160,19 @@ function M.main(method, argv)
   print(string.format("skyrun %s: SFT (%s) of %s on %s, batch %d, seq %d, %s epoch(s), lr %g -> %s", sky.version,
     method, o.model or "a tiny Llama made here", o.dataset or "Alpaca-format rows made here", o.batch_size, o.seq_length,
     tostring(o.num_epochs), o.learning_rate, o.output_dir))
-  local pool = sky.ComputePool { provider = sky.providers["local"] {}, nodes = 1 }
+  local pool
+  if method == "lora_fsdp" then
+    -- the playbook's FSDP config through accelerate: the decoder layers wrapped and sharded
+    pool = sky.ComputePool { provider = sky.providers["local"] {}, nodes = o.nodes, plugins = {
+      sky.plugins.accelerate { config = { mixed_precision = "no", fsdp = {
+        sharding_strategy = "FULL_SHARD", auto_wrap_policy = "TRANSFORMER_BASED_WRAP",
+        transformer_layer_cls_to_wrap = "LlamaDecoderLayer", state_dict_type = "FULL_STATE_DICT",
+        sync_module_states = true, use_orig_params = true } } } } }
+  else
+    pool = sky.ComputePool { provider = sky.providers["local"] {}, nodes = 1 }
+  end
   pool:with(function()
-    local r = pool:run(task(o))
+    local r = method == "lora_fsdp" and pool:broadcast(task(o))[1] or pool:run(task(o))
     print(string.rep("=", 60))
     print("TRAINING COMPLETED")
     print(string.rep("=", 60))
@@ -164,6 +181,7 @@ function M.main(method, argv)
     print(string.format("Samples per second: %.2f", r.samples_per_second))
     print(string.format("Steps per second: %.2f", r.steps_per_second))
     print(string.format("Train loss: %.4f (%d steps over %d rows)", r.train_loss, r.steps, r.rows))
+    if r.ranks > 1 then print(string.format("FSDP: %s over %d ranks", r.fsdp and "on" or "off", r.ranks)) end
     print(string.format("Model and tokenizer saved to %s; TensorBoard logs in %s", r.saved, r.logs))
     print(string.rep("=", 60))
   end)

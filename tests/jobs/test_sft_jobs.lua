@@ -111,4 +111,15 @@ for _, method in ipairs { "lora", "qlora" } do
   end)
 end
 
+T.test("sft_lora_fsdp.lua trains the adapter on 2 FSDP ranks offline and saves PEFT's folder once", function()
+  local out = T.tmpdir()
+  local stdout, stderr, code = T.skyrun({ ROOT .. "/jobs/sft_lora_fsdp.lua", "--dataset-size", "32", "--batch-size", "4",
+    "--seq-length", "64", "--learning-rate", "2e-2", "--lora-rank", "4", "--logging-steps", "1", "--output-dir", out })
+  T.eq(code, 0, stderr .. stdout)
+  T.contains(stdout, "FSDP: on over 2 ranks")
+  T.contains(stdout, "(4 steps over 32 rows)")  -- 32 rows, batch 4 on each of 2 ranks
+  T.eq(#losses(stdout), 4)
+  check_adapter(out, false)
+end)
+
 T.run()
