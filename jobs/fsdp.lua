@@ -26,7 +26,9 @@ local flags = require("sky.flags").parse(arg, {
   ["mixed-precision"] = "string", ["state-dict-type"] = "string", ["output-dir"] = "string",
 }, { prog = "fsdp.lua", usage = USAGE })
 
-local shared = os.getenv("SKYRUN_SHARED_DATA") or "/work/shared/data"
+-- the project's third-party data sits beside the checkout (../shared/data), as the build assumes
+local here = (debug.getinfo(1, "S").source:match("^@(.*)/jobs/[^/]*$") or ".")
+local shared = os.getenv("SKYRUN_SHARED_DATA") or (here .. "/../shared/data")
 local opts = {
   text_file = flags["text-file"] or (shared .. "/datasets/wikitext2/wiki.valid.tokens"),
   max_length = math.floor(flags["max-length"] or 32),
