@@ -526,7 +526,7 @@ function Dataset:map(fn, opts)
     if cache_path and opts.keep_in_memory ~= true then
       local w = core.new_writer(cache_path)
       for _, shard in ipairs(shards) do w:append(shard) end
-      w:finish()
+      w:finish(nil, true)  -- a cache entry: another process (a rank) may have made it first
       out = core.load_table(cache_path)
     else
       out = core.concat(shards)
@@ -556,7 +556,7 @@ function Dataset:map(fn, opts)
   bar:close()
   local result
   if writer then
-    writer:finish()
+    writer:finish(nil, true)  -- a cache entry: another process (a rank) may have made it first
     result = core.load_table(cache_path)
   else
     result = #chunks == 1 and chunks[1] or core.concat(chunks)

@@ -215,7 +215,8 @@ local function load_split(fmt, files, o, split, cache_dir, hashed_paths)
     bar:update(1)
   end
   bar:close()
-  writer:finish('{"fingerprint":"' .. fp .. '"}')
+  -- ranks of one job may build the same cache entry at once: the first one finished is kept
+  writer:finish('{"fingerprint":"' .. fp .. '"}', true)
   return with_fp((core.load_table(dir)), fp, cache_dir)
 end
 L.load_split = load_split

@@ -649,7 +649,7 @@ int writer_append(lua_State* L) {
 int writer_finish(lua_State* L) {
   auto& w = class_check<data::TableWriter>(L, 1, kWriterSpec);
   std::string meta = lua_isstring(L, 2) ? lua_tostring(L, 2) : "{}";
-  w.finish(meta);
+  w.finish(meta, lua_toboolean(L, 3) != 0);  // writer:finish(meta, keep_existing)
   class_close(L, 1, kWriterSpec);
   return 0;
 }

@@ -580,7 +580,7 @@ void TableWriter::append(const Table& chunk) {
   rows_ += chunk.num_rows;
 }
 
-void TableWriter::finish(const std::string& meta_json) {
+void TableWriter::finish(const std::string& meta_json, bool keep_existing) {
   for (auto& c : cols_) c->close();
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
@@ -608,8 +608,13 @@ void TableWriter::finish(const std::string& meta_json) {
   f.write(sb.GetString(), sb.GetSize());
   f.close();
   std::error_code ec;
-  fs::remove_all(dir_, ec);
-  fs::rename(tmp_, dir_, ec);
+  if (!keep_existing) fs::remove_all(dir_, ec);
+  fs::rename(tmp_, dir_, ec);  // atomic: onto a missing or empty folder only
+  if (ec && keep_existing && fs::exists(dir_ + "/table.json")) {
+    std::error_code ignored;
+    fs::remove_all(tmp_, ignored);  // another process made the same entry first: theirs is used
+    ec.clear();
+  }
   if (ec) throw Error("cannot rename " + tmp_ + " to " + dir_ + ": " + ec.message());
   finished_ = true;
 }

@@ -155,7 +155,9 @@ class TableWriter {
   explicit TableWriter(std::string dir);  // writes into <dir>.tmp-<pid>, renamed by finish()
   ~TableWriter();
   void append(const Table& chunk);
-  void finish(const std::string& meta_json = "{}");  // user metadata stored beside the schema
+  // user metadata stored beside the schema. keep_existing: the folder is content-addressed (a
+  // cache entry); when another process finished it first, theirs stays and ours is dropped.
+  void finish(const std::string& meta_json = "{}", bool keep_existing = false);
   int64_t num_rows() const { return rows_; }
 
  private:
