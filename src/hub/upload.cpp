@@ -298,7 +298,7 @@ std::vector<std::string> lfs_upload(const Call& c, http::Session& s, const std::
     if (!doc.HasMember("objects") || !doc["objects"].IsArray())
       throw HubError(ErrorKind::http, "the Hub at " + c.endpoint + " sent no 'objects' in its LFS batch answer for '" +
                                           c.repo_id + "'");
-    std::vector<std::pair<const Addition*, const rapidjson::Value*>> todo;
+    std::vector<std::pair<const Addition*, const rapidjson::Value*>> uploads;
     for (const auto& o : doc["objects"].GetArray()) {
       std::string oid = member_string(o, "oid");
       auto it = std::find_if(objs.begin() + at, objs.begin() + end, [&](const Addition* a) { return a->d.sha256 == oid; });
@@ -307,12 +307,12 @@ std::vector<std::string> lfs_upload(const Call& c, http::Session& s, const std::
         throw HubError(ErrorKind::http, "the Hub at " + c.endpoint + " refused the LFS object of '" + (*it)->path +
                                             "': " + c.mask(member_string(o["error"], "message")));
       if (o.HasMember("actions") && o["actions"].IsObject() && o["actions"].HasMember("upload")) {
-        todo.emplace_back(*it, &o["actions"]);
+        uploads.emplace_back(*it, &o["actions"]);
         sent.push_back((*it)->path);
       }
     }
-    detail::run_parallel(c, workers, todo.size(),
-                         [&](size_t i, http::Session& ws) { lfs_upload_one(c, ws, *todo[i].first, *todo[i].second); });
+    detail::run_parallel(c, workers, uploads.size(),
+                         [&](size_t i, http::Session& ws) { lfs_upload_one(c, ws, *uploads[i].first, *uploads[i].second); });
   }
   return sent;
 }
